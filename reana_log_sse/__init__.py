@@ -1,0 +1,5 @@
+"""reana-log-sse: live job logs for REANA."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,155 @@
+"""The Starlette application: routes, middleware and lifespan state, declared once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Callable
+from importlib import resources
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from . import db, partitions
+from .auth import IngestAuth, make_reader_auth
+from .errors import ServiceError, service_error_handler
+from .hub import Hub
+from .ingest import ingest_vector
+from .metrics import Metrics
+from .read import post_status, read_logs
+from .settings import Settings
+from .store import Store
+from .stream import stream_logs
+
+logger = logging.getLogger("reana_log_sse")
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state = request.app.state
+    problems = []
+    try:
+        await state.store.ping()
+    except ServiceError as exc:
+        problems.append(exc.detail)
+    if not state.hub.listening:
+        problems.append("LISTEN connection down")
+    if problems:
+        return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry),
+                    media_type=CONTENT_TYPE_LATEST)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code,
+                        headers=exc.headers)
+
+
+def _static_dir() -> str:
+    return str(resources.files("reana_log_sse").joinpath("static"))
+
+
+def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None) -> Starlette:
+    """Build the app. `settings.database_url` must be set (serve resolves the embedded one)."""
+    if not settings.database_url:
+        raise ValueError("create_app needs settings.database_url")
+    url = settings.database_url
+    clock = today or (lambda: dt.datetime.now(dt.UTC).date())
+    reader_auth = make_reader_auth(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state = app.state
+        logger.info("database: %s", _redact(url))
+        applied = await db.migrate(url)
+        logger.info("migrations: %s", f"applied {applied}" if applied else "up to date")
+        pool = db.make_pool(url, max_size=settings.pool_max_size,
+                            timeout=settings.db_timeout_seconds)
+        await pool.open(wait=True, timeout=30)
+        state.pool = pool
+        state.store = Store(pool)
+        state.hub = Hub(state.store, url, state.metrics, queue_lines=settings.follower_queue_lines,
+                        end_grace=settings.end_grace_seconds)
+        await state.maintain()
+        await state.hub.start()
+        await state.hub.wait_listening(10)
+        task = asyncio.create_task(_maintenance_loop(state), name="maintenance")
+        if not settings.ingest_token_list():
+            logger.warning("no ingest tokens configured: POST /ingest/vector answers 401 "
+                           "(set REANA_LOG_SSE_INGEST_TOKENS)")
+        try:
+            yield
+        finally:
+            task.cancel()
+            await state.hub.stop()
+            await pool.close()
+
+    async def maintain() -> partitions.MaintenanceReport:
+        return await partitions.maintain(url, window())
+
+    def window() -> partitions.Window:
+        return partitions.Window.around(clock(), retention_days=settings.retention_days,
+                                        ahead_days=settings.partitions_ahead_days)
+
+    app = Starlette(
+        routes=[
+            Route("/ingest/vector", ingest_vector, methods=["POST"]),
+            Route("/api/workflows/{workflow_id}/status", post_status, methods=["POST"]),
+            Route("/api/workflows/{workflow_id}/logs/stream", stream_logs),
+            Route("/api/workflows/{workflow_id}/logs", read_logs),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+            Mount("/", StaticFiles(directory=_static_dir(), html=True), name="static"),
+        ],
+        middleware=[Middleware(GZipMiddleware, minimum_size=4096)],
+        exception_handlers={HTTPException: http_error, ServiceError: service_error_handler},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.ingest_auth = IngestAuth(settings.ingest_token_list())
+    app.state.reader_auth = reader_auth
+    app.state.maintain = maintain
+    app.state.window = window
+    return app
+
+
+async def _maintenance_loop(state: object) -> None:
+    settings: Settings = state.settings  # type: ignore[attr-defined]
+    while True:
+        await asyncio.sleep(settings.maintenance_interval_seconds)
+        try:
+            await state.maintain()  # type: ignore[attr-defined]
+        except ServiceError as exc:
+            logger.warning("partition maintenance: %s", exc.detail)
+        except Exception:
+            logger.exception("partition maintenance failed")
+
+
+def _redact(url: str) -> str:
+    import psycopg
+
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparsable URL>"
+    params.pop("password", None)
+    return " ".join(f"{k}={v}" for k, v in sorted(params.items()))

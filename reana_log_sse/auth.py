@@ -1,0 +1,83 @@
+"""Who may write (ingest tokens) and who may read (none, tokens, or reana)."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from typing import Protocol
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from .settings import Settings
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def _any_equal(candidate: str, tokens: list[str]) -> bool:
+    found = False
+    for token in tokens:  # compare with every token, in constant time each
+        found |= hmac.compare_digest(candidate.encode(), token.encode())
+    return found
+
+
+class IngestAuth:
+    def __init__(self, tokens: list[str]) -> None:
+        self.tokens = tokens
+
+    def check(self, request: Request) -> None:
+        if not self.tokens:
+            raise HTTPException(401, "no ingest tokens are configured: set "
+                                "REANA_LOG_SSE_INGEST_TOKENS or REANA_LOG_SSE_INGEST_TOKENS_FILE")
+        token = bearer_token(request)
+        if token is None or not _any_equal(token, self.tokens):
+            raise HTTPException(401, "missing or wrong ingest token",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+
+class ReaderAuth(Protocol):
+    """May this request read this workflow? Raises HTTPException 401/403/503 if not."""
+
+    async def authorize(self, request: Request, workflow_id: uuid.UUID) -> None: ...
+
+
+def reader_token(request: Request) -> str | None:
+    return request.query_params.get("access_token") or bearer_token(request)
+
+
+class OpenAuth:
+    """auth=none: anyone may read (the CLI refuses it unless listening on loopback)."""
+
+    async def authorize(self, request: Request, workflow_id: uuid.UUID) -> None:
+        return None
+
+
+class TokenAuth:
+    """auth=tokens: static reader tokens that may read every workflow."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.tokens = tokens
+
+    async def authorize(self, request: Request, workflow_id: uuid.UUID) -> None:
+        token = reader_token(request)
+        if token is None or not _any_equal(token, self.tokens):
+            raise HTTPException(401, "missing or wrong access token",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+
+def make_reader_auth(settings: Settings) -> ReaderAuth:
+    if settings.auth == "none":
+        return OpenAuth()
+    if settings.auth == "tokens":
+        tokens = settings.read_token_list()
+        if not tokens:
+            raise ValueError("auth=tokens needs REANA_LOG_SSE_READ_TOKENS or "
+                             "REANA_LOG_SSE_READ_TOKENS_FILE")
+        return TokenAuth(tokens)
+    raise ValueError("auth=reana is not available in this version; use none or tokens")

@@ -1,0 +1,122 @@
+"""`reana-log-sse demo`: the service plus a simulated REANA workflow posting real batches."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import gzip
+import logging
+import random
+import secrets
+import uuid
+
+import click
+import httpx
+import orjson
+import uvicorn
+
+from .app import create_app
+from .settings import Settings
+
+logger = logging.getLogger("reana_log_sse")
+
+STEPS = ("gendata", "fitdata", "plot")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+class SimulatedWorkflow:
+    """A REANA-like run: engine lines, three jobs one after another, then finished."""
+
+    def __init__(self, base_url: str, token: str, rate: float) -> None:
+        self.workflow_id = uuid.uuid4()
+        self.base_url = base_url
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.rate = rate
+
+    def event(self, message: str, *, step: str | None = None, stream: str = "stdout") -> dict:
+        job = f"reana-run-job-{uuid.uuid5(self.workflow_id, step)}" if step else None
+        pod = f"{job}-{secrets.token_hex(3)}" if job else f"reana-run-batch-{self.workflow_id}-x"
+        return {"workflow_id": str(self.workflow_id), "kind": "job" if step else "workflow",
+                "job_id": job, "step": step, "pod": pod,
+                "container": "job" if step else "workflow-engine", "stream": stream,
+                "timestamp": _now(), "message": message, "collected_at": _now()}
+
+    async def post(self, client: httpx.AsyncClient, events: list[dict]) -> None:
+        body = gzip.compress(orjson.dumps(events))
+        for attempt in range(10):  # as Vector does: retry 5xx
+            response = await client.post("/ingest/vector", content=body,
+                                         headers={**self.headers, "Content-Encoding": "gzip"})
+            if response.status_code < 500:
+                response.raise_for_status()
+                return
+            await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def status(self, client: httpx.AsyncClient, status: str, step: str | None = None) -> None:
+        job = f"reana-run-job-{uuid.uuid5(self.workflow_id, step)}" if step else None
+        response = await client.post(f"/api/workflows/{self.workflow_id}/status",
+                                     json={"status": status, "job_id": job, "step": step},
+                                     headers=self.headers)
+        response.raise_for_status()
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as client:
+            await self.status(client, "running")
+            await self.post(client, [self.event("Workflow engine started (serial)")])
+            for step in STEPS:
+                await self.post(client, [self.event(f"Publishing step:{step} to job controller")])
+                await self.status(client, "running", step)
+                await self.job(client, step)
+                await self.status(client, "finished", step)
+            await self.post(client, [self.event("Workflow finished. Publishing status.")])
+            await self.status(client, "finished")
+
+    async def job(self, client: httpx.AsyncClient, step: str) -> None:
+        total = random.randint(60, 120)
+        for i in range(1, total + 1):
+            events = [self.event(f"{step}: processing chunk {i}/{total} "
+                                 f"\x1b[32m{100 * i // total}%\x1b[0m", step=step)]
+            if i % 25 == 0:
+                events.append(self.event(f"{step}: warning: slow I/O on chunk {i}", step=step,
+                                         stream="stderr"))
+            await self.post(client, events)
+            await asyncio.sleep(random.expovariate(self.rate))
+
+
+async def run_demo(settings: Settings, rate: float) -> None:
+    token = settings.ingest_token_list()[0] if settings.ingest_token_list() else secrets.token_urlsafe(16)
+    settings = settings.replace(ingest_tokens=token, end_grace_seconds=1.0)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
+                            log_level=settings.log_level, log_config=None,
+                            timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            await serving
+            return
+        await asyncio.sleep(0.05)
+    base = f"http://{settings.host}:{settings.port}"
+    sim = SimulatedWorkflow(base, token, rate)
+    wf = sim.workflow_id
+    click.echo(f"""
+reana-log-sse demo: a simulated workflow {wf} is running.
+  browser: {base}/?workflow={wf}
+  curl:    curl -N {base}/api/workflows/{wf}/logs/stream
+  text:    curl {base}/api/workflows/{wf}/logs?format=text
+  ingest:  curl -H 'Authorization: Bearer {token}' ... {base}/ingest/vector
+Ctrl-C to stop.
+""")
+    try:
+        await sim.run()
+        click.echo(f"workflow {wf} finished; the service keeps running (Ctrl-C to stop).")
+        await serving
+    except asyncio.CancelledError:
+        pass
+    finally:
+        server.should_exit = True
+        if not serving.done():
+            await serving

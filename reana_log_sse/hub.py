@@ -1,0 +1,304 @@
+"""The in-process fan-out: one LISTEN connection, one reader per followed workflow.
+
+A NOTIFY names the workflows a committed batch touched. The workflow's Feed reads the new
+rows once (however many followers it has) and hands them to each follower's bounded
+queue. Every queued item says which line it follows (`after`); a follower whose own
+position is behind that reads the gap from the database, so a follower whose queue
+overflowed (and was emptied) simply catches up from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+import psycopg
+
+from .db import NOTIFY_CHANNEL, conninfo
+from .errors import ServiceError
+from .lines import Line
+from .metrics import Metrics
+from .models import TERMINAL_STATUSES
+from .store import StatusRow, Store
+
+logger = logging.getLogger("reana_log_sse")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Batch:
+    after: int
+    upto: int
+    lines: list[Line]
+    notified_at: float  # monotonic time the NOTIFY arrived
+    committed_at: float | None  # wall-clock epoch the ingest sent with the NOTIFY
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StatusItem:
+    after: int
+    status: StatusRow
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class End:
+    after: int
+    status: str
+
+
+Item = Batch | StatusItem | End
+
+
+class Subscription:
+    """A follower's bounded queue of items from its workflow's Feed."""
+
+    def __init__(self, feed: Feed, limit: int) -> None:
+        self.feed = feed
+        self.limit = limit
+        self.items: collections.deque[Item] = collections.deque()
+        self.queued_lines = 0
+        self.overflows = 0
+        self._wakeup = asyncio.Event()
+
+    def push(self, item: Item) -> None:
+        size = len(item.lines) if isinstance(item, Batch) else 0
+        if self.queued_lines + size > self.limit:
+            # Too far behind: forget what is queued. The next item's `after` is then
+            # ahead of the follower, which reads the gap from the database instead.
+            self.items.clear()
+            self.queued_lines = 0
+            self.overflows += 1
+            self.feed.hub.metrics.follower_overflows.inc()
+            if size > self.limit:
+                item = Batch(item.upto, item.upto, [], item.notified_at, item.committed_at)  # type: ignore[union-attr]
+                size = 0
+        self.items.append(item)
+        self.queued_lines += size
+        self._wakeup.set()
+
+    async def get(self) -> Item:
+        while not self.items:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        item = self.items.popleft()
+        if isinstance(item, Batch):
+            self.queued_lines -= len(item.lines)
+        return item
+
+    def close(self) -> None:
+        self.feed.unsubscribe(self)
+
+
+class Feed:
+    """Reads one workflow's new rows once and fans them out."""
+
+    def __init__(self, hub: Hub, workflow_id: uuid.UUID) -> None:
+        self.hub = hub
+        self.workflow_id = workflow_id
+        self.subscribers: set[Subscription] = set()
+        self.last: int | None = None  # highest seq read (None until initialised)
+        self.status_cursor = 0
+        self.ended: End | None = None
+        self.dirty = asyncio.Event()
+        self.dirty.set()
+        self.notified_at = time.monotonic()
+        self.committed_at: float | None = None
+        self._end_at: float | None = None
+        self._end_status = ""
+        self.task = asyncio.create_task(self._run(), name=f"feed-{workflow_id}")
+
+    def subscribe(self, limit: int) -> Subscription:
+        sub = Subscription(self, limit)
+        self.subscribers.add(sub)
+        if self.ended is not None:
+            sub.push(self.ended)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self.subscribers.discard(sub)
+        if not self.subscribers:
+            self.task.cancel()
+            if self.hub.feeds.get(self.workflow_id) is self:
+                del self.hub.feeds[self.workflow_id]
+
+    def poke(self, committed_at: float | None) -> None:
+        if not self.dirty.is_set():
+            self.notified_at = time.monotonic()
+            self.committed_at = committed_at
+        self.dirty.set()
+
+    def _broadcast(self, item: Item) -> None:
+        for sub in list(self.subscribers):
+            sub.push(item)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                timeout = None
+                if self._end_at is not None and self.ended is None:
+                    timeout = max(0.0, self._end_at - time.monotonic())
+                if timeout is None:
+                    await self.dirty.wait()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.dirty.wait(), timeout)
+                self.dirty.clear()
+                await self.refresh()
+                if (
+                    self.ended is None and self._end_at is not None
+                    and time.monotonic() >= self._end_at and self.last is not None
+                ):
+                    self.ended = End(self.last, self._end_status)
+                    self._broadcast(self.ended)
+            except asyncio.CancelledError:
+                raise
+            except ServiceError as exc:
+                logger.warning("feed %s: %s; retrying", self.workflow_id, exc.detail)
+                self.dirty.set()
+                await asyncio.sleep(1.0)
+            except Exception:
+                logger.exception("feed %s failed; retrying", self.workflow_id)
+                self.dirty.set()
+                await asyncio.sleep(1.0)
+
+    async def refresh(self) -> None:
+        store = self.hub.store
+        if self.last is None:
+            snap = await store.snapshot(self.workflow_id, limit=0)
+            if snap is None:  # not known yet: wait for its first NOTIFY
+                return
+            self.last, self.status_cursor = snap.last_seq, snap.status_cursor
+            # Followers that subscribed before this point may have read less: the empty
+            # batch tells them where live delivery starts.
+            self._broadcast(Batch(self.last, self.last, [], self.notified_at, None))
+            self._note_status(snap.status, snap.status_age)
+            return
+        notified_at, committed_at = self.notified_at, self.committed_at
+        self.hub.metrics.feed_reads.inc()
+        while True:
+            snap = await store.snapshot(
+                self.workflow_id, after=self.last, status_after=self.status_cursor,
+                limit=self.hub.read_chunk,
+            )
+            if snap is None:
+                return
+            start = self.last
+            for status in snap.statuses:
+                # lines committed before the status go out before it
+                if status.after_seq > start:
+                    chunk = [line for line in snap.lines if start < line.seq <= status.after_seq]
+                    self._broadcast(Batch(start, status.after_seq, chunk, notified_at, committed_at))
+                    start = status.after_seq
+                self._broadcast(StatusItem(start, status))
+            if snap.horizon > start:
+                rest = [line for line in snap.lines if line.seq > start]
+                self._broadcast(Batch(start, snap.horizon, rest, notified_at, committed_at))
+            self.last = max(self.last, snap.horizon)
+            self.status_cursor = snap.status_cursor
+            if snap.horizon >= snap.last_seq:
+                break
+        self._note_status(snap.status, snap.status_age)
+
+    def _note_status(self, status: str | None, age: float | None) -> None:
+        """A terminal workflow status ends the streams once late lines had their grace."""
+        if status in TERMINAL_STATUSES and self._end_at is None:
+            self._end_status = status
+            self._end_at = time.monotonic() + max(0.0, self.hub.end_grace - (age or 0.0))
+            self.dirty.set()
+
+
+class Hub:
+    def __init__(
+        self, store: Store, database_url: str, metrics: Metrics, *,
+        queue_lines: int, end_grace: float, read_chunk: int = 2000,
+    ) -> None:
+        self.store = store
+        self.database_url = database_url
+        self.metrics = metrics
+        self.queue_lines = queue_lines
+        self.end_grace = end_grace
+        self.read_chunk = read_chunk
+        self.feeds: dict[uuid.UUID, Feed] = {}
+        self.listening = False
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+
+    def subscribe(self, workflow_id: uuid.UUID) -> Subscription:
+        feed = self.feeds.get(workflow_id)
+        if feed is None:
+            feed = self.feeds[workflow_id] = Feed(self, workflow_id)
+        return feed.subscribe(self.queue_lines)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="listen")
+
+    async def wait_listening(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        for feed in list(self.feeds.values()):
+            feed.task.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _listen(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    conninfo(self.database_url), autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self.listening = True
+                    self._connected.set()
+                    logger.info("listening for new lines on channel %s", NOTIFY_CHANNEL)
+                    delay = 0.1
+                    # anything committed while we were not listening is read now
+                    for feed in list(self.feeds.values()):
+                        feed.poke(None)
+                    async for notify in conn.notifies():
+                        self._dispatch(notify.payload)
+            except asyncio.CancelledError:
+                raise
+            except psycopg.Error as exc:
+                if self.listening:
+                    logger.warning("LISTEN connection lost (%s); reconnecting", exc)
+                else:
+                    logger.warning("LISTEN connection failed (%s); retrying in %.1fs", exc, delay)
+            finally:
+                self.listening = False
+                self._connected.clear()
+            self.metrics.listen_reconnects.inc()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _dispatch(self, payload: str) -> None:
+        try:
+            message: dict[str, Any] = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            message = {"all": True}
+        committed_at = message.get("t")
+        if message.get("all"):
+            targets = list(self.feeds.values())
+        else:
+            targets = []
+            for key in message.get("w", {}):
+                feed = self.feeds.get(uuid.UUID(key))
+                if feed is not None:  # a status change may come with no new line
+                    targets.append(feed)
+        for feed in targets:
+            feed.poke(committed_at)

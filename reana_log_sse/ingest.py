@@ -1,0 +1,215 @@
+"""POST /ingest/vector: decode, validate, store, answer only after commit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import io
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+import pydantic
+import zstandard
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from .errors import PartitionMissing
+from .models import LogEvent
+from .partitions import Window
+from .store import PreparedLine
+
+logger = logging.getLogger("reana_log_sse")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, decompressed, at most `limit` bytes (else BodyTooLarge)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding == "gzip":
+        reader: Any = gzip.GzipFile(fileobj=io.BytesIO(raw))
+    elif encoding == "zstd":
+        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw))
+    else:
+        raise HTTPException(415, f"unsupported Content-Encoding {encoding!r}: use gzip, zstd "
+                            "or none")
+    try:
+        body = reader.read(limit + 1)
+    except (OSError, EOFError, zstandard.ZstdError) as exc:
+        raise HTTPException(400, f"body is not valid {encoding}: {exc}") from exc
+    if len(body) > limit:
+        raise BodyTooLarge
+    return body
+
+
+def parse_events(body: bytes, content_type: str) -> list[Any]:
+    """A JSON array (Vector's json codec) or NDJSON; invalid UTF-8 is replaced, not fatal."""
+    ndjson = "ndjson" in content_type or "jsonlines" in content_type
+    try:
+        return _parse(body, ndjson, orjson.loads)
+    except (orjson.JSONDecodeError, UnicodeDecodeError):
+        pass
+    # Slow path: invalid UTF-8 or lone surrogates. Replace them instead of refusing.
+    text = body.decode("utf-8", errors="replace")
+    try:
+        events = _parse(text.encode("utf-8", "replace"), ndjson, json.loads)
+    except ValueError as exc:
+        raise HTTPException(400, f"body is not JSON or NDJSON: {exc}") from exc
+    return [_scrub(e) for e in events]
+
+
+def _parse(body: bytes, ndjson: bool, loads: Any) -> list[Any]:
+    if ndjson:
+        return [loads(line) for line in body.splitlines() if line.strip()]
+    data = loads(body)
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict):
+        return [data]
+    raise ValueError("expected a JSON array of events")
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    return value
+
+
+def truncate(message: str, limit: int) -> tuple[str, bool]:
+    if len(message) * 4 <= limit:  # cannot exceed the limit in UTF-8
+        return message, False
+    encoded = message.encode("utf-8")
+    if len(encoded) <= limit:
+        return message, False
+    return encoded[:limit].decode("utf-8", errors="ignore"), True
+
+
+def _reason(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in err["loc"]) or "event"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def prepare(
+    events: list[Any], *, max_line_bytes: int, window: Window
+) -> tuple[list[PreparedLine], list[tuple[str, str]]]:
+    """Validate events; returns the lines to store and (reason, raw event) rejections."""
+    lines: list[PreparedLine] = []
+    rejected: list[tuple[str, str]] = []
+    ords: dict[uuid.UUID, int] = {}
+    seen: set[bytes] = set()
+    for raw in events:
+        if not isinstance(raw, dict):
+            rejected.append(("event is not a JSON object", _dump(raw)))
+            continue
+        try:
+            event = LogEvent.model_validate(raw)
+        except pydantic.ValidationError as exc:
+            rejected.append((_reason(exc), _dump(raw)))
+            continue
+        if not window.contains(event.timestamp):
+            rejected.append((f"timestamp outside the stored window {window.first} .. "
+                             f"{window.last}", _dump(raw)))
+            continue
+        message, cut = truncate(event.message.replace("\x00", "\ufffd"), max_line_bytes)
+        key = _identity(event, str(raw.get("timestamp")), message)
+        digest = hashlib.blake2b(key, digest_size=16).digest()
+        occurrence = 0
+        while digest in seen:  # the same line twice in one batch is two lines
+            occurrence += 1
+            digest = hashlib.blake2b(key + b"\x1f%d" % occurrence, digest_size=16).digest()
+        seen.add(digest)
+        n = ords[event.workflow_id] = ords.get(event.workflow_id, 0) + 1
+        lines.append(PreparedLine(
+            event.workflow_id, n, event.timestamp, uuid.UUID(bytes=digest), event.kind,
+            event.job_id, event.step, event.pod, event.container, event.stream, message, cut,
+            event.collected_at,
+        ))
+    return lines, rejected
+
+
+def _identity(event: LogEvent, raw_timestamp: str, message: str) -> bytes:
+    fields = (str(event.workflow_id), event.kind, event.job_id or "", event.pod or "",
+              event.container or "", event.stream, raw_timestamp, message)
+    return "\x1f".join(fields).encode("utf-8", "replace")
+
+
+def _dump(raw: Any) -> str:
+    try:
+        text = orjson.dumps(raw).decode()
+    except TypeError:
+        text = repr(raw)
+    return text[:100_000]
+
+
+async def ingest_vector(request: Request) -> JSONResponse:
+    state = request.app.state
+    metrics = state.metrics
+    try:
+        state.ingest_auth.check(request)
+        try:
+            body = await read_body(request, state.settings.max_body_bytes)
+        except BodyTooLarge:
+            raise HTTPException(413, f"body larger than {state.settings.max_body_bytes} bytes "
+                                "(REANA_LOG_SSE_MAX_BODY_BYTES)") from None
+        events = parse_events(body, request.headers.get("content-type", ""))
+    except HTTPException as exc:
+        metrics.ingest_requests.labels(str(exc.status_code)).inc()
+        raise
+    window = state.window()
+    lines, rejected = prepare(events, max_line_bytes=state.settings.max_line_bytes,
+                              window=window)
+    try:
+        result = await state.store.ingest(lines, rejected)
+    except PartitionMissing:
+        await state.maintain()
+        result = await state.store.ingest(lines, rejected)
+    _observe(metrics, lines, result.committed_at)
+    metrics.lines_ingested.inc(result.accepted)
+    metrics.duplicates.inc(result.duplicates)
+    metrics.ingest_requests.labels("200").inc()
+    if rejected:
+        for reason, _ in rejected:
+            metrics.rejected.labels(reason.split(":", 1)[0][:60]).inc()
+        logger.warning("ingest: rejected %d of %d events (first: %s)", len(rejected),
+                       len(events), rejected[0][0])
+    return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates,
+                         "rejected": result.rejected})
+
+
+def _observe(metrics: Any, lines: list[PreparedLine], committed_at: float) -> None:
+    written = metrics.stage_delay.labels("written_to_collected")
+    committed = metrics.stage_delay.labels("collected_to_committed")
+    for line in lines:
+        if line.collected_at is not None:
+            collected = line.collected_at.timestamp()
+            written.observe(max(0.0, collected - line.ts.timestamp()))
+            committed.observe(max(0.0, committed_at - collected))
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.fromtimestamp(time.time(), dt.UTC)

@@ -1,0 +1,42 @@
+"""Prometheus metrics, one registry per app (several apps can live in one test process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_DELAY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                  10.0, 30.0, 60.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        p = "reana_log_sse_"
+        self.lines_ingested = Counter(p + "lines_ingested", "Log lines stored", registry=r)
+        self.duplicates = Counter(p + "duplicate_lines", "Lines already stored (retries)",
+                                  registry=r)
+        self.rejected = Counter(p + "rejected_events", "Events that failed validation",
+                                ["reason"], registry=r)
+        self.ingest_requests = Counter(p + "ingest_requests", "Ingest requests by answer",
+                                       ["code"], registry=r)
+        self.database_errors = Counter(p + "database_errors", "Requests failed: database down",
+                                       registry=r)
+        self.active_streams = Gauge(p + "active_streams", "Open SSE streams", registry=r)
+        self.followed_workflows = Gauge(p + "followed_workflows",
+                                        "Workflows with at least one stream", registry=r)
+        self.feed_reads = Counter(p + "feed_reads", "Database reads by live feeds", registry=r)
+        self.catchup_reads = Counter(p + "catchup_reads", "Database reads by lagging or "
+                                     "resuming followers", registry=r)
+        self.follower_overflows = Counter(p + "follower_overflows", "Follower queues emptied "
+                                          "because the follower fell behind", registry=r)
+        self.listen_reconnects = Counter(p + "listen_reconnects", "LISTEN connection "
+                                         "(re)connect attempts after a loss", registry=r)
+        self.notify_to_send = Histogram(p + "notify_to_send_seconds", "NOTIFY received -> "
+                                        "lines written to a follower", buckets=_DELAY_BUCKETS,
+                                        registry=r)
+        self.stage_delay = Histogram(
+            p + "stage_delay_seconds",
+            "Delay of each stage of a line's path: written->collected (Vector read it), "
+            "collected->committed, committed->sent",
+            ["stage"], buckets=_DELAY_BUCKETS, registry=r,
+        )

@@ -1,0 +1,168 @@
+"""Every setting, with its environment variable, default and meaning, in one table.
+
+The CLI, the app and the README's configuration table all read ``SETTINGS``; a test checks
+that the README lists each one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+
+ENV_PREFIX = "REANA_LOG_SSE_"
+AuthMode = Literal["none", "tokens", "reana"]
+
+
+def _default_data_dir() -> str:
+    return platformdirs.user_data_dir("reana-log-sse")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    database_url: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "PostgreSQL URL; unset means an embedded PostgreSQL under the data "
+                  "dir (plain DATABASE_URL is read too)"},
+    )
+    data_dir: str = dataclasses.field(
+        default_factory=_default_data_dir,
+        metadata={"help": "where the embedded PostgreSQL keeps its files",
+                  "default_doc": "per-user data dir (~/.local/share/reana-log-sse)"},
+    )
+    host: str = dataclasses.field(default="127.0.0.1", metadata={"help": "listen address"})
+    port: int = dataclasses.field(default=8000, metadata={"help": "listen port"})
+    log_level: str = dataclasses.field(
+        default="info", metadata={"help": "debug, info, warning or error"}
+    )
+    ingest_tokens: str = dataclasses.field(
+        default="", metadata={"help": "comma-separated bearer tokens accepted by the ingest "
+                              "and status endpoints"}
+    )
+    ingest_tokens_file: str | None = dataclasses.field(
+        default=None, metadata={"help": "file with more ingest tokens, one per line"}
+    )
+    max_body_bytes: int = dataclasses.field(
+        default=10 * 1024 * 1024,
+        metadata={"help": "cap on a decompressed ingest body; past it 413 (admits Vector's "
+                  "default 10 MB batch)"},
+    )
+    max_line_bytes: int = dataclasses.field(
+        default=64 * 1024,
+        metadata={"help": "a longer message is cut there and marked truncated"},
+    )
+    retention_days: int = dataclasses.field(
+        default=30, metadata={"help": "days of log partitions kept; older ones are dropped"}
+    )
+    partitions_ahead_days: int = dataclasses.field(
+        default=2, metadata={"help": "daily partitions created ahead of today"}
+    )
+    maintenance_interval_seconds: float = dataclasses.field(
+        default=3600.0, metadata={"help": "how often the service runs partition maintenance"}
+    )
+    auth: AuthMode = dataclasses.field(
+        default="none",
+        metadata={"help": "who may read logs: none (loopback only), tokens, or reana"},
+    )
+    read_tokens: str = dataclasses.field(
+        default="", metadata={"help": "comma-separated reader tokens for auth=tokens"}
+    )
+    read_tokens_file: str | None = dataclasses.field(
+        default=None, metadata={"help": "file with more reader tokens, one per line"}
+    )
+    reana_server_url: str | None = dataclasses.field(
+        default=None, metadata={"help": "reana-server base URL for auth=reana"}
+    )
+    wait_for_unknown: bool = dataclasses.field(
+        default=False,
+        metadata={"help": "a stream of an unknown workflow waits for its first line "
+                  "instead of 404"},
+    )
+    ping_seconds: float = dataclasses.field(
+        default=15.0, metadata={"help": "seconds between `: ping` comments on a stream"}
+    )
+    retry_ms: int = dataclasses.field(
+        default=2000, metadata={"help": "the `retry:` sent to EventSource clients"}
+    )
+    follower_queue_lines: int = dataclasses.field(
+        default=10_000,
+        metadata={"help": "lines buffered per follower; a slower follower catches up from "
+                  "the database"},
+    )
+    end_grace_seconds: float = dataclasses.field(
+        default=3.0,
+        metadata={"help": "after a terminal status, how long streams wait for late lines "
+                  "before `end`"},
+    )
+    pool_max_size: int = dataclasses.field(
+        default=10, metadata={"help": "database connections per process (plus one LISTEN)"}
+    )
+    db_timeout_seconds: float = dataclasses.field(
+        default=5.0,
+        metadata={"help": "how long a request waits for a database connection before 503"},
+    )
+
+    # -- derived -----------------------------------------------------------------------
+
+    def ingest_token_list(self) -> list[str]:
+        return _tokens(self.ingest_tokens, self.ingest_tokens_file)
+
+    def read_token_list(self) -> list[str]:
+        return _tokens(self.read_tokens, self.read_tokens_file)
+
+    def host_is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(env_name(f.name))
+            if raw is None and f.name == "database_url":
+                raw = environ.get("DATABASE_URL")
+            if raw is not None and raw != "":
+                values[f.name] = _convert(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+SETTINGS: tuple[dataclasses.Field[Any], ...] = dataclasses.fields(Settings)
+
+
+def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    if kind == "bool":
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if f.name == "auth" and raw not in ("none", "tokens", "reana"):
+        raise ValueError(f"{env_name('auth')} must be none, tokens or reana, not {raw!r}")
+    return raw
+
+
+def _tokens(inline: str, path: str | None) -> list[str]:
+    tokens = [t.strip() for t in inline.split(",") if t.strip()]
+    if path:
+        text = Path(path).read_text(encoding="utf-8")
+        tokens += [line.strip() for line in text.splitlines() if line.strip()]
+    return tokens

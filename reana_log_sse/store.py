@@ -1,0 +1,275 @@
+"""Storage: the ingest transaction, status changes, and snapshot reads of a workflow."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from .db import NOTIFY_CHANNEL, load_sql
+from .errors import translated
+from .lines import Line
+
+_NOTIFY_MAX = 7900  # PostgreSQL caps a payload at 8000 bytes
+_ALLOCATE = load_sql("allocate.sql")
+_INSERT = load_sql("ingest.sql")
+_COPY = (
+    "COPY incoming (workflow_id, ord, ts, dedupe, kind, job_id, step, pod, container,"
+    " stream, message, truncated, collected_at) FROM STDIN (FORMAT BINARY)"
+)
+_COPY_TYPES = ["uuid", "int8", "timestamptz", "uuid", "text", "text", "text", "text", "text",
+               "text", "text", "bool", "timestamptz"]
+_LINE_COLUMNS = "seq, kind, job_id, step, stream, ts, message, truncated"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PreparedLine:
+    """A validated line ready for COPY; ord is its 1-based position in its workflow's part."""
+
+    workflow_id: uuid.UUID
+    ord: int
+    ts: dt.datetime
+    dedupe: uuid.UUID
+    kind: str
+    job_id: str | None
+    step: str | None
+    pod: str | None
+    container: str | None
+    stream: str
+    message: str
+    truncated: bool
+    collected_at: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    rejected: int
+    committed_at: float  # time.time() right after COMMIT
+
+
+@dataclasses.dataclass(frozen=True)
+class Filters:
+    jobs: tuple[str, ...] = ()
+    kind: str | None = None
+
+    def matches(self, line: Line) -> bool:
+        if self.kind is not None and line.kind != self.kind:
+            return False
+        return not self.jobs or line.job_id in self.jobs or line.step in self.jobs
+
+    def sql_params(self) -> dict[str, Any]:
+        return {"jobs": list(self.jobs) or None, "kind": self.kind}
+
+
+_FILTER_SQL = (
+    " AND (%(jobs)s::text[] IS NULL OR job_id = ANY(%(jobs)s) OR step = ANY(%(jobs)s))"
+    " AND (%(kind)s::text IS NULL OR kind = %(kind)s)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusRow:
+    id: int
+    after_seq: int
+    job_id: str | None
+    step: str | None
+    status: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """What one consistent read of a workflow saw.
+
+    horizon: every line with seq <= horizon that matches the filters is in `lines` or
+    was before the requested start; statuses are those with after_seq <= horizon.
+    """
+
+    last_seq: int
+    status: str | None
+    status_age: float | None  # seconds since the workflow status was set
+    horizon: int
+    lines: list[Line]
+    statuses: list[StatusRow]
+    status_cursor: int  # highest status id covered
+
+
+class Store:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def ingest(
+        self, lines: Sequence[PreparedLine], rejected: Sequence[tuple[str, str]]
+    ) -> IngestResult:
+        counts: dict[uuid.UUID, int] = {}
+        for line in lines:
+            counts[line.workflow_id] = max(counts.get(line.workflow_id, 0), line.ord)
+        inserted = 0
+        async with translated(), self.pool.connection() as conn:
+            async with conn.transaction():
+                if lines:
+                    async with conn.cursor() as cur:
+                        async with cur.copy(_COPY) as copy:
+                            copy.set_types(_COPY_TYPES)
+                            for line in lines:
+                                await copy.write_row(dataclasses.astuple(line))
+                        ids = sorted(counts)
+                        await cur.execute(
+                            _ALLOCATE,
+                            {"workflow_ids": ids, "counts": [counts[w] for w in ids]},
+                        )
+                        last = {row[0]: row[1] for row in await cur.fetchall()}
+                        await cur.execute(
+                            _INSERT,
+                            {"workflow_ids": ids, "bases": [last[w] - counts[w] for w in ids]},
+                        )
+                        inserted = cur.rowcount
+                        await _notify(cur, last)
+                if rejected:
+                    async with conn.cursor() as cur:
+                        await cur.executemany(
+                            "INSERT INTO rejected_events (reason, event) VALUES (%s, %s)",
+                            list(rejected),
+                        )
+            committed_at = time.time()
+        return IngestResult(inserted, len(lines) - inserted, len(rejected), committed_at)
+
+    async def set_status(
+        self, workflow_id: uuid.UUID, *, status: str, job_id: str | None, step: str | None,
+        details: dict[str, Any], workflow_level: bool,
+    ) -> int:
+        """Record a status change; returns its status event id."""
+        async with translated(), self.pool.connection() as conn, conn.cursor() as cur:
+            await cur.execute(
+                "INSERT INTO workflows AS w (workflow_id) VALUES (%s)"
+                " ON CONFLICT (workflow_id) DO UPDATE SET updated_at = now()"
+                " RETURNING last_seq",
+                (workflow_id,),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            last_seq = row[0]
+            if workflow_level:
+                await cur.execute(
+                    "UPDATE workflows SET status = %s, status_at = now() WHERE workflow_id = %s",
+                    (status, workflow_id),
+                )
+            await cur.execute(
+                "INSERT INTO status_events (workflow_id, after_seq, job_id, step, status, details)"
+                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                (workflow_id, last_seq, job_id, step, status, Jsonb(details)),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            if workflow_level and status == "deleted":
+                await cur.execute("DELETE FROM log_lines WHERE workflow_id = %s", (workflow_id,))
+            await _notify(cur, {workflow_id: last_seq})
+            return int(row[0])
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def snapshot(
+        self,
+        workflow_id: uuid.UUID,
+        *,
+        after: int = 0,
+        status_after: int | None = None,
+        limit: int = 1000,
+        filters: Filters | None = None,
+        tail: int | None = None,
+        upto: int | None = None,
+    ) -> Snapshot | None:
+        """One REPEATABLE READ view of a workflow: its counters, lines and statuses.
+
+        Lines: seq > after (at most `limit`, or the last `tail` matching); statuses:
+        id > status_after (None: none are read). Returns None for an unknown workflow.
+        """
+        filters = filters or Filters()
+        async with translated(), self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor()
+            await cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            await cur.execute(
+                "SELECT last_seq, status, extract(epoch FROM now() - status_at)::float8,"
+                " (SELECT coalesce(max(id), 0) FROM status_events s"
+                "  WHERE s.workflow_id = w.workflow_id)"
+                " FROM workflows w WHERE workflow_id = %s",
+                (workflow_id,),
+            )
+            head = await cur.fetchone()
+            if head is None:
+                return None
+            last_seq, status, status_age, max_status_id = head
+            ceiling = last_seq if upto is None else min(upto, last_seq)
+            params = {"wf": workflow_id, "after": after, "upto": ceiling, **filters.sql_params()}
+            if tail is not None:
+                await cur.execute(
+                    f"SELECT {_LINE_COLUMNS} FROM log_lines WHERE workflow_id = %(wf)s"
+                    " AND seq > %(after)s AND seq <= %(upto)s" + _FILTER_SQL +
+                    " ORDER BY seq DESC LIMIT %(limit)s",
+                    {**params, "limit": tail},
+                )
+                rows = list(reversed(await cur.fetchall()))
+                horizon = ceiling
+            else:
+                await cur.execute(
+                    f"SELECT {_LINE_COLUMNS} FROM log_lines WHERE workflow_id = %(wf)s"
+                    " AND seq > %(after)s AND seq <= %(upto)s" + _FILTER_SQL +
+                    " ORDER BY seq LIMIT %(limit)s",
+                    {**params, "limit": limit},
+                )
+                rows = await cur.fetchall()
+                if limit == 0:
+                    horizon = after
+                elif len(rows) >= limit:
+                    horizon = rows[-1][0]
+                else:
+                    horizon = max(ceiling, after)
+            statuses: list[StatusRow] = []
+            status_cursor = max_status_id
+            if status_after is not None:
+                await cur.execute(
+                    "SELECT id, after_seq, job_id, step, status FROM status_events"
+                    " WHERE workflow_id = %s AND id > %s AND after_seq <= %s ORDER BY id",
+                    (workflow_id, status_after, horizon),
+                )
+                statuses = [StatusRow(*r) for r in await cur.fetchall()]
+                # status ids grow with after_seq, so the withheld ones come last
+                status_cursor = statuses[-1].id if statuses else status_after
+        lines = [Line.from_row(workflow_id, r) for r in rows]
+        return Snapshot(last_seq, status, status_age, horizon, lines, statuses, status_cursor)
+
+    async def current_statuses(self, workflow_id: uuid.UUID) -> list[StatusRow]:
+        """The latest status of each job of the workflow (for a stream's first frames)."""
+        async with translated(), self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT DISTINCT ON (coalesce(job_id, ''), coalesce(step, ''))"
+                " id, after_seq, job_id, step, status FROM status_events"
+                " WHERE workflow_id = %s AND (job_id IS NOT NULL OR step IS NOT NULL)"
+                " ORDER BY coalesce(job_id, ''), coalesce(step, ''), id DESC",
+                (workflow_id,),
+            )
+            rows = [StatusRow(*r) for r in await cur.fetchall()]
+        return sorted(rows, key=lambda r: r.id)
+
+    async def ping(self) -> None:
+        async with translated(), self.pool.connection() as conn:
+            await conn.execute("SELECT 1")
+
+
+async def _notify(cur: psycopg.AsyncCursor[Any], last: dict[uuid.UUID, int]) -> None:
+    """One NOTIFY per committed batch: {"w": {workflow: last_seq}, "t": epoch}."""
+    payload = orjson.dumps({"w": {str(k): v for k, v in last.items()}, "t": time.time()})
+    if len(payload) > _NOTIFY_MAX:
+        payload = orjson.dumps({"all": True, "t": time.time()})
+    await cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, payload.decode()))

@@ -1,0 +1,188 @@
+"""GET /api/workflows/{id}/logs/stream: Server-Sent Events that resume exactly."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from .hub import Batch, End, StatusItem, Subscription
+from .lines import Line, event_frame
+from .store import Filters, StatusRow, Store
+
+
+def workflow_id_param(request: Request) -> uuid.UUID:
+    raw = request.path_params["workflow_id"]
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise HTTPException(404, f"unknown workflow {raw!r} (expected a workflow UUID)") from None
+
+
+def _int_param(request: Request, name: str, *, minimum: int = 0) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPException(400, f"{name} must be an integer, not {raw!r}") from None
+    if value < minimum:
+        raise HTTPException(400, f"{name} must be >= {minimum}")
+    return value
+
+
+def filters_param(request: Request) -> Filters:
+    kind = request.query_params.get("kind")
+    if kind not in (None, "", "job", "workflow"):
+        raise HTTPException(400, "kind must be job or workflow")
+    jobs = tuple(j for j in request.query_params.getlist("job") if j)
+    return Filters(jobs=jobs, kind=kind or None)
+
+
+def status_frame(workflow_id: uuid.UUID, status: StatusRow) -> bytes:
+    return event_frame("status", {"workflow_id": str(workflow_id), "job_id": status.job_id,
+                                  "step": status.step, "status": status.status})
+
+
+class Follower:
+    """One stream's position and the frames it owes its client."""
+
+    def __init__(
+        self, store: Store, workflow_id: uuid.UUID, filters: Filters, cursor: int,
+        status_cursor: int, chunk: int, metrics: Any,
+    ) -> None:
+        self.store = store
+        self.workflow_id = workflow_id
+        self.filters = filters
+        self.cursor = cursor  # every matching line with seq <= cursor has been sent
+        self.status_cursor = status_cursor
+        self.chunk = chunk
+        self.metrics = metrics
+
+    def frames(self, lines: list[Line]) -> bytes:
+        match = self.filters.matches
+        out = b"".join(line.frame for line in lines if line.seq > self.cursor and match(line))
+        if lines:
+            self.cursor = max(self.cursor, lines[-1].seq)
+        return out
+
+    async def catch_up(self, until: int | None) -> AsyncIterator[bytes]:
+        """Read from the database what lies between our cursor and `until` (None: now)."""
+        while until is None or self.cursor < until:
+            self.metrics.catchup_reads.inc()
+            snap = await self.store.snapshot(
+                self.workflow_id, after=self.cursor, status_after=self.status_cursor,
+                limit=self.chunk, filters=self.filters, upto=until,
+            )
+            if snap is None:
+                return
+            out = []
+            lines = snap.lines
+            for status in snap.statuses:
+                before = [line for line in lines if line.seq <= status.after_seq]
+                lines = lines[len(before):]
+                out.append(self.frames(before))
+                out.append(status_frame(self.workflow_id, status))
+            out.append(self.frames(lines))
+            self.cursor = max(self.cursor, snap.horizon)
+            self.status_cursor = max(self.status_cursor, snap.status_cursor)
+            data = b"".join(out)
+            if data:
+                yield data
+            if snap.horizon >= (snap.last_seq if until is None else min(until, snap.last_seq)):
+                return
+
+
+async def follow(
+    follower: Follower, sub: Subscription, first: bytes, retry_ms: int
+) -> AsyncIterator[bytes]:
+    metrics = follower.metrics
+    metrics.active_streams.inc()
+    try:
+        yield b"retry: %d\n\n" % retry_ms + first
+        while True:
+            item = await sub.get()
+            if item.after > follower.cursor:
+                async for data in follower.catch_up(item.after):
+                    yield data
+            if isinstance(item, Batch):
+                data = follower.frames(item.lines)
+                follower.cursor = max(follower.cursor, item.upto)
+                if data:
+                    yield data
+                    metrics.notify_to_send.observe(time.monotonic() - item.notified_at)
+                    if item.committed_at is not None:
+                        metrics.stage_delay.labels("committed_to_sent").observe(
+                            max(0.0, time.time() - item.committed_at))
+            elif isinstance(item, StatusItem):
+                if item.status.id > follower.status_cursor:
+                    follower.status_cursor = item.status.id
+                    yield status_frame(follower.workflow_id, item.status)
+            elif isinstance(item, End):
+                yield event_frame("end", {"workflow_id": str(follower.workflow_id),
+                                          "status": item.status})
+                return
+    finally:
+        metrics.active_streams.dec()
+        sub.close()
+
+
+async def stream_logs(request: Request) -> EventSourceResponse:
+    state = request.app.state
+    workflow_id = workflow_id_param(request)
+    await state.reader_auth.authorize(request, workflow_id)
+    filters = filters_param(request)
+    since = _int_param(request, "since")
+    last_event_id = request.headers.get("last-event-id", "").strip()
+    if last_event_id:
+        try:
+            since = int(last_event_id)
+        except ValueError:
+            raise HTTPException(400, "Last-Event-ID must be an integer id") from None
+    tail = _int_param(request, "tail")
+    store: Store = state.store
+
+    sub = state.hub.subscribe(workflow_id)  # before reading: nothing can fall in between
+    try:
+        if since is None and tail is not None:
+            snap = await store.snapshot(workflow_id, tail=tail, filters=filters)
+        else:
+            snap = await store.snapshot(workflow_id, after=since or 0, limit=0)
+        if snap is None and not state.settings.wait_for_unknown:
+            raise HTTPException(404, f"unknown workflow {workflow_id}")
+        first: list[bytes] = []
+        cursor, status_cursor = 0, 0
+        if snap is not None:
+            if snap.status is not None:
+                first.append(event_frame("status", {"workflow_id": str(workflow_id),
+                                                    "job_id": None, "step": None,
+                                                    "status": snap.status}))
+            for status in await store.current_statuses(workflow_id):
+                first.append(status_frame(workflow_id, status))
+            status_cursor = snap.status_cursor
+            if tail is not None and since is None:
+                first.extend(line.frame for line in snap.lines)
+                cursor = snap.horizon
+            else:
+                cursor = since or 0
+    except BaseException:
+        sub.close()
+        raise
+    follower = Follower(store, workflow_id, filters, cursor, status_cursor,
+                        state.hub.read_chunk, state.metrics)
+    if snap is not None and cursor < snap.last_seq:
+        # the catch-up runs inside the stream, ahead of anything live
+        sub.items.appendleft(Batch(snap.last_seq, snap.last_seq, [], time.monotonic(), None))
+    return EventSourceResponse(
+        follow(follower, sub, b"".join(first), state.settings.retry_ms),
+        ping=state.settings.ping_seconds,
+        ping_message_factory=lambda: ServerSentEvent(comment="ping"),
+        sep="\n",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,118 @@
+"""Test helpers: Vector-shaped batches, and an SSE follower over a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import gzip
+import json
+import uuid
+from typing import Any
+
+import httpx
+
+from reana_log_sse.sse import SSEEvent, iter_sse
+
+VECTOR_HEADERS = {"Content-Type": "application/json", "Content-Encoding": "gzip",
+                  "User-Agent": "Vector/0.51.0 (x86_64-unknown-linux-gnu)"}
+
+
+def now_iso(offset_ns: int = 0) -> str:
+    t = dt.datetime.now(dt.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%f") + f"{offset_ns % 1000:03d}Z"
+
+
+def event(workflow_id: uuid.UUID | str, message: str, *, job: str | None = "reana-run-job-1",
+          step: str | None = None, kind: str = "job", stream: str = "stdout",
+          timestamp: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"workflow_id": str(workflow_id), "kind": kind, "job_id": job, "step": step,
+            "pod": f"{job}-abcde" if job else None, "container": "job", "stream": stream,
+            "timestamp": timestamp or now_iso(), "message": message, **extra}
+
+
+def vector_body(events: list[dict[str, Any]]) -> bytes:
+    return gzip.compress(json.dumps(events).encode())
+
+
+def post_batch(base_url: str, token: str, events: list[dict[str, Any]]) -> httpx.Response:
+    return httpx.post(f"{base_url}/ingest/vector", content=vector_body(events),
+                      headers={**VECTOR_HEADERS, "Authorization": f"Bearer {token}"},
+                      timeout=30)
+
+
+def post_status(base_url: str, token: str, workflow_id: uuid.UUID | str, status: str,
+                **body: Any) -> httpx.Response:
+    return httpx.post(f"{base_url}/api/workflows/{workflow_id}/status",
+                      json={"status": status, **body},
+                      headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+class Follower:
+    """Reads one SSE stream in the background and records every event."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+        self.url = url
+        self.headers = headers or {}
+        self.events: list[SSEEvent] = []
+        self.status_code: int | None = None
+        self.closed_by_server = False
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Follower:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, httpx.HTTPError):
+                pass
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(60, read=None)) as client:
+            async with client.stream("GET", self.url, headers=self.headers) as response:
+                self.status_code = response.status_code
+                self._changed.set()
+                try:
+                    async for ev in iter_sse(response.aiter_lines()):
+                        self.events.append(ev)
+                        self._changed.set()
+                except httpx.RemoteProtocolError:
+                    pass
+                self.closed_by_server = True
+                self._changed.set()
+
+    @property
+    def logs(self) -> list[dict[str, Any]]:
+        return [json.loads(e.data) for e in self.events if e.event == "log"]
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(e.id) for e in self.events if e.event == "log" and e.id is not None]
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [json.loads(e.data) for e in self.events if e.event == name]
+
+    async def wait_for(self, predicate: Any, timeout: float = 20.0) -> None:
+        async def loop() -> None:
+            while not predicate(self):
+                if self._task is not None and self._task.done():
+                    self._task.result()
+                    if not predicate(self):
+                        raise AssertionError(f"stream closed; got {len(self.events)} events")
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(loop(), timeout)
+
+    async def wait_logs(self, n: int, timeout: float = 20.0) -> None:
+        await self.wait_for(lambda f: len(f.ids) >= n, timeout)
+
+    async def wait_closed(self, timeout: float = 20.0) -> None:
+        await self.wait_for(lambda f: f.closed_by_server, timeout)
