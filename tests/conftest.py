@@ -3,6 +3,7 @@ service on a real uvicorn in a thread (SSE needs a real socket)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
 import threading
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from psycopg import sql
 import pytest
 import uvicorn
 
@@ -85,6 +87,22 @@ class LiveServer:
             self._server.should_exit = True
             self._thread.join(30)
             self._server = None
+
+    @contextlib.contextmanager
+    def database_down(self) -> Iterator[None]:
+        """The service's database refuses connections (and loses its open ones)."""
+        name = psycopg.conninfo.conninfo_to_dict(self.database_url)["dbname"]
+        admin = self.database_url.replace(f"/{name}?", "/postgres?")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(
+                sql.Identifier(name)))
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                         " WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            try:
+                yield
+            finally:
+                conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(
+                    sql.Identifier(name)))
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return httpx.get(self.url + path, timeout=30, **kwargs)
