@@ -1,0 +1,29 @@
+"""The README stays true: every setting documented, quick start as CI runs it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from reana_log_sse.settings import SETTINGS, env_name
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_docs_readme_lists_every_setting():
+    missing = [env_name(f.name) for f in SETTINGS if f"`{env_name(f.name)}`" not in README]
+    assert missing == []
+
+
+def test_docs_readme_lists_every_env_var_the_code_reads():
+    code = "\n".join(p.read_text() for p in (ROOT / "reana_log_sse").rglob("*.py"))
+    used = set(re.findall(r"REANA_LOG_SSE_[A-Z_]+[A-Z]", code)) - {"REANA_LOG_SSE_"}
+    used |= {env_name(f.name) for f in SETTINGS}
+    assert sorted(v for v in used if f"`{v}`" not in README) == []
+
+
+def test_docs_ci_runs_the_readme_test_command():
+    test_command = re.findall(r"^python3 -m venv .*pytest$", README, re.M)
+    assert len(test_command) == 1
+    assert test_command[0] in (ROOT / ".ci" / "run").read_text()
