@@ -102,6 +102,8 @@ async def run_demo(settings: Settings, rate: float) -> None:
     base = f"http://{settings.host}:{settings.port}"
     sim = SimulatedWorkflow(base, token, rate)
     wf = sim.workflow_id
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        await sim.status(client, "queued")  # known before anyone opens its URL
     click.echo(f"""
 reana-log-sse demo: a simulated workflow {wf} is running.
   browser: {base}/?workflow={wf}
