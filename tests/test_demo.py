@@ -23,16 +23,18 @@ async def test_demo_streams_a_simulated_workflow_to_its_end(tmp_path):
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        workflow = None
+        workflow, printed = None, []
         assert proc.stdout is not None
         for line in proc.stdout:
+            printed.append(line)
             match = re.search(r"curl -N (\S+/logs/stream)", line)
             if match:
                 workflow = match.group(1)
                 break
-        assert workflow, "demo printed no stream URL"
+        assert workflow, "demo printed no stream URL:\n" + "".join(printed)
         async with Follower(workflow) as f:
             await f.wait_closed(timeout=90)
+        assert f.named("end"), (f.status_code, f.events[-3:])
         assert f.named("end")[-1]["status"] == "finished"
         steps = {x["step"] for x in f.logs}
         assert steps == {None, "gendata", "fitdata", "plot"}
