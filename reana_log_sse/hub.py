@@ -64,9 +64,13 @@ class Subscription:
         self.items: collections.deque[Item] = collections.deque()
         self.queued_lines = 0
         self.overflows = 0
+        self.ending = False
         self._wakeup = asyncio.Event()
 
     def push(self, item: Item) -> None:
+        if self.ending:  # nothing after `end` matters, and it must never be dropped
+            return
+        self.ending = isinstance(item, End)
         size = len(item.lines) if isinstance(item, Batch) else 0
         if self.queued_lines + size > self.limit:
             # Too far behind: forget what is queued. The next item's `after` is then
@@ -126,6 +130,7 @@ class Feed:
             self.task.cancel()
             if self.hub.feeds.get(self.workflow_id) is self:
                 del self.hub.feeds[self.workflow_id]
+                self.hub.metrics.followed_workflows.set(len(self.hub.feeds))
 
     def poke(self, committed_at: float | None) -> None:
         if not self.dirty.is_set():
@@ -233,6 +238,7 @@ class Hub:
         feed = self.feeds.get(workflow_id)
         if feed is None:
             feed = self.feeds[workflow_id] = Feed(self, workflow_id)
+            self.metrics.followed_workflows.set(len(self.feeds))
         return feed.subscribe(self.queue_lines)
 
     async def start(self) -> None:
