@@ -86,7 +86,8 @@ class SimulatedWorkflow:
 
 
 async def run_demo(settings: Settings, rate: float) -> None:
-    token = settings.ingest_token_list()[0] if settings.ingest_token_list() else secrets.token_urlsafe(16)
+    tokens = settings.ingest_token_list()
+    token = tokens[0] if tokens else secrets.token_urlsafe(16)
     settings = settings.replace(ingest_tokens=token, end_grace_seconds=1.0)
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port,

@@ -198,7 +198,8 @@ class Feed:
                 # lines committed before the status go out before it
                 if status.after_seq > start:
                     chunk = [line for line in snap.lines if start < line.seq <= status.after_seq]
-                    self._broadcast(Batch(start, status.after_seq, chunk, notified_at, committed_at))
+                    self._broadcast(
+                        Batch(start, status.after_seq, chunk, notified_at, committed_at))
                     start = status.after_seq
                 self._broadcast(StatusItem(start, status))
             if snap.horizon > start:
@@ -256,10 +257,8 @@ class Hub:
             feed.task.cancel()
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def _listen(self) -> None:
         delay = 0.1

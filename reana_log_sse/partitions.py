@@ -112,7 +112,9 @@ async def _create(conn: psycopg.AsyncConnection, name: str, day: dt.date) -> Non
             )
         )
         await conn.execute(
-            sql.SQL("ALTER TABLE log_lines ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+            sql.SQL(
+                "ALTER TABLE log_lines ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})"
+            ).format(
                 table,
                 sql.Literal(day_start(day)),
                 sql.Literal(day_start(day + dt.timedelta(days=1))),
@@ -123,7 +125,9 @@ async def _create(conn: psycopg.AsyncConnection, name: str, day: dt.date) -> Non
 async def _drop(conn: psycopg.AsyncConnection, name: str, pending: bool) -> None:
     table = sql.Identifier(name)
     if pending:  # an earlier concurrent detach was interrupted
-        await conn.execute(sql.SQL("ALTER TABLE log_lines DETACH PARTITION {} FINALIZE").format(table))
+        await conn.execute(
+            sql.SQL("ALTER TABLE log_lines DETACH PARTITION {} FINALIZE").format(table)
+        )
     else:
         await conn.execute(
             sql.SQL("ALTER TABLE log_lines DETACH PARTITION {} CONCURRENTLY").format(table)

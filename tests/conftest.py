@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 import psycopg
-from psycopg import sql
 import pytest
 import uvicorn
+from psycopg import sql
 
 from reana_log_sse import db
 from reana_log_sse.app import create_app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import gzip
 import json
@@ -69,24 +70,22 @@ class Follower:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
                 await self._task
-            except (asyncio.CancelledError, httpx.HTTPError):
-                pass
 
     async def _run(self) -> None:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(60, read=None)) as client:
-            async with client.stream("GET", self.url, headers=self.headers) as response:
-                self.status_code = response.status_code
-                self._changed.set()
-                try:
-                    async for ev in iter_sse(response.aiter_lines()):
-                        self.events.append(ev)
-                        self._changed.set()
-                except httpx.RemoteProtocolError:
-                    pass
-                self.closed_by_server = True
-                self._changed.set()
+        timeout = httpx.Timeout(60, read=None)
+        async with httpx.AsyncClient(timeout=timeout) as client, client.stream(
+            "GET", self.url, headers=self.headers
+        ) as response:
+            self.status_code = response.status_code
+            self._changed.set()
+            with contextlib.suppress(httpx.RemoteProtocolError):
+                async for ev in iter_sse(response.aiter_lines()):
+                    self.events.append(ev)
+                    self._changed.set()
+            self.closed_by_server = True
+            self._changed.set()
 
     @property
     def logs(self) -> list[dict[str, Any]]:

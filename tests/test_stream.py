@@ -46,7 +46,7 @@ async def test_stream_headers_and_frames(live_server):
             if "event: log" in text and text.endswith("\n\n"):
                 break
     assert text.startswith("retry: 2000\n\n")
-    assert 'event: log\nid: 1\ndata: {"id":1,"workflow_id":"%s","kind":"job",' % wf in text
+    assert f'event: log\nid: 1\ndata: {{"id":1,"workflow_id":"{wf}","kind":"job",' in text
     assert '"step":"fitdata","stream":"stdout"' in text
 
 
