@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import re
 
@@ -39,8 +40,13 @@ class Window:
         n = (self.last - self.first).days + 1
         return [self.first + dt.timedelta(days=i) for i in range(n)]
 
+    @functools.cached_property
+    def _bounds(self) -> tuple[dt.datetime, dt.datetime]:
+        return day_start(self.first), day_start(self.last + dt.timedelta(days=1))
+
     def contains(self, ts: dt.datetime) -> bool:
-        return day_start(self.first) <= ts < day_start(self.last + dt.timedelta(days=1))
+        start, end = self._bounds
+        return start <= ts < end
 
 
 @dataclasses.dataclass

@@ -7,7 +7,7 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import psycopg
@@ -30,9 +30,9 @@ _COPY_TYPES = ["uuid", "int8", "timestamptz", "uuid", "text", "text", "text", "t
 _LINE_COLUMNS = "seq, kind, job_id, step, stream, ts, message, truncated"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class PreparedLine:
-    """A validated line ready for COPY; ord is its 1-based position in its workflow's part."""
+class PreparedLine(NamedTuple):
+    """A validated line ready for COPY (a tuple, in COPY's column order); ord is its
+    1-based position among the batch's lines of its workflow."""
 
     workflow_id: uuid.UUID
     ord: int
@@ -123,7 +123,7 @@ class Store:
                         async with cur.copy(_COPY) as copy:
                             copy.set_types(_COPY_TYPES)
                             for line in lines:
-                                await copy.write_row(dataclasses.astuple(line))
+                                await copy.write_row(line)
                         ids = sorted(counts)
                         await cur.execute(
                             _ALLOCATE,
