@@ -1,0 +1,295 @@
+"""manifests/: strict offline schema validation (kubernetes-validate), kustomization
+completeness, the assembled overlay (kubectl kustomize, where kubectl is installed), and the
+properties the deployment relies on."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.vectorsim import VECTOR_YAML, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFESTS = ROOT / "manifests"
+BASE = MANIFESTS / "base"
+OVERLAY = MANIFESTS / "overlays" / "example"
+KUSTOMIZATION_DIRS = [BASE, OVERLAY, ROOT / "vector"]
+# The oldest Kubernetes the manifests target (preStop `sleep` is on by default from 1.30)
+# and the newest the package ships schemas for.
+K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
+NAMESPACED = {"ServiceAccount", "DaemonSet", "Deployment", "Service", "Secret", "ConfigMap",
+              "PodDisruptionBudget", "NetworkPolicy", "Ingress"}
+
+
+def _resource_files() -> list[Path]:
+    return sorted(p for p in MANIFESTS.rglob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def _docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+
+
+def _base(kind: str, name: str) -> dict[str, Any]:
+    for path in _resource_files():
+        for doc in _docs(path):
+            if doc["kind"] == kind and doc["metadata"]["name"] == name:
+                return doc
+    raise AssertionError(f"no {kind}/{name} in manifests/")
+
+
+def _kustomization(directory: Path) -> dict[str, Any]:
+    return yaml.safe_load((directory / "kustomization.yaml").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def built() -> list[dict[str, Any]]:
+    """The example overlay as `kubectl apply -k` would send it."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (with its built-in kustomize) is not installed")
+    out = subprocess.run([kubectl, "kustomize", str(OVERLAY)], check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def _built(built: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in built if d["kind"] == kind]
+
+
+# --- schema ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_manifests_every_file_validates_strict(version):
+    files = _resource_files()
+    assert len(files) >= 12
+    for path in files:
+        for doc in _docs(path):
+            # SchemaNotFoundError (an unknown kind or apiVersion) fails too.
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_manifests_strict_validation_rejects_unknown_fields():
+    deployment = _base("Deployment", "reana-log-sse")
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessprobe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
+
+
+def test_manifests_one_resource_per_file_named_after_it():
+    for path in _resource_files():
+        docs = _docs(path)
+        assert len(docs) == 1, path
+        kind, name = docs[0]["kind"], docs[0]["metadata"]["name"]
+        suffix = "vector" if name == "reana-log-sse-vector" else name
+        assert path.stem == f"{kind.lower()}-{suffix}", path
+
+
+# --- kustomize assembly ---------------------------------------------------------------------
+
+
+def test_kustomization_lists_exactly_the_files_in_its_directory():
+    for directory in KUSTOMIZATION_DIRS:
+        k = _kustomization(directory)
+        listed = [r for r in k.get("resources", []) if not r.startswith("..")]
+        for name in listed:
+            assert (directory / name).is_file(), f"{directory}/{name} is listed but missing"
+        for parent in (r for r in k.get("resources", []) if r.startswith("..")):
+            assert (directory / parent / "kustomization.yaml").is_file(), parent
+        generated = [f for g in k.get("configMapGenerator", []) + k.get("secretGenerator", [])
+                     for f in g.get("files", []) + g.get("envs", [])]
+        for name in generated:
+            assert (directory / name).is_file(), name
+        on_disk = {p.name for p in directory.iterdir() if p.is_file()} - {"kustomization.yaml"}
+        assert on_disk == set(listed) | set(generated), directory
+
+
+def test_kustomization_base_builds_vector_configmap_from_vector_yaml():
+    assert "../../vector" in _kustomization(BASE)["resources"]
+    generator = _kustomization(ROOT / "vector")["configMapGenerator"]
+    assert generator == [{"name": "reana-log-sse-vector", "files": ["vector.yaml"],
+                          "options": generator[0]["options"]}]
+    daemonset = _base("DaemonSet", "reana-log-sse-vector")
+    volumes = {v["name"]: v for v in daemonset["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == "reana-log-sse-vector"
+
+
+def test_kustomization_overlay_builds_a_valid_namespaced_whole(built):
+    kinds = sorted(d["kind"] for d in built)
+    assert kinds == sorted(["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+                            "ConfigMap", "Secret", "Service", "Deployment", "DaemonSet",
+                            "PodDisruptionBudget", "NetworkPolicy", "NetworkPolicy",
+                            "Ingress"])
+    for doc in built:
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+        if doc["kind"] in NAMESPACED:
+            assert doc["metadata"]["namespace"] == "reana-log-sse", doc["metadata"]["name"]
+    (binding,) = _built(built, "ClusterRoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "reana-log-sse-vector",
+                                    "namespace": "reana-log-sse"}]
+
+
+def test_kustomization_overlay_ships_vector_yaml_verbatim(built):
+    (configmap,) = _built(built, "ConfigMap")
+    assert configmap["data"] == {"vector.yaml": VECTOR_YAML.read_text(encoding="utf-8")}
+    (daemonset,) = _built(built, "DaemonSet")
+    volumes = {v["name"]: v for v in daemonset["spec"]["template"]["spec"]["volumes"]}
+    # the hashed name, so a config change rolls the DaemonSet
+    assert volumes["config"]["configMap"]["name"] == configmap["metadata"]["name"]
+    assert configmap["metadata"]["name"].startswith("reana-log-sse-vector-")
+
+
+def test_kustomization_overlay_secret_has_every_key_the_pods_read(built):
+    (secret,) = _built(built, "Secret")
+    assert "stringData" not in secret  # the base's placeholders are replaced whole
+    keys = set(secret["data"])
+    for workload in _built(built, "Deployment") + _built(built, "DaemonSet"):
+        for container in workload["spec"]["template"]["spec"]["containers"]:
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["name"] == secret["metadata"]["name"]
+                    assert ref["key"] in keys
+
+
+# --- the service ----------------------------------------------------------------------------
+
+
+def test_deployment_runs_two_probed_replicas_with_graceful_shutdown():
+    d = _base("Deployment", "reana-log-sse")
+    spec = d["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    assert d["spec"]["replicas"] == 2
+    assert c["image"] == "reanahub/reana-log-sse:0.1.0"
+    assert c["command"] == ["reana-log-sse", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # preStop sleep + uvicorn's 5 s drain of SSE streams (reana_log_sse/cli.py) fit inside
+    pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert spec["terminationGracePeriodSeconds"] > pre_stop + 5
+    env = {e["name"]: e for e in c["env"]}
+    assert env["REANA_LOG_SSE_AUTH"]["value"] == "reana"
+    assert env["REANA_LOG_SSE_REANA_SERVER_URL"]["value"].startswith("http")
+    for name in ("REANA_LOG_SSE_DATABASE_URL", "REANA_LOG_SSE_INGEST_TOKENS"):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "reana-log-sse", "key": name}
+    assert set(_base("Secret", "reana-log-sse")["stringData"]) == {
+        "REANA_LOG_SSE_DATABASE_URL", "REANA_LOG_SSE_INGEST_TOKENS",
+        "REANA_LOG_SSE_INGEST_TOKEN"}
+
+
+def test_deployment_selectors_match_its_pods():
+    pod_labels = _base("Deployment", "reana-log-sse")["spec"]["template"]["metadata"]["labels"]
+    selectors = [
+        _base("Deployment", "reana-log-sse")["spec"]["selector"]["matchLabels"],
+        _base("Service", "reana-log-sse")["spec"]["selector"],
+        _base("PodDisruptionBudget", "reana-log-sse")["spec"]["selector"]["matchLabels"],
+        _base("NetworkPolicy", "reana-log-sse")["spec"]["podSelector"]["matchLabels"],
+    ]
+    for selector in selectors:
+        assert selector.items() <= pod_labels.items()
+    assert _base("PodDisruptionBudget", "reana-log-sse")["spec"]["minAvailable"] == 1
+
+
+def test_networkpolicy_admits_vector_pods_to_the_ingest_port():
+    policy = _base("NetworkPolicy", "reana-log-sse")
+    vector_pod = _base("DaemonSet", "reana-log-sse-vector")["spec"]["template"]["metadata"]
+    rules = [r for r in policy["spec"]["ingress"]
+             if any("podSelector" in f for f in r["from"])]
+    assert len(rules) == 1
+    (peer,) = rules[0]["from"]
+    assert peer["podSelector"]["matchLabels"].items() <= vector_pod["labels"].items()
+    assert rules[0]["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    # no rule admits everyone
+    assert all(r.get("from") for r in policy["spec"]["ingress"])
+
+
+def test_ingress_routes_only_the_read_api_with_sse_settings():
+    ingress = _base("Ingress", "reana-log-sse")
+    notes = ingress["metadata"]["annotations"]
+    assert notes["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    assert int(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 60
+    assert int(notes["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 60
+    paths = [p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert paths == ["/api/workflows/[^/]+/logs"]
+    assert not any("ingest" in p for p in paths)
+
+
+# --- Vector ---------------------------------------------------------------------------------
+
+
+def test_vector_daemonset_mounts_what_vector_yaml_uses():
+    ds = _base("DaemonSet", "reana-log-sse-vector")
+    spec = ds["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    assert c["image"] == "timberio/vector:0.57.0-distroless-libc"
+    assert c["args"] == ["--config", "/etc/vector/vector.yaml"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["VECTOR_SELF_NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath":
+                                                                      "spec.nodeName"}}
+    assert env["REANA_LOG_SSE_INGEST_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "reana-log-sse", "key": "REANA_LOG_SSE_INGEST_TOKEN"}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert mounts["/var/log/pods"]["readOnly"] is True
+    assert volumes[mounts["/var/log/pods"]["name"]]["hostPath"]["path"] == "/var/log/pods"
+    data_dir = load_config()["data_dir"]
+    assert volumes[mounts[data_dir]["name"]]["hostPath"]["type"] == "DirectoryOrCreate"
+    assert mounts["/etc/vector"]["readOnly"] is True
+    assert spec["tolerations"] == [{"operator": "Exists"}]
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    assert spec["serviceAccountName"] == _base("ServiceAccount",
+                                               "reana-log-sse-vector")["metadata"]["name"]
+    assert ds["spec"]["selector"]["matchLabels"].items() <= \
+        ds["spec"]["template"]["metadata"]["labels"].items()
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert f"0.0.0.0:{ports['metrics']}" == load_config()["sinks"]["vector_prometheus"]["address"]
+
+
+def test_vector_clusterrole_grants_exactly_list_watch_pods_nodes():
+    role = _base("ClusterRole", "reana-log-sse-vector")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods", "nodes"],
+                              "verbs": ["list", "watch"]}]
+    # namespaces are not needed because the source does not watch them
+    assert load_config()["sources"]["reana_pods"]["insert_namespace_fields"] is False
+    binding = _base("ClusterRoleBinding", "reana-log-sse-vector")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
+# --- everywhere -----------------------------------------------------------------------------
+
+
+def test_every_pod_is_locked_down_and_excluded_from_collection():
+    for kind, name in [("Deployment", "reana-log-sse"), ("DaemonSet", "reana-log-sse-vector")]:
+        template = _base(kind, name)["spec"]["template"]
+        assert template["metadata"]["labels"]["vector.dev/exclude"] == "true"
+        spec = template["spec"]
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            assert sc.get("privileged", False) is False
+    service = _base("Deployment", "reana-log-sse")["spec"]["template"]["spec"]
+    assert service["securityContext"]["runAsNonRoot"] is True
+    # Vector reads root-owned 0640 log files: root without capabilities (documented there)
+    vector = _base("DaemonSet", "reana-log-sse-vector")["spec"]["template"]["spec"]
+    assert vector["containers"][0]["securityContext"]["runAsUser"] == 0
+
+
+def test_every_resource_carries_the_recommended_labels():
+    for path in _resource_files():
+        for doc in _docs(path):
+            labels = doc["metadata"].get("labels", {})
+            assert labels.get("app.kubernetes.io/part-of") == "reana-log-sse", path
+            if doc["kind"] != "Namespace":
+                for key in ("name", "instance", "component"):
+                    assert f"app.kubernetes.io/{key}" in labels, (path, key)
