@@ -9,7 +9,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 TERMINAL_STATUSES = frozenset({"finished", "failed", "stopped", "deleted"})
-WorkflowStatus = Literal["created", "queued", "running", "finished", "failed", "stopped", "deleted"]
+WorkflowStatus = Literal[
+    "created", "queued", "pending", "running", "finished", "failed", "stopped", "deleted"
+]
 
 
 def _aware(value: datetime) -> datetime:

@@ -172,6 +172,18 @@ class Store:
             )
             row = await cur.fetchone()
             assert row is not None
+            if job_id is not None and step is not None:
+                await cur.execute(
+                    "INSERT INTO job_steps (workflow_id, job_id, step) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (workflow_id, job_id) DO UPDATE SET step = excluded.step",
+                    (workflow_id, job_id, step),
+                )
+                # lines that came before REANA named the step get it now
+                await cur.execute(
+                    "UPDATE log_lines SET step = %s"
+                    " WHERE workflow_id = %s AND job_id = %s AND step IS NULL",
+                    (step, workflow_id, job_id),
+                )
             if workflow_level and status == "deleted":
                 await cur.execute("DELETE FROM log_lines WHERE workflow_id = %s", (workflow_id,))
             await _notify(cur, {workflow_id: last_seq})

@@ -76,3 +76,16 @@ def test_operations_endpoints(live_server):
     assert 'reana_log_sse_stage_delay_seconds_count{stage="written_to_collected"} 1.0' in metrics
     assert "reana_log_sse_active_streams 0.0" in metrics
     assert live_server.ingest_token not in metrics
+
+
+def test_status_names_the_step_of_a_jobs_lines_before_and_after(live_server):
+    wf = uuid.uuid4()
+    job = "reana-run-job-0f0e"
+    token = live_server.ingest_token
+    post_batch(live_server.url, token, [event(wf, "early", job=job)])  # pods carry no step
+    post_status(live_server.url, token, wf, "running", job_id=job, step="fitdata")
+    post_batch(live_server.url, token, [event(wf, "later", job=job),
+                                        event(wf, "other", job="reana-run-job-else")])
+    lines = live_server.get(f"/api/workflows/{wf}/logs?job=fitdata").json()["lines"]
+    assert [(x["message"], x["step"]) for x in lines] == [("early", "fitdata"),
+                                                         ("later", "fitdata")]
