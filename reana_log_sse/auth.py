@@ -80,4 +80,28 @@ def make_reader_auth(settings: Settings) -> ReaderAuth:
             raise ValueError("auth=tokens needs REANA_LOG_SSE_READ_TOKENS or "
                              "REANA_LOG_SSE_READ_TOKENS_FILE")
         return TokenAuth(tokens)
-    raise ValueError("auth=reana is not available in this version; use none or tokens")
+    if settings.auth == "reana":
+        if not settings.reana_server_url:
+            raise ValueError("auth=reana needs REANA_LOG_SSE_REANA_SERVER_URL")
+        from .reana_auth import ReanaAuth
+
+        return ReanaAuth(settings.reana_server_url, ttl=settings.reana_auth_cache_seconds,
+                         timeout=settings.reana_auth_timeout_seconds)
+    raise ValueError(f"unknown auth mode {settings.auth!r}; use none, tokens or reana")
+
+
+async def authorized_workflow(request: Request) -> uuid.UUID:
+    """The workflow a request's path names, once its reader may read it: a UUID, or with
+    auth=reana also a REANA name (`myanalysis.42`) that reana-server resolves."""
+    raw = request.path_params["workflow_id"]
+    auth = request.app.state.reader_auth
+    try:
+        workflow_id = uuid.UUID(raw)
+    except ValueError:
+        resolve = getattr(auth, "resolve", None)
+        if resolve is None:
+            raise HTTPException(404, f"unknown workflow {raw!r} (expected a workflow UUID)"
+                                ) from None
+        return await resolve(request, raw)  # type: ignore[no-any-return]
+    await auth.authorize(request, workflow_id)
+    return workflow_id

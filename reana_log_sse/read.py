@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from .auth import authorized_workflow
 from .models import StatusUpdate
 from .store import Store
 from .stream import _int_param, filters_param, workflow_id_param
@@ -20,8 +21,7 @@ TEXT_CHUNK = 5_000
 
 async def read_logs(request: Request) -> Response:
     state = request.app.state
-    workflow_id = workflow_id_param(request)
-    await state.reader_auth.authorize(request, workflow_id)
+    workflow_id = await authorized_workflow(request)
     filters = filters_param(request)
     since = _int_param(request, "since") or 0
     tail = _int_param(request, "tail")
@@ -58,7 +58,11 @@ async def read_logs(request: Request) -> Response:
                 snap = nxt
 
         return StreamingResponse(body_chunks(), media_type="text/plain; charset=utf-8")
-    raise HTTPException(400, "format must be json or text")
+    if fmt == "reana":
+        from .reana_format import reana_logs
+
+        return await reana_logs(request, workflow_id, filters)
+    raise HTTPException(400, "format must be json, text or reana")
 
 
 async def post_status(request: Request) -> JSONResponse:

@@ -78,6 +78,16 @@ class Settings:
     reana_server_url: str | None = dataclasses.field(
         default=None, metadata={"help": "reana-server base URL for auth=reana"}
     )
+    reana_auth_cache_seconds: float = dataclasses.field(
+        default=30.0,
+        metadata={"help": "auth=reana: how long reana-server's yes or no for a token and "
+                  "workflow is reused"},
+    )
+    reana_auth_timeout_seconds: float = dataclasses.field(
+        default=5.0,
+        metadata={"help": "auth=reana: how long to wait for reana-server before answering "
+                  "503"},
+    )
     wait_for_unknown: bool = dataclasses.field(
         default=False,
         metadata={"help": "a stream of an unknown workflow waits for its first line "

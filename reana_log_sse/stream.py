@@ -11,6 +11,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from .auth import authorized_workflow
 from .hub import Batch, End, StatusItem, Subscription
 from .lines import Line, event_frame
 from .store import Filters, StatusRow, Store
@@ -135,8 +136,7 @@ async def follow(
 
 async def stream_logs(request: Request) -> EventSourceResponse:
     state = request.app.state
-    workflow_id = workflow_id_param(request)
-    await state.reader_auth.authorize(request, workflow_id)
+    workflow_id = await authorized_workflow(request)
     filters = filters_param(request)
     since = _int_param(request, "since")
     last_event_id = request.headers.get("last-event-id", "").strip()
@@ -184,5 +184,6 @@ async def stream_logs(request: Request) -> EventSourceResponse:
         ping=state.settings.ping_seconds,
         ping_message_factory=lambda: ServerSentEvent(comment="ping"),
         sep="\n",
+        send_timeout=60,  # a client that reads nothing for a minute is dropped; it resumes
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -1,0 +1,546 @@
+"""Follow a workflow's logs from Python: the importable client behind `reana-log-sse logs`.
+
+    from reana_log_sse.client import End, LogFollower, LogLine, StatusChange
+
+    follower = LogFollower("https://logs.example.org", "myanalysis.42", token=token)
+    for event in follower:  # LogLine, StatusChange, then one End
+        if isinstance(event, LogLine):
+            print(event.step or event.job_id, event.message)
+    print(follower.status)  # "finished", "failed", ...
+
+It reconnects by itself (exponential backoff with jitter) after network errors, 408, 429
+and 5xx answers, and streams that close without `end`, always resuming after the last
+line id it yielded: no line is lost or repeated across reconnects. It stops after `end`.
+401/403 raise `AuthError`, 404 `NotFound`, other 4xx `RequestError`; `Unreachable` when
+`retries` attempts in a row made no progress. `async for` works the same way.
+
+Lines from pods carry the Kubernetes Job name, not the step name: when `jobs` names a step,
+the status event that pairs it with a job id (REANA's status POST) widens the filter to
+that job id, and the follower reconnects at once from where it was. Status events of jobs
+not asked for are not yielded.
+
+Only httpx and orjson are needed; the SSE parser (`SSEDecoder`) is here too, sans I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+__all__ = [
+    "AuthError", "ClientError", "End", "Event", "LogFollower", "LogLine", "NotFound",
+    "RawEvent", "RequestError", "SSEDecoder", "StatusChange", "Unreachable",
+    "TERMINAL_STATUSES",
+]
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+TERMINAL_STATUSES = frozenset({"finished", "failed", "stopped", "deleted"})
+READ_PAGE = 10_000  # the read endpoint's largest `limit`
+
+
+# -- errors --------------------------------------------------------------------------------
+
+class ClientError(Exception):
+    """The server refused the request, or could not be reached."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+
+
+class AuthError(ClientError):
+    """401 (no or bad token) or 403 (this token may not read this workflow)."""
+
+
+class NotFound(ClientError):
+    """404: the server knows no such workflow."""
+
+
+class RequestError(ClientError):
+    """Another 4xx: the request itself is wrong (a bad parameter); retrying cannot help."""
+
+
+class Unreachable(ClientError):
+    """`retries` attempts in a row failed without receiving anything new."""
+
+
+class _Retry(Exception):
+    """A failure worth another attempt (network error, 408, 429, 5xx, early close)."""
+
+
+# -- events --------------------------------------------------------------------------------
+
+class LogLine:
+    """One log line. `data` is the server's JSON object, parsed only when a field is read."""
+
+    __slots__ = ("id", "_data", "_fields")
+
+    def __init__(self, id: int, data: bytes | None = None,
+                 fields: dict[str, Any] | None = None) -> None:
+        self.id = id
+        self._data = data
+        self._fields = fields
+
+    @property
+    def data(self) -> bytes:
+        """The line as one JSON object (the stream's `data:`), e.g. for `--json`."""
+        if self._data is None:
+            self._data = orjson.dumps(self._fields)
+        return self._data
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        if self._fields is None:
+            self._fields = orjson.loads(self._data)  # type: ignore[arg-type]
+        return self._fields
+
+    @property
+    def workflow_id(self) -> str | None:
+        return self.fields.get("workflow_id")
+
+    @property
+    def kind(self) -> str | None:
+        """"job" or "workflow" (engine logs)."""
+        return self.fields.get("kind")
+
+    @property
+    def job_id(self) -> str | None:
+        return self.fields.get("job_id")
+
+    @property
+    def step(self) -> str | None:
+        return self.fields.get("step")
+
+    @property
+    def stream(self) -> str | None:
+        """"stdout" or "stderr"."""
+        return self.fields.get("stream")
+
+    @property
+    def timestamp(self) -> str | None:
+        """When the container wrote the line (RFC 3339, UTC)."""
+        return self.fields.get("timestamp")
+
+    @property
+    def message(self) -> str:
+        return self.fields.get("message") or ""
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.fields.get("truncated"))
+
+    def __repr__(self) -> str:
+        return f"LogLine(id={self.id}, data={self.data!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LogLine) and (self.id, self.fields) == (other.id, other.fields)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StatusChange:
+    """The workflow (job_id and step None) or one of its jobs changed status."""
+
+    workflow_id: str | None
+    job_id: str | None
+    step: str | None
+    status: str
+
+    @property
+    def is_workflow(self) -> bool:
+        return self.job_id is None and self.step is None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class End:
+    """The workflow reached a terminal status and every line before it was sent."""
+
+    workflow_id: str | None
+    status: str
+
+
+Event = LogLine | StatusChange | End
+
+
+# -- the SSE parser ------------------------------------------------------------------------
+
+RawEvent = tuple[bytes, bytes, bytes | None]  # (event name, data, last event id)
+
+
+class SSEDecoder:
+    """An incremental text/event-stream parser (WHATWG rules) over byte chunks, sans I/O.
+
+    `feed(chunk)` returns the events completed by that chunk as (event, data, id); the
+    event name defaults to b"message"; comments (`: ping`) are skipped; `retry:` is kept in
+    `self.retry`; LF, CRLF and CR line ends are all accepted, split anywhere.
+    """
+
+    __slots__ = ("_tail", "last_id", "retry", "_started", "_skip_lf")
+
+    def __init__(self) -> None:
+        self._tail = b""  # the start of an event whose blank line has not come yet
+        self.last_id: bytes | None = None
+        self.retry: int | None = None
+        self._started = False
+        self._skip_lf = False
+
+    def feed(self, chunk: bytes) -> list[RawEvent]:
+        if self._skip_lf and chunk:
+            self._skip_lf = False
+            if chunk[:1] == b"\n":  # the second half of a CRLF split between two chunks
+                chunk = chunk[1:]
+        if b"\r" in chunk:
+            # a CR at the very end may be the first half of a CRLF: skip that LF next time
+            self._skip_lf = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buf = self._tail + chunk if self._tail else chunk
+        if not self._started:
+            if len(buf) < 3 and b"\xef\xbb\xbf".startswith(buf):
+                self._tail = buf
+                return []
+            self._started = True
+            buf = buf.removeprefix(b"\xef\xbb\xbf")
+        events = buf.split(b"\n\n")  # whole events: each ended by a blank line
+        self._tail = events.pop()
+        out: list[RawEvent] = []
+        for frame in events:
+            # the frames reana-log-sse writes, the hot path: event, id, one data line
+            if frame[:15] == b"event: log\nid: ":
+                head, sep, data = frame.partition(b"\ndata: ")
+                eid = head[15:]
+                if sep and b"\n" not in data and b"\n" not in eid and b"\0" not in eid:
+                    self.last_id = eid
+                    out.append((b"log", data, self.last_id))
+                    continue
+            self._frame(frame, out)
+        return out
+
+    def _frame(self, frame: bytes, out: list[RawEvent]) -> None:
+        """The general rules, for one event's lines (the blank line that ends it excluded)."""
+        event, data = b"", []
+        for line in frame.split(b"\n"):
+            if not line:  # a blank line inside: an (empty) event boundary
+                if data:
+                    out.append((event or b"message", b"\n".join(data), self.last_id))
+                event, data = b"", []
+                continue
+            if line[0] == 58:  # b":" a comment
+                continue
+            name, _, value = line.partition(b":")
+            if value[:1] == b" ":
+                value = value[1:]
+            if name == b"data":
+                data.append(value)
+            elif name == b"event":
+                event = value
+            elif name == b"id":
+                if b"\0" not in value:
+                    self.last_id = value
+            elif name == b"retry" and value.isdigit():
+                self.retry = int(value)
+        if data:
+            out.append((event or b"message", b"\n".join(data), self.last_id))
+
+
+# -- the follower --------------------------------------------------------------------------
+
+RetryHook = Callable[[str, float, int], None]  # (reason, delay seconds, attempt)
+
+
+class LogFollower:
+    """Follows (or, with follow=False, reads) one workflow's logs. Iterate it once.
+
+    server: base URL of reana-log-sse; workflow: UUID, or a REANA name such as
+    `myanalysis.42` when the server runs with REANA_LOG_SSE_AUTH=reana; token: sent as
+    `Authorization: Bearer`; jobs: job ids or step names; kind: "job" or "workflow";
+    tail: start with the last N lines; since: start after that line id.
+    After iteration, `status` is the workflow's last known status and `ended` says
+    whether the server sent `end`.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        workflow: str,
+        *,
+        token: str | None = None,
+        jobs: Sequence[str] = (),
+        kind: Literal["job", "workflow"] | None = None,
+        tail: int | None = None,
+        since: int | None = None,
+        follow: bool = True,
+        retries: int = 10,
+        backoff: float = 0.25,
+        max_backoff: float = 8.0,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        verify: bool | ssl.SSLContext = True,
+        on_retry: RetryHook | None = None,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.workflow = workflow
+        self.token = token
+        self.jobs = tuple(jobs)
+        self.kind = kind
+        self.tail = tail
+        self.follow = follow
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.timeout = httpx.Timeout(connect_timeout, read=read_timeout)
+        self.verify = verify
+        self.on_retry = on_retry
+        self.transport = transport
+        self.last_id: int | None = since  # every line up to here was yielded (or skipped)
+        self.status: str | None = None  # the workflow's last known status
+        self.ended = False
+        self.reconnects = 0
+        self._statuses: dict[tuple[str | None, str | None], str] = {}
+        self._progress = False
+        # Lines from pods carry the Kubernetes Job name, not the step: a status event that
+        # pairs a requested step with its job id widens the filter (reconnecting at once).
+        self._job_ids: set[str] = set()
+        self._refilter = False
+
+    # -- what both loops share -----------------------------------------------------------
+
+    def _path(self, suffix: str) -> str:
+        return f"{self.server}/api/workflows/{quote(self.workflow, safe='')}/{suffix}"
+
+    def _filters(self) -> list[tuple[str, str]]:
+        params = [("job", j) for j in (*self.jobs, *sorted(self._job_ids - set(self.jobs)))]
+        if self.kind:
+            params.append(("kind", self.kind))
+        return params
+
+    def _stream_request(self) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
+        params = self._filters()
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if self.last_id is not None:
+            headers["Last-Event-ID"] = str(self.last_id)
+        elif self.tail is not None:
+            params.append(("tail", str(self.tail)))
+        return self._path("logs/stream"), params, headers
+
+    def _read_request(self) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
+        params = [*self._filters(), ("format", "json")]
+        if self.last_id is None and self.tail is not None:
+            params.append(("tail", str(self.tail)))
+        else:
+            params += [("since", str(self.last_id or 0)), ("limit", str(READ_PAGE))]
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return self._path("logs"), params, headers
+
+    @staticmethod
+    def _refusal(status: int, body: bytes) -> ClientError | _Retry:
+        try:
+            detail = orjson.loads(body)
+            message = str(detail.get("error") or detail.get("message") or detail)
+        except (orjson.JSONDecodeError, AttributeError):
+            message = body.decode("utf-8", "replace").strip()[:300] or f"HTTP {status}"
+        if status in (401, 403):
+            return AuthError(message, status)
+        if status == 404:
+            return NotFound(message, status)
+        if status in (408, 429) or status >= 500:
+            return _Retry(f"HTTP {status}: {message}")
+        return RequestError(message, status)
+
+    def _events(self, raw: list[RawEvent]) -> list[Event]:
+        out: list[Event] = []
+        last = self.last_id
+        for name, data, eid in raw:
+            if name == b"log":
+                seq = int(eid) if eid else 0
+                if seq:
+                    if last is not None and seq <= last:
+                        continue  # already yielded before a reconnect
+                    last = seq
+                out.append(LogLine(seq, data))
+            elif name == b"status":
+                d = orjson.loads(data)
+                key = (d.get("job_id"), d.get("step"))
+                if self._statuses.get(key) == d.get("status"):
+                    continue  # the same status again, as a new connection's first frames
+                self._statuses[key] = d["status"]
+                self._progress = True
+                change = StatusChange(d.get("workflow_id"), key[0], key[1], d["status"])
+                if key == (None, None):
+                    self.status = d["status"]
+                elif key[0] and key[1] in self.jobs and key[0] not in self._job_ids:
+                    self._job_ids.add(key[0])
+                    self._refilter = True
+                    out.append(change)
+                    break  # what follows is read again, with the wider filter
+                elif self.jobs and not {key[0], key[1]} & ({*self.jobs} | self._job_ids):
+                    continue  # another job's (the server filters lines, not statuses)
+                out.append(change)
+            elif name == b"end":
+                d = orjson.loads(data)
+                self.status = d.get("status", self.status)
+                self.ended = True
+                out.append(End(d.get("workflow_id"), d.get("status")))
+                break
+        if last != self.last_id:
+            self.last_id = last
+            self._progress = True
+        return out
+
+    def _page(self, body: bytes) -> tuple[list[Event], bool]:
+        """A read endpoint page: its lines, and whether more may follow."""
+        page = orjson.loads(body)
+        self.status = page.get("status")
+        lines = page.get("lines") or []
+        out: list[Event] = [LogLine(line["id"], None, line) for line in lines]
+        if out:
+            self.last_id = out[-1].id  # type: ignore[union-attr]
+        more = self.tail is None and len(lines) >= READ_PAGE
+        self.tail = None
+        return out, more
+
+    def _give_up_or_wait(self, failures: int, reason: str) -> float:
+        if failures > self.retries:
+            raise Unreachable(f"{self.server}: {reason} (gave up after {failures} attempts)")
+        delay = min(self.max_backoff, self.backoff * 2 ** (failures - 1))
+        delay *= 0.5 + random.random() / 2  # jitter: [delay/2, delay)
+        self.reconnects += 1
+        if self.on_retry is not None:
+            self.on_retry(reason, delay, failures)
+        return delay
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"timeout": self.timeout, "verify": self.verify}
+        if self.transport is not None:
+            kwargs["transport"] = self.transport
+        return kwargs
+
+    # -- blocking ------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Event]:
+        for batch in self.batches():
+            yield from batch
+
+    def batches(self) -> Iterator[list[Event]]:
+        """Events as they arrive, one list per network read (write, then flush, per list)."""
+        failures = 0
+        with httpx.Client(**self._client_kwargs()) as client:
+            while True:
+                try:
+                    if self.follow:
+                        yield from self._stream_once(client)
+                        if self.ended:
+                            return
+                        if self._refilter:
+                            self._refilter = False
+                            continue
+                        raise _Retry("the stream closed before the end")
+                    more = yield from self._read_once(client)
+                    if not more:
+                        return
+                    failures = 0
+                    continue
+                except (_Retry, httpx.TransportError) as exc:
+                    reason = _describe(exc)
+                if self._progress:
+                    failures, self._progress = 0, False
+                failures += 1
+                time.sleep(self._give_up_or_wait(failures, reason))
+
+    def _stream_once(self, client: httpx.Client) -> Iterator[list[Event]]:
+        url, params, headers = self._stream_request()
+        with client.stream("GET", url, params=params, headers=headers) as response:
+            if response.status_code != 200:
+                raise self._refusal(response.status_code, response.read())
+            decoder = SSEDecoder()
+            for chunk in response.iter_bytes():
+                events = self._events(decoder.feed(chunk))
+                if events:
+                    yield events
+                if self.ended or self._refilter:
+                    return
+
+    def _read_once(self, client: httpx.Client) -> Iterator[list[Event]]:
+        url, params, headers = self._read_request()
+        response = client.get(url, params=params, headers=headers)
+        if response.status_code != 200:
+            raise self._refusal(response.status_code, response.content)
+        events, more = self._page(response.content)
+        if events:
+            yield events
+        return more
+
+    # -- asyncio -------------------------------------------------------------------------
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        async for batch in self.abatches():
+            for event in batch:
+                yield event
+
+    async def abatches(self) -> AsyncIterator[list[Event]]:
+        """`batches()` for asyncio."""
+        failures = 0
+        async with httpx.AsyncClient(**self._client_kwargs()) as client:
+            while True:
+                try:
+                    if self.follow:
+                        async for events in self._astream_once(client):
+                            yield events
+                        if self.ended:
+                            return
+                        if self._refilter:
+                            self._refilter = False
+                            continue
+                        raise _Retry("the stream closed before the end")
+                    url, params, headers = self._read_request()
+                    response = await client.get(url, params=params, headers=headers)
+                    if response.status_code != 200:
+                        raise self._refusal(response.status_code, response.content)
+                    events, more = self._page(response.content)
+                    if events:
+                        yield events
+                    if not more:
+                        return
+                    failures = 0
+                    continue
+                except (_Retry, httpx.TransportError) as exc:
+                    reason = _describe(exc)
+                if self._progress:
+                    failures, self._progress = 0, False
+                failures += 1
+                await asyncio.sleep(self._give_up_or_wait(failures, reason))
+
+    async def _astream_once(self, client: httpx.AsyncClient) -> AsyncIterator[list[Event]]:
+        url, params, headers = self._stream_request()
+        async with client.stream("GET", url, params=params, headers=headers) as response:
+            if response.status_code != 200:
+                raise self._refusal(response.status_code, await response.aread())
+            decoder = SSEDecoder()
+            async for chunk in response.aiter_bytes():
+                events = self._events(decoder.feed(chunk))
+                if events:
+                    yield events
+                if self.ended or self._refilter:
+                    return
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, _Retry):
+        return str(exc)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,227 @@
+"""`reana-log-sse logs WORKFLOW [--follow]`: a workflow's logs in the terminal or a pipe.
+
+Exit status: 0 the workflow finished (or, without --follow, is not over), 1 it failed,
+was stopped or deleted, 2 usage, 3 not allowed (401/403), 4 unknown workflow, 5 server
+unreachable after retries, 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import zlib
+from collections.abc import Sequence
+from typing import IO, Any
+
+import click
+import orjson
+
+from .client import (
+    DEFAULT_SERVER,
+    TERMINAL_STATUSES,
+    AuthError,
+    ClientError,
+    End,
+    Event,
+    LogFollower,
+    LogLine,
+    NotFound,
+    RequestError,
+    StatusChange,
+    Unreachable,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_NOT_FOUND, EXIT_UNREACHABLE = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130
+
+# CSI (colours, cursor moves), OSC (titles, links) and the other two-byte escapes
+ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_PALETTE = ("36", "33", "35", "32", "34", "96", "93", "95", "92", "94")
+_STATUS_COLOR = {"finished": "32", "failed": "31", "stopped": "31", "deleted": "31",
+                 "running": "94"}
+
+
+# the same, less SGR (colours, bold): what a job may show on a terminal
+NOT_SGR = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-ln-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI.sub("", text) if "\x1b" in text else text
+
+
+def colours_only(text: str) -> str:
+    """Job logs are written by anyone's code: on a terminal their colours pass, but not
+    title or clipboard (OSC) sequences nor cursor moves that could hide earlier lines."""
+    return NOT_SGR.sub("", text) if "\x1b" in text else text
+
+
+class Printer:
+    """Turns events into output bytes: human lines, or one JSON object per line."""
+
+    def __init__(self, *, as_json: bool, color: bool, keep_ansi: bool, timestamps: bool) -> None:
+        self.as_json = as_json
+        self.color = color
+        self.keep_ansi = keep_ansi
+        self.timestamps = timestamps
+        self.step_of: dict[str, str] = {}  # job id -> step name, learnt from status events
+        self._prefix: dict[tuple[str | None, str | None, str | None, str | None], str] = {}
+
+    def render(self, events: Sequence[Event]) -> bytes:
+        if self.as_json:
+            return b"".join([self._json(e) for e in events])
+        return "".join([self._human(e) for e in events]).encode("utf-8", "replace")
+
+    # -- --json ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _json(event: Event) -> bytes:
+        if isinstance(event, LogLine):
+            data = event.data  # the server's object, passed through as it came
+            if data[:1] == b"{" and data[1:2] != b"}":
+                return b'{"event":"log",' + data[1:] + b"\n"
+            return orjson.dumps({"event": "log", **event.fields}) + b"\n"
+        if isinstance(event, StatusChange):
+            return orjson.dumps({"event": "status", "workflow_id": event.workflow_id,
+                                 "job_id": event.job_id, "step": event.step,
+                                 "status": event.status}) + b"\n"
+        return orjson.dumps({"event": "end", "workflow_id": event.workflow_id,
+                             "status": event.status}) + b"\n"
+
+    # -- human -----------------------------------------------------------------------------
+
+    def _paint(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+
+    def _label(self, job_id: str | None, step: str | None, kind: str | None) -> str:
+        if step:
+            return step
+        if job_id:
+            return self.step_of.get(job_id, job_id)
+        return "workflow" if kind == "workflow" else "job"
+
+    def _human(self, event: Event) -> str:
+        if isinstance(event, LogLine):
+            f = event.fields
+            job_id, step, kind, stream = f.get("job_id"), f.get("step"), f.get("kind"), \
+                f.get("stream")
+            pkey = (job_id, step, kind, stream)
+            prefix = self._prefix.get(pkey)
+            if prefix is None:
+                label = self._label(job_id, step, kind)
+                prefix = self._paint(f"[{label}", self._color_of(label))
+                if stream == "stderr":
+                    prefix += self._paint(":stderr", "31")
+                prefix += self._paint("]", self._color_of(label)) + " "
+                self._prefix[pkey] = prefix
+            message = f.get("message") or ""
+            message = colours_only(message) if self.keep_ansi else strip_ansi(message)
+            if f.get("truncated"):
+                message += " [truncated]"
+            if self.timestamps:
+                return f"{f.get('timestamp')} {prefix}{message}\n"
+            return f"{prefix}{message}\n"
+        if isinstance(event, StatusChange):
+            if event.job_id and event.step and self.step_of.get(event.job_id) != event.step:
+                self.step_of[event.job_id] = event.step
+                self._prefix.clear()
+            if event.is_workflow:
+                if event.status in TERMINAL_STATUSES:
+                    return ""  # said once, at the end
+                return self._status_line("workflow", event.status)
+            return self._status_line(self._label(event.job_id, event.step, "job"), event.status)
+        assert isinstance(event, End)
+        return self._status_line("workflow", event.status)
+
+    def _status_line(self, label: str, status: str) -> str:
+        code = _STATUS_COLOR.get(status, "33")
+        return self._paint("==>", "1;" + code) + f" {label}: " + self._paint(status, code) + "\n"
+
+    def _color_of(self, label: str) -> str:
+        return _PALETTE[zlib.crc32(label.encode()) % len(_PALETTE)]
+
+
+def exit_code(status: str | None) -> int:
+    return EXIT_FAILED if status in ("failed", "stopped", "deleted") else EXIT_OK
+
+
+def _wants_color(stream: IO[Any], no_color: bool) -> bool:
+    if no_color or os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    return stream.isatty()
+
+
+@click.command("logs")
+@click.argument("workflow", envvar="REANA_WORKON")
+@click.option("-f", "--follow", is_flag=True,
+              help="keep printing new lines until the workflow ends")
+@click.option("--job", "jobs", multiple=True, metavar="J",
+              help="only this job (job id or step name); repeatable")
+@click.option("--kind", type=click.Choice(["job", "workflow"]),
+              help="only job logs, or only the workflow engine's")
+@click.option("--tail", type=click.IntRange(min=0), metavar="N",
+              help="start with the last N lines")
+@click.option("--since", type=click.IntRange(min=0), metavar="ID",
+              help="start after the line with this id")
+@click.option("--json", "as_json", is_flag=True,
+              help="one JSON object per line (event: log, status or end), for jq")
+@click.option("-t", "--timestamps", is_flag=True, help="prefix each line with its timestamp")
+@click.option("--no-color", is_flag=True,
+              help="no colours, and escape codes in the logs removed (also NO_COLOR)")
+@click.option("--server", envvar="REANA_LOG_SSE_URL", default=DEFAULT_SERVER,
+              show_default=True, show_envvar=True, help="reana-log-sse base URL")
+@click.option("--token", envvar="REANA_ACCESS_TOKEN", show_envvar=True,
+              help="your REANA access token (or a reader token)")
+@click.option("--retries", type=click.IntRange(min=0), default=10, show_default=True,
+              help="failed reconnects in a row before giving up (exit 5)")
+def logs(workflow: str, follow: bool, jobs: tuple[str, ...], kind: str | None,
+         tail: int | None, since: int | None, as_json: bool, timestamps: bool,
+         no_color: bool, server: str, token: str | None, retries: int) -> None:
+    """Print the logs of WORKFLOW (a UUID, or with REANA auth a name such as
+    myanalysis.42; default $REANA_WORKON), and with --follow keep printing until it ends.
+
+    Exit status: 0 finished (or still running, without --follow), 1 failed or stopped,
+    2 usage, 3 not allowed, 4 unknown workflow, 5 server unreachable, 130 Ctrl-C.
+    """
+    out = sys.stdout.buffer
+    tty = sys.stdout.isatty()
+    printer = Printer(as_json=as_json, color=_wants_color(sys.stdout, no_color),
+                      keep_ansi=tty and not no_color, timestamps=timestamps)
+    err_color = _wants_color(sys.stderr, no_color)
+
+    def note(text: str) -> None:
+        click.echo(click.style(text, fg="yellow") if err_color else text, err=True)
+
+    def on_retry(reason: str, delay: float, attempt: int) -> None:
+        note(f"reana-log-sse: {reason}; reconnecting in {delay:.1f} s (attempt {attempt})")
+
+    follower = LogFollower(server, workflow, token=token, jobs=jobs,
+                           kind=kind, tail=tail,  # type: ignore[arg-type]
+                           since=since, follow=follow, retries=retries, on_retry=on_retry)
+    code = EXIT_OK
+    try:
+        for batch in follower.batches():
+            out.write(printer.render(batch))
+            out.flush()
+        code = exit_code(follower.status)
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except BrokenPipeError:  # `| head`: the reader has all it wanted
+        code = EXIT_OK
+        _silence_stdout()
+    except ClientError as exc:
+        code = {AuthError: EXIT_AUTH, NotFound: EXIT_NOT_FOUND, Unreachable: EXIT_UNREACHABLE,
+                RequestError: EXIT_USAGE}.get(type(exc), EXIT_UNREACHABLE)
+        what = f"HTTP {exc.status_code}: " if exc.status_code else ""
+        click.echo(f"reana-log-sse logs: {what}{exc.message}", err=True)
+    sys.exit(code)
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the interpreter's final flush is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+

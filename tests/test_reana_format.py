@@ -1,0 +1,191 @@
+"""GET .../logs?format=reana: reana-server's workflow logs answer, field by field."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.fake_reana import FakeReanaServer
+from tests.helpers import event, post_batch, post_status
+
+RECORDED = json.loads((Path(__file__).parent / "data" / "reana_server_workflow_logs.json")
+                      .read_text())["response"]
+JOB_A, JOB_B, JOB_C = (f"reana-run-job-{uuid.uuid4()}" for _ in range(3))
+RJ_A, RJ_B = str(uuid.uuid4()), str(uuid.uuid4())
+IMG = "docker.io/reanahub/reana-env-root6:6.18.04"
+
+
+@pytest.fixture
+def reana():
+    fake = FakeReanaServer().start()
+    yield fake
+    fake.stop()
+
+
+def _run_workflow(server, wf_id: str) -> None:
+    """Engine lines, gendata (finished), fitdata (running), and a job nobody described."""
+    url, tok = server.url, server.ingest_token
+
+    def ok(r):
+        assert r.status_code == 200, r.text
+
+    ok(post_status(url, tok, wf_id, "running"))
+    ok(post_batch(url, tok, [event(wf_id, "engine: publishing gendata", job=None,
+                                   kind="workflow")]))
+    ok(post_status(url, tok, wf_id, "running", job_id=JOB_A, step="gendata", reana_job_id=RJ_A,
+                   job_name="gendata", compute_backend="Kubernetes", docker_img=IMG,
+                   cmd="root -b -q gendata.C", started_at="2026-11-25T12:00:05Z"))
+    ok(post_batch(url, tok, [event(wf_id, "gen 1", job=JOB_A),
+                             event(wf_id, "gen warning", job=JOB_A, stream="stderr"),
+                             event(wf_id, "gen 2", job=JOB_A)]))
+    ok(post_status(url, tok, wf_id, "finished", job_id=JOB_A, step="gendata",
+                   finished_at="2026-11-25T13:00:35+01:00"))
+    ok(post_batch(url, tok, [event(wf_id, "engine: publishing fitdata", job=None,
+                                   kind="workflow")]))
+    ok(post_status(url, tok, wf_id, "running", job_id=JOB_B, step="fitdata", reana_job_id=RJ_B,
+                   job_name="fitdata", compute_backend="Kubernetes", docker_img=IMG,
+                   cmd="root -b -q fitdata.C", started_at="2026-11-25T12:00:40Z"))
+    ok(post_batch(url, tok, [event(wf_id, "fit 1", job=JOB_B), event(wf_id, "other 1", job=JOB_C),
+                             event(wf_id, "fit 2", job=JOB_B)]))
+
+
+def _expected_job_logs(wf_id: str) -> dict:
+    return {
+        RJ_A: {"workflow_uuid": wf_id, "job_name": "gendata", "compute_backend": "Kubernetes",
+               "backend_job_id": JOB_A, "docker_img": IMG, "cmd": "root -b -q gendata.C",
+               "status": "finished", "logs": "gen 1\ngen warning\ngen 2\n",
+               "started_at": "2026-11-25T12:00:05", "finished_at": "2026-11-25T12:00:35"},
+        RJ_B: {"workflow_uuid": wf_id, "job_name": "fitdata", "compute_backend": "Kubernetes",
+               "backend_job_id": JOB_B, "docker_img": IMG, "cmd": "root -b -q fitdata.C",
+               "status": "running", "logs": "fit 1\nfit 2\n",
+               "started_at": "2026-11-25T12:00:40", "finished_at": None},
+        # lines only, no status POST: keyed by its Kubernetes Job name; the rest unknown
+        JOB_C: {"workflow_uuid": wf_id, "job_name": None, "compute_backend": None,
+                "backend_job_id": JOB_C, "docker_img": None, "cmd": None, "status": None,
+                "logs": "other 1\n", "started_at": None, "finished_at": None},
+    }
+
+
+@pytest.fixture
+def reana_world(reana, server_factory):
+    server = server_factory(auth="reana", reana_server_url=reana.url)
+    token, user = reana.add_user()
+    wf = reana.add_workflow(user, "roofit.1")
+    _run_workflow(server, wf.id)
+    return server, wf, token, user
+
+
+def _types(value):
+    return type(value).__name__
+
+
+def test_reana_format_matches_reana_server_shape_field_by_field(reana_world):
+    server, wf, token, user = reana_world
+    r = server.get(f"/api/workflows/{wf.id}/logs", params={"format": "reana",
+                                                          "access_token": token})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/json"
+    answer = r.json()
+    # outer: the same fields, the same types, and in jsonify's (sorted) order
+    assert list(answer) == list(RECORDED) == sorted(RECORDED)
+    assert {k: _types(v) for k, v in answer.items()} == {k: _types(v) for k, v in RECORDED.items()}
+    assert answer == {"live_logs_enabled": True, "logs": answer["logs"], "user": user,
+                      "workflow_id": wf.id, "workflow_name": "roofit.1"}
+    # inner: a JSON string with the same keys in the same order
+    logs, recorded = json.loads(answer["logs"]), json.loads(RECORDED["logs"])
+    assert list(logs) == list(recorded)
+    recorded_job = next(iter(recorded["job_logs"].values()))
+    for job in logs["job_logs"].values():
+        assert list(job) == list(recorded_job)
+        for field, value in job.items():  # a known value has REANA's type; unknown is null
+            assert value is None or _types(value) == _types(recorded_job[field]), field
+    assert logs == {
+        "workflow_logs": "engine: publishing gendata\nengine: publishing fitdata\n",
+        "job_logs": _expected_job_logs(wf.id),
+        "service_logs": {},
+        "engine_specific": None,
+    }
+    assert list(logs["job_logs"]) == [RJ_A, RJ_B, JOB_C]  # ordered by job start
+
+
+def test_reana_format_works_with_reana_clients_own_parsing(reana_world):
+    """The steps reana-client takes (cli/utils.py retrieve_workflow_logs,
+    output_user_friendly_logs and follow_workflow_logs), on our answer."""
+    server, wf, token, _ = reana_world
+    response = server.get(f"/api/workflows/{wf.id}/logs",
+                          params={"format": "reana", "access_token": token}).json()
+    workflow_logs = json.loads(response["logs"])
+    assert workflow_logs["workflow_logs"].startswith("engine: publishing gendata")
+    # --filter compute_backend=kubernetes / status=running: v[available_filters[key]] != value
+    available_filters = {"step": "job_name", "compute_backend": "compute_backend",
+                         "docker_img": "docker_img", "status": "status"}
+    for key, value, kept in (("compute_backend", "Kubernetes", [RJ_A, RJ_B]),
+                             ("status", "running", [RJ_B])):
+        jobs = dict(workflow_logs["job_logs"])
+        for job_id in [k for k, v in jobs.items() if v[available_filters[key]] != value]:
+            del jobs[job_id]
+        assert list(jobs) == kept
+    # the friendly output titles every other truthy field through this mapping
+    key_to_description_mapping = {"workflow_uuid", "compute_backend", "backend_job_id",
+                                  "docker_img", "cmd", "status", "started_at", "finished_at"}
+    for job_id, logs_info in workflow_logs["job_logs"].items():
+        assert (logs_info["job_name"] or job_id)
+        assert set(logs_info) - {"logs", "job_name"} <= key_to_description_mapping
+    assert response.get("live_logs_enabled", False) is True  # --follow refuses otherwise
+    # --follow --filter step=fitdata asks with steps=[step] and reads the first job
+    step = server.get(f"/api/workflows/{wf.id}/logs",
+                      params={"format": "reana", "access_token": token, "job": "fitdata"}).json()
+    parsed = json.loads(step["logs"])
+    job = next(iter(parsed["job_logs"].values()))
+    assert (job["logs"], job["status"]) == ("fit 1\nfit 2\n", "running")
+
+
+def test_reana_format_job_filter_answers_as_reana_does_for_steps(reana_world):
+    server, wf, token, _ = reana_world
+    for job in ("fitdata", JOB_B, RJ_B):  # step name, Kubernetes Job name, REANA job id
+        r = server.get(f"/api/workflows/{wf.id}/logs",
+                       params={"format": "reana", "access_token": token, "job": job})
+        logs = json.loads(r.json()["logs"])
+        assert logs == {"workflow_logs": None,
+                        "job_logs": {RJ_B: _expected_job_logs(wf.id)[RJ_B]},
+                        "engine_specific": None}
+
+
+def test_reana_format_without_reana_auth_leaves_name_and_user_null(live_server):
+    wf = str(uuid.uuid4())
+    _run_workflow(live_server, wf)
+    answer = live_server.get(f"/api/workflows/{wf}/logs?format=reana").json()
+    assert (answer["workflow_name"], answer["user"]) == (None, None)
+    assert json.loads(answer["logs"])["job_logs"] == _expected_job_logs(wf)
+    assert live_server.get(f"/api/workflows/{uuid.uuid4()}/logs?format=reana").status_code == 404
+
+
+def _reana_client() -> str | None:
+    return os.environ.get("REANA_CLIENT") or shutil.which("reana-client")
+
+
+@pytest.mark.skipif(_reana_client() is None,
+                    reason="set REANA_CLIENT to a reana-client executable (pip install "
+                    "reana-client in a venv of its own) to run REANA's own client")
+def test_reana_format_real_reana_client_prints_it(reana, reana_world):
+    """reana-client, unchanged, against a reana-server that passes our answer through."""
+    server, wf, token, _ = reana_world
+    reana.logs_backend = server.url
+    env = {**os.environ, "REANA_SERVER_URL": reana.url, "REANA_ACCESS_TOKEN": token}
+    run = subprocess.run([_reana_client(), "logs", "-w", wf.id], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    for text in ("engine: publishing fitdata", "Step: gendata", "gen warning", "Step: fitdata",
+                 "fit 2", f"Step: {JOB_C}", "other 1", "Docker image: " + IMG):
+        assert text in run.stdout
+    run = subprocess.run([_reana_client(), "logs", "-w", "roofit.1", "--json",
+                          "--filter", "status=running"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert list(json.loads(run.stdout)["job_logs"]) == [RJ_B]
