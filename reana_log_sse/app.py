@@ -117,6 +117,8 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            # the <reana-live-log> widget (and anything else in static/) for embedding pages
+            Mount("/static", StaticFiles(directory=_static_dir()), name="widget"),
             Mount("/", StaticFiles(directory=_static_dir(), html=True), name="static"),
         ],
         middleware=[Middleware(GZipMiddleware, minimum_size=4096)],
