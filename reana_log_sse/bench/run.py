@@ -1,0 +1,266 @@
+"""Runs the scenarios in order against one service process and turns results into rows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from . import fanout as fo
+from . import harness as h
+from . import latency as lat
+from . import throughput as tp
+from .profile import py_spy
+from .report import (
+    SHARED_MACHINE,
+    Row,
+    docs,
+    plot,
+    readme_block,
+    replace_block,
+    text_table,
+    write_json,
+)
+
+GIB = 2**30
+
+
+def _limit(cpu: dict[str, float], cores: int) -> str:
+    """Which resource was saturated, read from the CPU shares."""
+    total = sum(cpu.values())
+    parts = [f"service {cpu['service']:.0f}%", f"PostgreSQL {cpu['postgres']:.0f}%",
+             f"load generator {cpu['loadgen']:.0f}%", f"other processes {cpu['other']:.0f}%"]
+    text = f"CPU (% of one core): {', '.join(parts)}: "
+    if cpu["service"] >= 85:
+        text += "bound by the service's one event loop (one core)"
+    elif total >= 85 * cores:
+        text += f"bound by the machine's {cores} cores, shared"
+    elif cpu["postgres"] >= 85:
+        text += "bound by PostgreSQL"
+    else:
+        text += "not CPU-bound (commit latency, round trips or pacing)"
+    if cpu["other"] >= 30:
+        text += " (other processes on the machine disturbed this figure)"
+    return text
+
+
+async def run(opts: dict[str, Any]) -> str:
+    echo, sizes, only, out = opts["echo"], opts["sizes"], opts["only"], opts["out"]
+    with h.database(opts["database_url"], opts["data_dir"]) as (url, embedded):
+        machine = h.machine_info(url)
+        cores = int(machine["cores"] or 1)
+        echo(SHARED_MACHINE.format(cores=cores))
+        server = h.Server(url).start()
+        try:
+            results = await _scenarios(server, url, sizes, only, out if opts["profile"] else None,
+                                       echo)
+        finally:
+            server.stop()
+    results["machine"] = machine
+    rows, notes = rows_and_notes(results, sizes, cores)
+    table = text_table(rows)
+    extra = {k: v for k, v in results.items() if k != "machine"}
+    write_json(out / "results.json", machine, rows, {"size": opts["size"], **extra})
+    title = (f"reana-log-sse delivery latency, {sizes.rate:,.0f} lines/s ingested, "
+             f"{machine['date']}\n{machine['cpu']}, {cores} cores shared by the service, "
+             "PostgreSQL and the load generator (other processes: see the table's CPU column)")
+    if results.get("latency"):
+        plot(out / "perf-latency.png", results["latency"], results.get("floor"),
+             results.get("polling", []), title)
+    if opts["write_docs"]:
+        d = opts["docs_dir"]
+        d.mkdir(parents=True, exist_ok=True)
+        if (out / "perf-latency.png").exists():
+            shutil.copyfile(out / "perf-latency.png", d / "perf-latency.png")
+        (d / "performance.md").write_text(
+            docs(machine, rows, notes, "perf-latency.png", opts["command"]))
+        echo(_update_readme(opts["readme"], d, machine, rows, notes))
+    footer = [f"{machine['date']} | {machine['cpu']} | {cores} cores | "
+              f"PostgreSQL {machine['postgresql']} | Python {machine['python']}",
+              SHARED_MACHINE.format(cores=cores), "", *notes, "",
+              f"results: {out / 'results.json'}" + (f", {out / 'perf-latency.png'}"
+                                                     if results.get("latency") else "")]
+    return table + "\n\n" + "\n".join(footer)
+
+
+async def _scenarios(server: h.Server, url: str, s: Any, only: set[str], prof: Any,
+                     echo: Any) -> dict[str, Any]:
+    meter = h.CpuMeter(server)
+    pid = server.proc.pid if server.proc else 0
+    r: dict[str, Any] = {}
+
+    def step(name: str) -> contextlib.AbstractContextManager[None]:
+        echo(f"[{time.strftime('%H:%M:%S')}] {name} ...")
+        return py_spy(pid, prof, name)
+
+    async with h.CommitLog(url) as commits:
+        if "ingest" in only:
+            with step("ingest"):
+                r["ingest"] = await tp.ingest(server, meter, lines=s.ingest_lines,
+                                              batch=s.ingest_batch, senders=s.senders)
+        if "latency" in only or "polling" in only:
+            with step("floor"):
+                r["floor"] = await lat.floor(url, s.floor_samples)
+        if "latency" in only:
+            r["latency"] = []
+            runs = [(n, 1, "one workflow") for n in s.followers]
+            runs += [(n, w, "spread") for n, w in s.spread]
+            for n, w, layout in runs:
+                echo(f"[{time.strftime('%H:%M:%S')}] latency: {n} followers of {w} "
+                     "workflow(s) ...")
+                r["latency"].append(await lat.sse_run(
+                    server, meter, commits, followers=n, workflows=w, rate=s.rate,
+                    duration=s.duration, batch=s.live_batch, layout=layout,
+                    measured=lambda n=n, w=w: py_spy(pid, prof, f"latency-{n}x{w}")))
+        if "polling" in only:
+            r["polling"] = []
+            for n in s.polling:
+                with step(f"polling-{n}"):
+                    r["polling"].append(await lat.polling_run(
+                        server, meter, commits, clients=n, interval=s.poll_interval,
+                        rate=s.rate, duration=s.duration, batch=s.live_batch))
+        if "fanout" in only:
+            with step("fanout"):
+                r["fanout"] = await fo.fanout(server, meter, streams=s.fanout,
+                                              workflows=s.fanout_workflows)
+        if "catchup" in only:
+            with step("catchup"):
+                r["catchup"] = await tp.catchup(server, meter, lines=s.catchup_lines)
+        if "cli" in only:
+            if tp.cli_available():
+                with step("cli"):
+                    r["cli"] = await tp.cli(server, meter, lines=s.cli_lines)
+            else:
+                r["cli"] = None
+    await asyncio.sleep(0)
+    return r
+
+
+def _update_readme(readme: Path, docs_dir: Path, machine: dict[str, Any], rows: list[Row],
+                   notes: list[str]) -> str:
+    if not readme.exists():
+        return f"{readme} not found: only {docs_dir}/performance.md written"
+    base = readme.resolve().parent
+    rel = os.path.relpath(docs_dir.resolve(), base)
+    block = readme_block(machine, rows, notes, f"{rel}/perf-latency.png",
+                         f"{rel}/performance.md")
+    text = replace_block(readme.read_text(), block)
+    if text is None:
+        return f"{readme} has no bench markers: its Performance table was not updated"
+    readme.write_text(text)
+    return f"updated the Performance section of {readme}"
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def _ms(run: dict[str, Any]) -> str:
+    return f"p50 {run['p50']:.1f}, max {run['max']:.1f} ms"
+
+
+def rows_and_notes(r: dict[str, Any], s: Any, cores: int) -> tuple[list[Row], list[str]]:
+    rows: list[Row] = []
+    notes: list[str] = []
+    if "ingest" in r:
+        i = r["ingest"]
+        ok = i["rate"] >= 100_000 and i["rate"] >= 0.5 * i["copy_rate"]
+        rows.append(Row("1 ingest", f"POST /ingest/vector, {i['batch']:,}-line gzip batches, "
+                        f"{i['senders']} senders", i["rate"], "lines/s",
+                        "raw COPY of the same rows", i["copy_rate"],
+                        ">= 100,000 lines/s and >= 0.5x", ok, i["cpu"]))
+        notes.append(f"Ingest: {_limit(i['cpu'], cores)}. Raw COPY: "
+                     f"{_limit(i['copy_cpu'], cores)}.")
+    floor = r.get("floor")
+    if floor:
+        rows.append(Row("2 latency", "floor: committed NOTIFY -> LISTEN -> socket write, p99 "
+                        f"(p50 {floor['p50']:.1f} ms)", floor["p99"], "ms"))
+    for run in r.get("latency", []):
+        where = ("one workflow" if run["layout"] == "one workflow"
+                 else f"spread over {run['workflows']:,} workflows")
+        goal, ok = "<= 10x floor", None
+        if floor:
+            ok = run["p99"] <= 10 * floor["p99"]
+        if run["layout"] == "one workflow" and run["followers"] in (100, 1000):
+            cap = 25 if run["followers"] == 100 else 100
+            goal = f"<= {cap} ms and <= 10x floor"
+            ok = run["p99"] <= cap and (ok is not False)
+        note = "; ".join(x for x in (
+            f"{run['undelivered']:,} batch deliveries missing" if run["undelivered"] else "",
+            f"{run['refused']:,} streams refused ({', '.join(run['refusals'])})"
+            if run["refused"] else "",
+            f"commit + NOTIFY p50 {run['notify']['p50']:.1f} ms") if x)
+        rows.append(Row("2 latency", f"p99, {_n(run['followers'], 'follower')}, {where}, "
+                        f"{run['rate']:,.0f} lines/s ({_ms(run)})", run["p99"], "ms",
+                        "floor p99" if floor else "", floor["p99"] if floor else None, goal, ok,
+                        run["cpu"], note))
+    if r.get("latency"):
+        worst = max(r["latency"], key=lambda x: x["followers"] * x["workflows"])
+        notes.append(f"Delivery at {worst['followers']:,} followers ({worst['layout']}): "
+                     f"{_limit(worst['cpu'], cores)}. Each line is written once per follower: "
+                     f"{worst['followers'] * s.rate / max(1, worst['workflows']):,.0f} frames/s.")
+    if "fanout" in r:
+        f = r["fanout"]
+        per = f["rss_per_stream"]
+        projected = f["rss_before"] + 10_000 * per
+        rows.append(Row("3 fan-out", f"streams held by one process, live (got a new line in "
+                        f"{f['deliver_seconds']:.1f} s)", f["delivered"], "streams", "opened",
+                        f["streams"], "10,000 within 1 GiB RSS",
+                        f["delivered"] == f["streams"] and projected <= GIB, f["cpu"],
+                        (f"{f['refused']:,} refused ({', '.join(f['refusals'])}); "
+                         if f["refused"] else "") + f"RSS {f['rss_after'] / 2**20:,.0f} MiB"
+                        + ("" if f["streams"] >= 10_000 else
+                           f"; projected at 10,000: {projected / 2**20:,.0f} MiB")))
+        rows.append(Row("3 fan-out", "RSS per stream", per / 1024, "KiB",
+                        "bare asyncio holder", f["bare_rss_per_stream"] / 1024))
+        notes.append(f"Fan-out: opening {f['streams']:,} streams ran at "
+                     f"{f['connects_per_s']:,.0f}/s (each new stream costs a stream "
+                     "snapshot, a status read and a catch-up read); memory is the service's "
+                     "per-stream tasks and buffers.")
+    if "catchup" in r:
+        c = r["catchup"]
+        rows.append(Row("4 catch-up", f"one follower joining {c['lines']:,} stored lines, "
+                        f"then live ({c['live_ms']:.0f} ms)", c["rate"], "lines/s",
+                        "COPY TO of the same rows", c["copy_rate"], ">= 100,000 lines/s",
+                        c["rate"] >= 100_000, c["cpu"]))
+        notes.append(f"Catch-up: {_limit(c['cpu'], cores)}.")
+    sse_by_n = {x["followers"]: x for x in r.get("latency", []) if x["layout"] == "one workflow"}
+    for p in r.get("polling", []):
+        sse = sse_by_n.get(p["followers"])
+        label = f"{_n(p['followers'], 'follower')}, polling every {p['interval']:g} s"
+        rows.append(Row("5 polling", f"p99 latency, SSE vs {label}",
+                        sse["p99"] if sse else math.nan, "ms", "polling p99", p["p99"],
+                        cpu=p["cpu"], note=f"polling {_ms(p)}"))
+        rows.append(Row("5 polling", f"DB reads/s, SSE vs {label}",
+                        sse["db_reads_per_s"] if sse else math.nan, "reads/s", "polling",
+                        p["db_reads_per_s"]))
+    if len(sse_by_n) > 1:
+        lo, hi = min(sse_by_n), max(sse_by_n)
+        a, b = sse_by_n[lo]["db_reads_per_s"], sse_by_n[hi]["db_reads_per_s"]
+        rows.append(Row("5 polling", f"SSE DB reads/s at {_n(hi, 'follower')} vs {lo:,}", b,
+                        "reads/s", f"at {lo:,}", a, "independent of followers",
+                        b <= 1.5 * a + 1))
+        notes.append("Database reads: one snapshot read per committed batch per followed "
+                     "workflow, whatever the number of its followers; a follower that falls "
+                     "more than its queue behind reads its gap itself (catch-up reads). "
+                     "Polling costs one read per client per interval.")
+    if "cli" in r:
+        c = r["cli"]
+        if c is None:
+            rows.append(Row("6 CLI", "`logs --json` to a pipe", math.nan, "lines/s",
+                            note="NOT MEASURED: no `logs` command yet"))
+            notes.append("CLI: not measured, the `logs` command did not exist in this tree.")
+        else:
+            rows.append(Row("6 CLI", f"`logs --follow --json` to a pipe, {c['lines']:,} lines "
+                            f"(exit {c['exit']})", c["rate"], "lines/s",
+                            "raw socket, same stream", c["raw_rate"], cpu=c["cpu"],
+                            note=f"first line after {c['startup']:.2f} s (start-up)"
+                            if c.get("startup") is not None else ""))
+            notes.append(f"CLI: {_limit(c['cpu'], cores)} (the CLI's own process is "
+                         "counted as load generator).")
+    return rows, notes
