@@ -120,42 +120,55 @@ def prepare(
     """Validate events; returns the lines to store and (reason, raw event) rejections."""
     lines: list[PreparedLine] = []
     rejected: list[tuple[str, str]] = []
-    ords: dict[uuid.UUID, int] = {}
+    ords: dict[int, int] = {}  # keyed by the UUID's int: uuid.UUID hashes in Python
+    names: dict[int, str] = {}
     seen: set[bytes] = set()
+    start, end = window.epoch_bounds
+    validate = LogEvent.model_validate
+    blake2b = hashlib.blake2b
     for raw in events:
         if not isinstance(raw, dict):
             rejected.append(("event is not a JSON object", _dump(raw)))
             continue
         try:
-            event = LogEvent.model_validate(raw)
+            event = validate(raw)
         except pydantic.ValidationError as exc:
             rejected.append((_reason(exc), _dump(raw)))
             continue
-        if not window.contains(event.timestamp):
+        ts = event.timestamp
+        if ts.tzinfo is None:  # CRI timestamps carry a zone; a bare one is taken as UTC
+            ts = ts.replace(tzinfo=dt.UTC)
+        if not start <= ts.timestamp() < end:
             rejected.append((f"timestamp outside the stored window {window.first} .. "
                              f"{window.last}", _dump(raw)))
             continue
-        message, cut = truncate(event.message.replace("\x00", "\ufffd"), max_line_bytes)
-        key = _identity(event, str(raw.get("timestamp")), message)
-        digest = hashlib.blake2b(key, digest_size=16).digest()
+        collected = event.collected_at
+        if collected is not None and collected.tzinfo is None:
+            collected = collected.replace(tzinfo=dt.UTC)
+        message = event.message
+        if "\x00" in message:  # PostgreSQL text cannot hold NUL
+            message = message.replace("\x00", "\ufffd")
+        message, cut = truncate(message, max_line_bytes)
+        wid = event.workflow_id
+        key_int = wid.int
+        name = names.get(key_int)
+        if name is None:
+            name = names[key_int] = str(wid)
+        key = "\x1f".join((name, event.kind, event.job_id or "", event.pod or "",
+                           event.container or "", event.stream, str(raw.get("timestamp")),
+                           message)).encode("utf-8", "replace")
+        digest = blake2b(key, digest_size=16).digest()
         occurrence = 0
         while digest in seen:  # the same line twice in one batch is two lines
             occurrence += 1
-            digest = hashlib.blake2b(key + b"\x1f%d" % occurrence, digest_size=16).digest()
+            digest = blake2b(key + b"\x1f%d" % occurrence, digest_size=16).digest()
         seen.add(digest)
-        n = ords[event.workflow_id] = ords.get(event.workflow_id, 0) + 1
+        n = ords[key_int] = ords.get(key_int, 0) + 1
         lines.append(PreparedLine(
-            event.workflow_id, n, event.timestamp, uuid.UUID(bytes=digest), event.kind,
-            event.job_id, event.step, event.pod, event.container, event.stream, message, cut,
-            event.collected_at,
+            wid, n, ts, uuid.UUID(bytes=digest), event.kind, event.job_id, event.step,
+            event.pod, event.container, event.stream, message, cut, collected,
         ))
     return lines, rejected
-
-
-def _identity(event: LogEvent, raw_timestamp: str, message: str) -> bytes:
-    fields = (str(event.workflow_id), event.kind, event.job_id or "", event.pod or "",
-              event.container or "", event.stream, raw_timestamp, message)
-    return "\x1f".join(fields).encode("utf-8", "replace")
 
 
 def _dump(raw: Any) -> str:

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 TERMINAL_STATUSES = frozenset({"finished", "failed", "stopped", "deleted"})
 WorkflowStatus = Literal[
     "created", "queued", "pending", "running", "finished", "failed", "stopped", "deleted"
 ]
-
-
-def _aware(value: datetime) -> datetime:
-    """Naive timestamps are taken as UTC (CRI timestamps always carry a zone)."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class LogEvent(BaseModel):
@@ -34,10 +29,8 @@ class LogEvent(BaseModel):
     timestamp: datetime
     message: str
     collected_at: datetime | None = None
-
-    _aware_timestamp = field_validator("timestamp", "collected_at")(
-        lambda value: None if value is None else _aware(value)
-    )
+    # Naive timestamps are taken as UTC by the ingest (not here: a Python validator per
+    # field costs more than the rest of the model's validation).
 
 
 class StatusUpdate(BaseModel):

@@ -44,6 +44,11 @@ class Window:
     def _bounds(self) -> tuple[dt.datetime, dt.datetime]:
         return day_start(self.first), day_start(self.last + dt.timedelta(days=1))
 
+    @functools.cached_property
+    def epoch_bounds(self) -> tuple[float, float]:
+        start, end = self._bounds
+        return start.timestamp(), end.timestamp()
+
     def contains(self, ts: dt.datetime) -> bool:
         start, end = self._bounds
         return start <= ts < end
