@@ -31,13 +31,20 @@ from .store import StatusRow, Store
 logger = logging.getLogger("reana_log_sse")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Batch:
     after: int
     upto: int
     lines: list[Line]
     notified_at: float  # monotonic time the NOTIFY arrived
     committed_at: float | None  # wall-clock epoch the ingest sent with the NOTIFY
+    _frames: bytes | None = None
+
+    def frames(self) -> bytes:
+        """Every line's frame in one bytes object, joined once for all the followers."""
+        if self._frames is None:
+            self._frames = b"".join([line.frame for line in self.lines])
+        return self._frames
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

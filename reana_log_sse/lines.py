@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from typing import Any
 
 import orjson
 
 
 class Line:
-    """One stored line. Its SSE frame is encoded once and shared by every follower."""
+    """One stored line. Its SSE frame is encoded once and shared by every follower.
+    workflow_id is the UUID's text, made once per read rather than once per line."""
 
     __slots__ = ("seq", "workflow_id", "kind", "job_id", "step", "stream", "ts", "message",
                  "truncated", "_frame")
 
     def __init__(
-        self, seq: int, workflow_id: uuid.UUID, kind: str, job_id: str | None, step: str | None,
+        self, seq: int, workflow_id: str, kind: str, job_id: str | None, step: str | None,
         stream: str, ts: dt.datetime, message: str, truncated: bool,
     ) -> None:
         self.seq = seq
@@ -31,14 +31,14 @@ class Line:
         self._frame: bytes | None = None
 
     @classmethod
-    def from_row(cls, workflow_id: uuid.UUID, row: tuple[Any, ...]) -> Line:
+    def from_row(cls, workflow_id: str, row: tuple[Any, ...]) -> Line:
         seq, kind, job_id, step, stream, ts, message, truncated = row
         return cls(seq, workflow_id, kind, job_id, step, stream, ts, message, truncated)
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "id": self.seq,
-            "workflow_id": str(self.workflow_id),
+            "workflow_id": self.workflow_id,
             "kind": self.kind,
             "job_id": self.job_id,
             "step": self.step,

@@ -258,7 +258,8 @@ class Store:
                 statuses = [StatusRow(*r) for r in await cur.fetchall()]
                 # status ids grow with after_seq, so the withheld ones come last
                 status_cursor = statuses[-1].id if statuses else status_after
-        lines = [Line.from_row(workflow_id, r) for r in rows]
+        name = str(workflow_id)
+        lines = [Line.from_row(name, r) for r in rows]
         return Snapshot(last_seq, status, status_age, horizon, lines, statuses, status_cursor)
 
     async def current_statuses(self, workflow_id: uuid.UUID) -> list[StatusRow]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -12,9 +13,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from .auth import authorized_workflow
+from .errors import ServiceError
 from .hub import Batch, End, StatusItem, Subscription
 from .lines import Line, event_frame
 from .store import Filters, StatusRow, Store
+
+logger = logging.getLogger("reana_log_sse")
 
 
 def workflow_id_param(request: Request) -> uuid.UUID:
@@ -65,6 +69,17 @@ class Follower:
         self.status_cursor = status_cursor
         self.chunk = chunk
         self.metrics = metrics
+        self.unfiltered = not filters.jobs and filters.kind is None
+        self.sent_delay = metrics.stage_delay.labels("committed_to_sent")
+
+    def batch_frames(self, batch: Batch) -> bytes:
+        """A live batch: an unfiltered follower that has not seen any of its lines sends
+        the batch's shared frames; others filter line by line."""
+        lines = batch.lines
+        if lines and self.unfiltered and lines[0].seq > self.cursor:
+            self.cursor = lines[-1].seq
+            return batch.frames()
+        return self.frames(lines)
 
     def frames(self, lines: list[Line]) -> bytes:
         match = self.filters.matches
@@ -113,14 +128,13 @@ async def follow(
                 async for data in follower.catch_up(item.after):
                     yield data
             if isinstance(item, Batch):
-                data = follower.frames(item.lines)
+                data = follower.batch_frames(item)
                 follower.cursor = max(follower.cursor, item.upto)
                 if data:
                     yield data
                     metrics.notify_to_send.observe(time.monotonic() - item.notified_at)
                     if item.committed_at is not None:
-                        metrics.stage_delay.labels("committed_to_sent").observe(
-                            max(0.0, time.time() - item.committed_at))
+                        follower.sent_delay.observe(max(0.0, time.time() - item.committed_at))
             elif isinstance(item, StatusItem):
                 if item.status.id > follower.status_cursor:
                     follower.status_cursor = item.status.id
@@ -129,6 +143,9 @@ async def follow(
                 yield event_frame("end", {"workflow_id": str(follower.workflow_id),
                                           "status": item.status})
                 return
+    except ServiceError as exc:
+        # The database went away mid-stream: close it; the client resumes with its last id.
+        logger.warning("stream of %s closed: %s", follower.workflow_id, exc.detail)
     finally:
         metrics.active_streams.dec()
         sub.close()
