@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import gzip
 import json
@@ -12,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from reana_log_sse.sse import SSEEvent, iter_sse
+from reana_log_sse.client import SSEDecoder
 
 VECTOR_HEADERS = {"Content-Type": "application/json", "Content-Encoding": "gzip",
                   "User-Agent": "Vector/0.51.0 (x86_64-unknown-linux-gnu)"}
@@ -48,6 +49,13 @@ def post_status(base_url: str, token: str, workflow_id: uuid.UUID | str, status:
                       headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
 
+@dataclasses.dataclass(frozen=True)
+class SSEEvent:
+    event: str
+    data: str
+    id: str | None
+
+
 class Follower:
     """Reads one SSE stream in the background and records every event."""
 
@@ -55,6 +63,7 @@ class Follower:
         self.url = url
         self.headers = headers or {}
         self.events: list[SSEEvent] = []
+        self.retry: int | None = None
         self.status_code: int | None = None
         self.closed_by_server = False
         self._changed = asyncio.Event()
@@ -80,9 +89,13 @@ class Follower:
         ) as response:
             self.status_code = response.status_code
             self._changed.set()
+            decoder = SSEDecoder()
             with contextlib.suppress(httpx.RemoteProtocolError):
-                async for ev in iter_sse(response.aiter_lines()):
-                    self.events.append(ev)
+                async for chunk in response.aiter_raw():
+                    for name, data, eid in decoder.feed(chunk):
+                        self.events.append(SSEEvent(name.decode(), data.decode(),
+                                                    eid.decode() if eid is not None else None))
+                    self.retry = decoder.retry
                     self._changed.set()
             self.closed_by_server = True
             self._changed.set()
