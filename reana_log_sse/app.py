@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -121,7 +122,7 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
             Mount("/static", StaticFiles(directory=_static_dir()), name="widget"),
             Mount("/", StaticFiles(directory=_static_dir(), html=True), name="static"),
         ],
-        middleware=[Middleware(GZipMiddleware, minimum_size=4096)],
+        middleware=_middleware(settings),
         exception_handlers={HTTPException: http_error, ServiceError: service_error_handler},
         lifespan=lifespan,
     )
@@ -144,6 +145,17 @@ async def _maintenance_loop(state: object) -> None:
             logger.warning("partition maintenance: %s", exc.detail)
         except Exception:
             logger.exception("partition maintenance failed")
+
+
+def _middleware(settings: Settings) -> list[Middleware]:
+    middleware = [Middleware(GZipMiddleware, minimum_size=4096)]
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:  # REANA's web UI on another origin embeds <reana-live-log>
+        middleware.insert(0, Middleware(
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET"],
+            allow_headers=["Authorization", "Last-Event-ID"], max_age=600,
+        ))
+    return middleware
 
 
 def _redact(url: str) -> str:

@@ -88,6 +88,11 @@ class Settings:
         metadata={"help": "auth=reana: how long to wait for reana-server before answering "
                   "503"},
     )
+    cors_origins: str = dataclasses.field(
+        default="",
+        metadata={"help": "comma-separated origins (e.g. https://reana.example.org) whose "
+                  "pages may embed the widget and read streams; * for any"},
+    )
     wait_for_unknown: bool = dataclasses.field(
         default=False,
         metadata={"help": "a stream of an unknown workflow waits for its first line "

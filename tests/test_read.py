@@ -89,3 +89,17 @@ def test_status_names_the_step_of_a_jobs_lines_before_and_after(live_server):
     lines = live_server.get(f"/api/workflows/{wf}/logs?job=fitdata").json()["lines"]
     assert [(x["message"], x["step"]) for x in lines] == [("early", "fitdata"),
                                                          ("later", "fitdata")]
+
+
+def test_cors_lets_only_the_configured_origin_embed_the_widget(server_factory):
+    server = server_factory(cors_origins="https://reana.example.org")
+    wf = uuid.uuid4()
+    post_batch(server.url, server.ingest_token, [event(wf, "x")])
+    path = f"/api/workflows/{wf}/logs"
+    ok = server.get(path, headers={"Origin": "https://reana.example.org"})
+    assert ok.headers["access-control-allow-origin"] == "https://reana.example.org"
+    other = server.get(path, headers={"Origin": "https://evil.example.com"})
+    assert "access-control-allow-origin" not in other.headers
+    widget = server.get("/static/reana-live-log.js", headers={"Origin": "https://reana.example.org"})
+    assert widget.status_code == 200
+    assert widget.headers["access-control-allow-origin"] == "https://reana.example.org"
