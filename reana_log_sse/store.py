@@ -101,6 +101,7 @@ class Snapshot:
     lines: list[Line]
     statuses: list[StatusRow]
     status_cursor: int  # highest status id covered
+    job_statuses: list[StatusRow] = dataclasses.field(default_factory=list)
 
 
 class Store:
@@ -201,11 +202,13 @@ class Store:
         filters: Filters | None = None,
         tail: int | None = None,
         upto: int | None = None,
+        job_statuses: bool = False,
     ) -> Snapshot | None:
         """One REPEATABLE READ view of a workflow: its counters, lines and statuses.
 
         Lines: seq > after (at most `limit`, or the last `tail` matching); statuses:
-        id > status_after (None: none are read). Returns None for an unknown workflow.
+        id > status_after (None: none are read); job_statuses: the latest status of each
+        job (a new stream's first frames). Returns None for an unknown workflow.
         """
         filters = filters or Filters()
         async with translated(), self.pool.connection() as conn, conn.transaction():
@@ -258,22 +261,21 @@ class Store:
                 statuses = [StatusRow(*r) for r in await cur.fetchall()]
                 # status ids grow with after_seq, so the withheld ones come last
                 status_cursor = statuses[-1].id if statuses else status_after
+            jobs: list[StatusRow] = []
+            if job_statuses:
+                await cur.execute(
+                    "SELECT DISTINCT ON (coalesce(job_id, ''), coalesce(step, ''))"
+                    " id, after_seq, job_id, step, status FROM status_events"
+                    " WHERE workflow_id = %s AND (job_id IS NOT NULL OR step IS NOT NULL)"
+                    " ORDER BY coalesce(job_id, ''), coalesce(step, ''), id DESC",
+                    (workflow_id,),
+                )
+                jobs = sorted((StatusRow(*r) for r in await cur.fetchall()),
+                              key=lambda r: r.id)
         name = str(workflow_id)
         lines = [Line.from_row(name, r) for r in rows]
-        return Snapshot(last_seq, status, status_age, horizon, lines, statuses, status_cursor)
-
-    async def current_statuses(self, workflow_id: uuid.UUID) -> list[StatusRow]:
-        """The latest status of each job of the workflow (for a stream's first frames)."""
-        async with translated(), self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT DISTINCT ON (coalesce(job_id, ''), coalesce(step, ''))"
-                " id, after_seq, job_id, step, status FROM status_events"
-                " WHERE workflow_id = %s AND (job_id IS NOT NULL OR step IS NOT NULL)"
-                " ORDER BY coalesce(job_id, ''), coalesce(step, ''), id DESC",
-                (workflow_id,),
-            )
-            rows = [StatusRow(*r) for r in await cur.fetchall()]
-        return sorted(rows, key=lambda r: r.id)
+        return Snapshot(last_seq, status, status_age, horizon, lines, statuses, status_cursor,
+                        jobs)
 
     async def ping(self) -> None:
         async with translated(), self.pool.connection() as conn:

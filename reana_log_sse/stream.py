@@ -168,9 +168,11 @@ async def stream_logs(request: Request) -> EventSourceResponse:
     sub = state.hub.subscribe(workflow_id)  # before reading: nothing can fall in between
     try:
         if since is None and tail is not None:
-            snap = await store.snapshot(workflow_id, tail=tail, filters=filters)
+            snap = await store.snapshot(workflow_id, tail=tail, filters=filters,
+                                        job_statuses=True)
         else:
-            snap = await store.snapshot(workflow_id, after=since or 0, limit=0)
+            snap = await store.snapshot(workflow_id, after=since or 0, limit=0,
+                                        job_statuses=True)
         if snap is None and not state.settings.wait_for_unknown:
             raise HTTPException(404, f"unknown workflow {workflow_id}")
         first: list[bytes] = []
@@ -180,7 +182,7 @@ async def stream_logs(request: Request) -> EventSourceResponse:
                 first.append(event_frame("status", {"workflow_id": str(workflow_id),
                                                     "job_id": None, "step": None,
                                                     "status": snap.status}))
-            for status in await store.current_statuses(workflow_id):
+            for status in snap.job_statuses:
                 first.append(status_frame(workflow_id, status))
             status_cursor = snap.status_cursor
             if tail is not None and since is None:
