@@ -70,7 +70,6 @@ class Subscription:
         self.limit = limit
         self.items: collections.deque[Item] = collections.deque()
         self.queued_lines = 0
-        self.overflows = 0
         self.ending = False
         self._wakeup = asyncio.Event()
 
@@ -84,7 +83,6 @@ class Subscription:
             # ahead of the follower, which reads the gap from the database instead.
             self.items.clear()
             self.queued_lines = 0
-            self.overflows += 1
             self.feed.hub.metrics.follower_overflows.inc()
             if size > self.limit:
                 item = Batch(item.upto, item.upto, [], item.notified_at, item.committed_at)  # type: ignore[union-attr]
@@ -201,17 +199,13 @@ class Feed:
             if snap is None:
                 return
             start = self.last
-            for status in snap.statuses:
-                # lines committed before the status go out before it
-                if status.after_seq > start:
-                    chunk = [line for line in snap.lines if start < line.seq <= status.after_seq]
-                    self._broadcast(
-                        Batch(start, status.after_seq, chunk, notified_at, committed_at))
-                    start = status.after_seq
-                self._broadcast(StatusItem(start, status))
-            if snap.horizon > start:
-                rest = [line for line in snap.lines if line.seq > start]
-                self._broadcast(Batch(start, snap.horizon, rest, notified_at, committed_at))
+            for lines, status in snap.parts():  # lines committed before a status go first
+                upto = snap.horizon if status is None else status.after_seq
+                if upto > start:
+                    self._broadcast(Batch(start, upto, lines, notified_at, committed_at))
+                    start = upto
+                if status is not None:
+                    self._broadcast(StatusItem(start, status))
             self.last = max(self.last, snap.horizon)
             self.status_cursor = snap.status_cursor
             if snap.horizon >= snap.last_seq:

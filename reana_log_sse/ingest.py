@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -222,7 +221,3 @@ def _observe(metrics: Any, lines: list[PreparedLine], committed_at: float) -> No
             collected = line.collected_at.timestamp()
             written.observe(max(0.0, collected - line.ts.timestamp()))
             committed.observe(max(0.0, committed_at - collected))
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.fromtimestamp(time.time(), dt.UTC)

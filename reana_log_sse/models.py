@@ -53,7 +53,3 @@ class StatusUpdate(BaseModel):
     @property
     def is_workflow_level(self) -> bool:
         return self.job_id is None and self.step is None
-
-    @property
-    def ends_stream(self) -> bool:
-        return self.is_workflow_level and self.status in TERMINAL_STATUSES

@@ -41,17 +41,14 @@ class Window:
         return [self.first + dt.timedelta(days=i) for i in range(n)]
 
     @functools.cached_property
-    def _bounds(self) -> tuple[dt.datetime, dt.datetime]:
-        return day_start(self.first), day_start(self.last + dt.timedelta(days=1))
-
-    @functools.cached_property
     def epoch_bounds(self) -> tuple[float, float]:
-        start, end = self._bounds
-        return start.timestamp(), end.timestamp()
+        """[start, end) of the window as epoch seconds (the ingest's per-line check)."""
+        end = self.last + dt.timedelta(days=1)
+        return day_start(self.first).timestamp(), day_start(end).timestamp()
 
     def contains(self, ts: dt.datetime) -> bool:
-        start, end = self._bounds
-        return start <= ts < end
+        start, end = self.epoch_bounds
+        return start <= ts.timestamp() < end
 
 
 @dataclasses.dataclass

@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -103,6 +103,18 @@ class Snapshot:
     status_cursor: int  # highest status id covered
     job_statuses: list[StatusRow] = dataclasses.field(default_factory=list)
 
+    def parts(self) -> Iterator[tuple[list[Line], StatusRow | None]]:
+        """The lines in order, cut at each status: (lines up to it, status) for each status,
+        then (the rest, None). A status goes after every line with seq <= its after_seq."""
+        lines, i = self.lines, 0
+        for status in self.statuses:
+            j = i
+            while j < len(lines) and lines[j].seq <= status.after_seq:
+                j += 1
+            yield lines[i:j], status
+            i = j
+        yield lines[i:], None
+
 
 class Store:
     def __init__(self, pool: AsyncConnectionPool) -> None:
@@ -115,7 +127,7 @@ class Store:
     ) -> IngestResult:
         counts: dict[uuid.UUID, int] = {}
         for line in lines:
-            counts[line.workflow_id] = max(counts.get(line.workflow_id, 0), line.ord)
+            counts[line.workflow_id] = line.ord  # ords count up within a workflow
         inserted = 0
         async with translated(), self.pool.connection() as conn:
             async with conn.transaction():

@@ -99,13 +99,10 @@ class Follower:
             if snap is None:
                 return
             out = []
-            lines = snap.lines
-            for status in snap.statuses:
-                before = [line for line in lines if line.seq <= status.after_seq]
-                lines = lines[len(before):]
-                out.append(self.frames(before))
-                out.append(status_frame(self.workflow_id, status))
-            out.append(self.frames(lines))
+            for lines, status in snap.parts():
+                out.append(self.frames(lines))
+                if status is not None:
+                    out.append(status_frame(self.workflow_id, status))
             self.cursor = max(self.cursor, snap.horizon)
             self.status_cursor = max(self.status_cursor, snap.status_cursor)
             data = b"".join(out)
