@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from .auth import authorized_workflow
 from .models import StatusUpdate
 from .store import Store
-from .stream import _int_param, filters_param, workflow_id_param
+from .stream import filters_param, int_param, workflow_id_param
 
 MAX_LIMIT = 10_000
 TEXT_CHUNK = 5_000
@@ -23,9 +23,9 @@ async def read_logs(request: Request) -> Response:
     state = request.app.state
     workflow_id = await authorized_workflow(request)
     filters = filters_param(request)
-    since = _int_param(request, "since") or 0
-    tail = _int_param(request, "tail")
-    limit = min(_int_param(request, "limit", minimum=1) or 1000, MAX_LIMIT)
+    since = int_param(request, "since") or 0
+    tail = int_param(request, "tail")
+    limit = min(int_param(request, "limit", minimum=1) or 1000, MAX_LIMIT)
     fmt = request.query_params.get("format", "json")
     store: Store = state.store
     if fmt == "json":

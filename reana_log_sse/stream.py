@@ -29,7 +29,7 @@ def workflow_id_param(request: Request) -> uuid.UUID:
         raise HTTPException(404, f"unknown workflow {raw!r} (expected a workflow UUID)") from None
 
 
-def _int_param(request: Request, name: str, *, minimum: int = 0) -> int | None:
+def int_param(request: Request, name: str, *, minimum: int = 0) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
@@ -152,14 +152,14 @@ async def stream_logs(request: Request) -> EventSourceResponse:
     state = request.app.state
     workflow_id = await authorized_workflow(request)
     filters = filters_param(request)
-    since = _int_param(request, "since")
+    since = int_param(request, "since")
     last_event_id = request.headers.get("last-event-id", "").strip()
     if last_event_id:
         try:
             since = int(last_event_id)
         except ValueError:
             raise HTTPException(400, "Last-Event-ID must be an integer id") from None
-    tail = _int_param(request, "tail")
+    tail = int_param(request, "tail")
     store: Store = state.store
 
     sub = state.hub.subscribe(workflow_id)  # before reading: nothing can fall in between
