@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from .errors import PartitionMissing
+from .identity import LineKeys, parse_ns
 from .models import LogEvent
 from .partitions import Window
 from .store import PreparedLine
@@ -122,6 +123,7 @@ def prepare(
     ords: dict[int, int] = {}  # keyed by the UUID's int: uuid.UUID hashes in Python
     names: dict[int, str] = {}
     seen: set[bytes] = set()
+    keys = LineKeys()  # line_key: the identity the live tap can reproduce (identity.py)
     start, end = window.epoch_bounds
     validate = LogEvent.model_validate
     blake2b = hashlib.blake2b
@@ -163,9 +165,15 @@ def prepare(
             digest = blake2b(key + b"\x1f%d" % occurrence, digest_size=16).digest()
         seen.add(digest)
         n = ords[key_int] = ords.get(key_int, 0) + 1
+        line_key = None
+        text = raw.get("timestamp")
+        if event.pod and event.container and isinstance(text, str):
+            ns = parse_ns(text)
+            if ns is not None:
+                line_key = keys.key(name, event.pod, event.container, ns, message)
         lines.append(PreparedLine(
             wid, n, ts, uuid.UUID(bytes=digest), event.kind, event.job_id, event.step,
-            event.pod, event.container, event.stream, message, cut, collected,
+            event.pod, event.container, event.stream, message, cut, collected, line_key,
         ))
     return lines, rejected
 
@@ -203,6 +211,7 @@ async def ingest_vector(request: Request) -> JSONResponse:
     _observe(metrics, lines, result.committed_at)
     metrics.lines_ingested.inc(result.accepted)
     metrics.duplicates.inc(result.duplicates)
+    metrics.tap_duplicates.inc(result.adopted)
     metrics.ingest_requests.labels("200").inc()
     if rejected:
         for reason, _ in rejected:

@@ -23,10 +23,11 @@ _ALLOCATE = load_sql("allocate.sql")
 _INSERT = load_sql("ingest.sql")
 _COPY = (
     "COPY incoming (workflow_id, ord, ts, dedupe, kind, job_id, step, pod, container,"
-    " stream, message, truncated, collected_at) FROM STDIN (FORMAT BINARY)"
+    " stream, message, truncated, collected_at, line_key) FROM STDIN (FORMAT BINARY)"
 )
 _COPY_TYPES = ["uuid", "int8", "timestamptz", "uuid", "text", "text", "text", "text", "text",
-               "text", "text", "bool", "timestamptz"]
+               "text", "text", "bool", "timestamptz", "uuid"]
+_ADOPT = load_sql("adopt.sql")
 _LINE_COLUMNS = "seq, kind, job_id, step, stream, ts, message, truncated"
 
 
@@ -47,6 +48,7 @@ class PreparedLine(NamedTuple):
     message: str
     truncated: bool
     collected_at: dt.datetime | None
+    line_key: uuid.UUID | None = None  # identity.py; None without pod, container or ns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +57,7 @@ class IngestResult:
     duplicates: int
     rejected: int
     committed_at: float  # time.time() right after COMMIT
+    adopted: int = 0  # duplicates whose stored copy came from the live tap (adopt.sql)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,12 +126,16 @@ class Store:
     # -- writes ------------------------------------------------------------------------
 
     async def ingest(
-        self, lines: Sequence[PreparedLine], rejected: Sequence[tuple[str, str]]
+        self, lines: Sequence[PreparedLine], rejected: Sequence[tuple[str, str]] = (),
+        *, of_record: bool = True,
     ) -> IngestResult:
+        """Store a batch in one transaction with one NOTIFY. of_record: the batch comes from
+        the path of record (Vector, ship), whose copy of a line the live tap stored first
+        replaces the tap's provisional fields (adopt.sql); the tap passes False."""
         counts: dict[uuid.UUID, int] = {}
         for line in lines:
             counts[line.workflow_id] = line.ord  # ords count up within a workflow
-        inserted = 0
+        inserted = adopted = 0
         async with translated(), self.pool.connection() as conn:
             async with conn.transaction():
                 if lines:
@@ -148,6 +155,9 @@ class Store:
                             {"workflow_ids": ids, "bases": [last[w] - counts[w] for w in ids]},
                         )
                         inserted = cur.rowcount
+                        if of_record and inserted < len(lines):
+                            await cur.execute(_ADOPT)
+                            adopted = cur.rowcount
                         await _notify(cur, last)
                 if rejected:
                     async with conn.cursor() as cur:
@@ -156,7 +166,8 @@ class Store:
                             list(rejected),
                         )
             committed_at = time.time()
-        return IngestResult(inserted, len(lines) - inserted, len(rejected), committed_at)
+        return IngestResult(inserted, len(lines) - inserted, len(rejected), committed_at,
+                            adopted)
 
     async def set_status(
         self, workflow_id: uuid.UUID, *, status: str, job_id: str | None, step: str | None,
