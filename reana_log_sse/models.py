@@ -20,7 +20,7 @@ class LogEvent(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     workflow_id: uuid.UUID
-    kind: Literal["job", "workflow"] = "job"
+    kind: Literal["job", "workflow", "service"] = "job"
     job_id: str | None = Field(default=None, max_length=253)
     step: str | None = Field(default=None, max_length=253)
     pod: str | None = Field(default=None, max_length=253)
