@@ -325,7 +325,9 @@ class FakeApiserver:
                         return response
                 if not follow or rotated or gone or self._state(name, container) != "running":
                     return response
-                await self._wait(1.0)
+                if request.transport is None or request.transport.is_closing():
+                    return response  # the client left (Go's net/http cancels the request)
+                await self._wait(0.2)
         finally:
             with self._lock:
                 self.open_follows[key] -= 1
