@@ -36,7 +36,8 @@ class Metrics:
                                         registry=r)
         self.stage_delay = Histogram(
             p + "stage_delay_seconds",
-            "Delay of each stage of a line's path: written->collected (Vector read it), "
-            "collected->committed, committed->sent",
+            "Delay of each stage of a line's path, one observation per batch (its slowest "
+            "line): written->collected (Vector read it) and collected->committed per "
+            "ingested batch, committed->sent per batch written to a follower",
             ["stage"], buckets=_DELAY_BUCKETS, registry=r,
         )

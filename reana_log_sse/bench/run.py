@@ -56,7 +56,8 @@ async def run(opts: dict[str, Any]) -> str:
         machine = h.machine_info(url)
         cores = int(machine["cores"] or 1)
         echo(SHARED_MACHINE.format(cores=cores))
-        server = h.Server(url).start()
+        tree = opts.get("service_tree")
+        server = h.Server(url, {"PYTHONPATH": str(tree.resolve())} if tree else None).start()
         try:
             results = await _scenarios(server, url, sizes, only, out if opts["profile"] else None,
                                        echo)
