@@ -240,6 +240,9 @@ async def ingest_vector(request: Request) -> JSONResponse:
         raise
     if lines is None:
         lines, rejected = prepare(events, max_line_bytes=max_line, window=window)
+        metrics.ingest_batches.labels("model").inc()
+    else:
+        metrics.ingest_batches.labels("fast").inc()
     try:
         result = await state.store.ingest(lines, rejected)
     except PartitionMissing:

@@ -17,6 +17,9 @@ class Metrics:
                                   registry=r)
         self.rejected = Counter(p + "rejected_events", "Events that failed validation",
                                 ["reason"], registry=r)
+        self.ingest_batches = Counter(p + "ingest_batches", "Ingested batches by decoder: "
+                                      "fast (canonical, msgspec) or model (pydantic)",
+                                      ["decoder"], registry=r)
         self.ingest_requests = Counter(p + "ingest_requests", "Ingest requests by answer",
                                        ["code"], registry=r)
         self.database_errors = Counter(p + "database_errors", "Requests failed: database down",

@@ -160,6 +160,17 @@ def _post(server: Any, events: list[Any], content_type: str) -> dict[str, int]:
     return dict(r.json())
 
 
+def _decoded(server: Any) -> tuple[float, float]:
+    """(model, fast): batches each decoder took, from /metrics."""
+    text = server.get("/metrics").text
+    out = []
+    for decoder in ("model", "fast"):
+        line = f'reana_log_sse_ingest_batches_total{{decoder="{decoder}"}} '
+        out.append(next((float(x[len(line):]) for x in text.splitlines()
+                         if x.startswith(line)), 0.0))
+    return out[0], out[1]
+
+
 def test_fastpath_batch_stored_by_the_model_path_is_a_duplicate(live_server):
     """A retry across the upgrade: the first attempt stored by the model path (what
     every version before the fast path did), the retry decoded by the fast path; and
@@ -174,8 +185,11 @@ def test_fastpath_batch_stored_by_the_model_path_is_a_duplicate(live_server):
                  for i, ts in enumerate(stamps * 2)]
         assert _post(live_server, batch, first) == {"accepted": 8, "duplicates": 0,
                                                      "rejected": 0}
+        before = _decoded(live_server)
         assert _post(live_server, batch, retry) == {"accepted": 0, "duplicates": 8,
                                                      "rejected": 0}
+        after = _decoded(live_server)  # the retry took the other decoder
+        assert after[retry == "application/json"] == before[retry == "application/json"] + 1
         rows = live_server.sql("SELECT to_char(ts AT TIME ZONE 'UTC', 'HH24:MI:SS.US')"
                                " FROM log_lines WHERE workflow_id = %s ORDER BY seq", (wf,))
         assert [r[0] for r in rows[:4]] == ["23:59:59.999999", "00:00:00.123456",

@@ -182,6 +182,13 @@ def rows_and_notes(r: dict[str, Any], s: Any, cores: int) -> tuple[list[Row], li
         stored = i.get("stored", i["lines"])
         counted = (f"accepted {i['accepted']:,}, stored {stored:,} of {i['lines']:,} sent"
                    + ("" if i["accepted"] == stored == i["lines"] else ": COUNTS DIFFER"))
+        # CPU time per line: what a busy machine disturbs least
+        per_line = {k: i["cpu"][k] / 100 * i["seconds"] / i["lines"] * 1e6
+                    for k in ("service", "postgres")}
+        counted += (f"; CPU per line: service {per_line['service']:.1f} µs, PostgreSQL "
+                    f"{per_line['postgres']:.1f} µs (raw COPY: PostgreSQL "
+                    f"{i['copy_cpu']['postgres'] / 100 * i['copy_seconds'] / i['lines'] * 1e6:.1f}"
+                    " µs)")
         rows.append(Row("1 ingest", f"POST /ingest/vector, {i['batch']:,}-line gzip batches, "
                         f"{i['senders']} senders", i["rate"], "lines/s",
                         "raw COPY of the same rows", i["copy_rate"],
