@@ -44,8 +44,8 @@ def int_param(request: Request, name: str, *, minimum: int = 0) -> int | None:
 
 def filters_param(request: Request) -> Filters:
     kind = request.query_params.get("kind")
-    if kind not in (None, "", "job", "workflow"):
-        raise HTTPException(400, "kind must be job or workflow")
+    if kind not in (None, "", "job", "workflow", "service"):
+        raise HTTPException(400, "kind must be job, workflow or service")
     jobs = tuple(j for j in request.query_params.getlist("job") if j)
     return Filters(jobs=jobs, kind=kind or None)
 
