@@ -185,3 +185,44 @@ def demo(host: str, port: int, database_url: str | None, data_dir: str | None,
 
 main.add_command(logs)
 main.add_command(bench)
+
+
+class _ShipCommand(click.Command):
+    """Everything after `--` is the command to run, passed on untouched."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            i = args.index("--")
+            ctx.meta["ship_command"] = tuple(args[i + 1:])
+            args = args[:i]
+        return super().parse_args(ctx, args)
+
+
+def _ship_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    from . import ship as shipper
+
+    for flag, env, default, kind, text in reversed(shipper.OPTIONS):
+        f = click.option(flag, envvar=env, show_envvar=True, default=default,
+                         show_default=default is not None,
+                         type=click.Choice(kind) if isinstance(kind, tuple) else kind,
+                         help=text)(f)
+    return f
+
+
+@main.command(cls=_ShipCommand)
+@_ship_options
+@click.argument("files", nargs=-1, metavar="[FILE[:stdout|:stderr]]... | -- CMD [ARGS]...")
+@click.pass_context
+def ship(ctx: click.Context, files: tuple[str, ...], **options: Any) -> None:
+    """Follow files (tail -F) or run a command, and post its lines to the ingest,
+    exactly once across the shipper's own crash. The same code runs alone as
+    `python3 -I reana_log_sse/ship.py` on a worker node."""
+    from . import ship as shipper
+
+    cfg = shipper.Config(files=files, command=ctx.meta.get("ship_command", ()), **options)
+    shipper.setup_logging(cfg)
+    try:
+        code = shipper.run(cfg)
+    except shipper.UsageError as exc:
+        raise click.UsageError(str(exc)) from exc
+    ctx.exit(code)
