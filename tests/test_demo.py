@@ -47,3 +47,13 @@ async def test_demo_streams_a_simulated_workflow_to_its_end(tmp_path):
             p.kill()
     assert proc.returncode == 0
     assert _wait_gone(data_dir) == []
+
+
+def test_demo_page_has_a_favicon(live_server):
+    # the page names one (so browsers ask for nothing else), and /favicon.ico is there too
+    page = live_server.get("/").text
+    assert '<link rel="icon" href="static/favicon.svg" type="image/svg+xml">' in page
+    svg = live_server.get("/static/favicon.svg")
+    assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+    ico = live_server.get("/favicon.ico")
+    assert ico.status_code == 200 and ico.content[:4] == b"\0\0\1\0"  # an ICO header

@@ -50,6 +50,21 @@ async def test_stream_headers_and_frames(live_server):
     assert '"step":"fitdata","stream":"stdout"' in text
 
 
+async def test_stream_ping_frames_end_in_lf_like_every_other_frame(server_factory):
+    server = server_factory(ping_seconds=0.1)
+    wf = uuid.uuid4()
+    await apost(server, [event(wf, "x")])
+    async with httpx.AsyncClient() as client, client.stream(
+        "GET", stream_url(server, wf)
+    ) as response:
+        raw = b""
+        async for chunk in response.aiter_raw():
+            raw += chunk
+            if raw.count(b": ping") >= 2:
+                break
+    assert b"\r" not in raw and b"\n\n: ping\n\n" in raw  # sse-starlette's default: CRLF
+
+
 async def test_stream_resumes_after_last_event_id_exactly_once(live_server):
     wf = uuid.uuid4()
     await apost(live_server, [event(wf, f"a{i}") for i in range(10)])
