@@ -50,6 +50,8 @@ class StatusUpdate(BaseModel):
     cmd: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # A batch job's exit code (`reana-log-sse ship` sends it with finished/failed).
+    exit_code: int | None = None
 
     @property
     def is_workflow_level(self) -> bool:

@@ -198,7 +198,7 @@ async def stream_logs(request: Request) -> EventSourceResponse:
     return EventSourceResponse(
         follow(follower, sub, b"".join(first), state.settings.retry_ms),
         ping=state.settings.ping_seconds,
-        ping_message_factory=lambda: ServerSentEvent(comment="ping"),
+        ping_message_factory=lambda: ServerSentEvent(comment="ping", sep="\n"),  # default CRLF
         sep="\n",
         send_timeout=60,  # a client that reads nothing for a minute is dropped; it resumes
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

@@ -13,7 +13,7 @@ import uuid
 import httpx
 
 from tests.conftest import LiveServer
-from tests.helpers import Follower
+from tests.helpers import Follower, settle
 from tests.vectorsim import (
     VECTOR_USER_AGENT,
     HttpSink,
@@ -101,7 +101,7 @@ async def test_vector_e2e_cri_lines_reach_the_follower(live_server):
         second = await asyncio.to_thread(_post, live_server, sent[1:])
         assert second.json() == {"accepted": 6, "duplicates": 0, "rejected": 0}
         await follower.wait_logs(7)
-        await asyncio.sleep(0.2)  # nothing else arrives
+        await settle(follower, live_server.url, live_server.ingest_token, workflow)
 
     got = follower.logs
     assert follower.ids == [1, 2, 3, 4, 5, 6, 7]
@@ -167,7 +167,7 @@ async def test_vector_e2e_retry_after_503_stores_every_line_once(live_server):
 
     async with Follower(_stream_url(live_server, workflow)) as follower:
         await follower.wait_logs(50)
-        await asyncio.sleep(0.2)
+        await settle(follower, live_server.url, live_server.ingest_token, workflow)
     assert [x["message"] for x in follower.logs] == [f"line {i}" for i in range(50)]
     assert follower.ids == list(range(1, 51))
 
