@@ -86,6 +86,7 @@ class FakeApiserver:
         self.open_follows: dict[tuple[str, str], int] = {}
         self.follow_requests: list[dict[str, str]] = []
         self.open_watches = 0
+        self._transports: set[Any] = set()  # of open watch and log streams
         self.watch_requests: list[dict[str, str]] = []
         self._generation = 0  # bumped to end open watches
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -202,6 +203,16 @@ class FakeApiserver:
             self.rotations[(pod, container)] = self.rotations.get((pod, container), 0) + 1
         self._wake()
 
+    def drop_connections(self) -> None:
+        """An apiserver restart: every open watch and log stream is cut (TCP reset)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._drop)
+
+    def _drop(self) -> None:
+        for transport in list(self._transports):
+            transport.abort()
+        self._transports.clear()
+
     def follows(self) -> int:
         with self._lock:
             return sum(self.open_follows.values())
@@ -232,6 +243,7 @@ class FakeApiserver:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         await response.prepare(request)
+        self._transports.add(request.transport)
         self.open_watches += 1
         try:
             return await self._watch_events(request, response, selector, since, bookmarks,
@@ -304,6 +316,7 @@ class FakeApiserver:
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         response.enable_chunked_encoding()
         await response.prepare(request)
+        self._transports.add(request.transport)
         with self._lock:
             self.open_follows[key] = self.open_follows.get(key, 0) + 1
             rotation = self.rotations.get(key, 0)

@@ -146,6 +146,24 @@ async def test_kubernetes_tap_resumes_after_log_rotation_with_no_line_doubled(
     assert server.sql("SELECT count(*) FROM log_lines WHERE workflow_id = %s", (wf,)) == [(5,)]
 
 
+async def test_kubernetes_tap_resumes_after_an_apiserver_restart_with_no_line_doubled(
+        apiserver, server_factory):
+    server = server_factory(kubernetes="on", wait_for_unknown=True)
+    wf = uuid.uuid4()
+    apiserver.put_pod(job_pod(wf, JOB, phase="Running", state="running"))
+    second = (time.time_ns() // 1_000_000_000) * 1_000_000_000
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        await until(lambda: apiserver.follows() == 1)
+        apiserver.write(POD, "job", "before", second + 10)
+        await follower.wait_logs(1)
+        apiserver.drop_connections()  # watches and follows are cut mid-stream
+        await until(lambda: len(apiserver.follow_requests) >= 2 and apiserver.follows() == 1)
+        apiserver.write(POD, "job", "after", second + 20)
+        await follower.wait_logs(2)
+    assert [line["message"] for line in follower.logs] == ["before", "after"]
+    assert _metric(server, "reana_log_sse_tap_lines_total") == 2
+
+
 async def test_kubernetes_tap_follows_only_while_someone_follows_and_up_to_the_cap(
         apiserver, server_factory):
     server = server_factory(kubernetes="on", wait_for_unknown=True, kubernetes_max_follows=1)
