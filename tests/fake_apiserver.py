@@ -88,7 +88,10 @@ class FakeApiserver:
         self.open_watches = 0
         self._transports: set[Any] = set()  # of open watch and log streams
         self.watch_requests: list[dict[str, str]] = []
-        self._generation = 0  # bumped to end open watches
+        self.list_requests: list[dict[str, str]] = []
+        self._generation = 0  # bumped to expire open watches (ERROR 410)
+        self._ended = 0  # bumped to end open watches normally, as timeoutSeconds does
+        self.bookmarks: list[tuple[str, int]] = []  # (selector, resourceVersion) sent
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -192,6 +195,12 @@ class FakeApiserver:
             self._generation += 1
         self._wake()
 
+    def end_watches(self) -> None:
+        """Open watches end normally, as when their timeoutSeconds is up."""
+        with self._lock:
+            self._ended += 1
+        self._wake()
+
     def write(self, pod: str, container: str, message: str, ns: int) -> None:
         with self._lock:
             self.logs.setdefault((pod, container), []).append((ns, message))
@@ -227,6 +236,7 @@ class FakeApiserver:
             return web.json_response(_status(401, "Unauthorized", "Unauthorized"), status=401)
         selector = request.query.get("labelSelector", "")
         if not _flag(request.query.get("watch")):
+            self.list_requests.append(dict(request.query))
             with self._lock:
                 items = [p for p in self.pods.values()
                          if _matches(p["metadata"].get("labels") or {}, selector)]
@@ -257,7 +267,7 @@ class FakeApiserver:
                             selector: str, since: int, bookmarks: bool,
                             timeout: float) -> web.StreamResponse:
         if True:
-            generation = self._generation
+            generation, ended = self._generation, self._ended
             if since < self.compacted:
                 await self._send(response, {"type": "ERROR", "object": _status(
                     410, "Expired", f"too old resource version: {since} ({self.compacted})")})
@@ -280,11 +290,18 @@ class FakeApiserver:
                     await self._send(response, event)
                 if done:
                     return response
+                if events:  # the client knows it is at the last event's resourceVersion
+                    since = int(events[-1]["object"]["metadata"]["resourceVersion"])
+                # nothing for this selector, but the store moved on (other pods changed):
+                # a BOOKMARK carries the newer resourceVersion (watch.go, cacher.go)
                 if bookmarks and not events and sent > since:
                     await self._send(response, {"type": "BOOKMARK", "object": {
                         "kind": "Pod", "apiVersion": "v1",
                         "metadata": {"resourceVersion": str(sent)}}})
                     since = sent
+                    self.bookmarks.append((selector, sent))
+                if self._ended != ended:
+                    return response
                 await self._wait(min(1.0, deadline - asyncio.get_running_loop().time()))
             return response
 
