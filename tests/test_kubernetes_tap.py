@@ -40,10 +40,12 @@ def compact(wf: uuid.UUID, message: str, ns: int, stream: str = "stdout") -> dic
 
 
 def _metric(server, name: str) -> float:
+    """A series' value, summed over its labels."""
+    total = 0.0
     for line in httpx.get(f"{server.url}/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
+        if line.startswith(name) and line[len(name)] in " {":
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 async def test_kubernetes_tap_quiet_line_reaches_the_follower_and_vectors_copy_is_a_duplicate(
@@ -162,6 +164,7 @@ async def test_kubernetes_tap_resumes_after_an_apiserver_restart_with_no_line_do
         await follower.wait_logs(2)
     assert [line["message"] for line in follower.logs] == ["before", "after"]
     assert _metric(server, "reana_log_sse_tap_lines_total") == 2
+    assert _metric(server, "reana_log_sse_tap_errors_total") >= 1  # the cut follow
 
 
 async def test_kubernetes_tap_follows_only_while_someone_follows_and_up_to_the_cap(
