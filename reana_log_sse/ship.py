@@ -207,6 +207,10 @@ class Spool:
         finally:
             os.close(dirfd)
 
+    def idle(self) -> bool:
+        with self.cond:
+            return not self.pending
+
     def next(self) -> tuple[int, str] | None:
         """The oldest batch to send; None once finished and empty."""
         with self.cond:
@@ -345,8 +349,13 @@ class Collector(threading.Thread):
             self._run()
         except Aborted:
             pass
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:  # noqa: BLE001 - raised again by the main thread
+            log.exception("shipping stopped; the job goes on (its output still passes "
+                          "through) but its lines are no longer sent")
             self.error = exc
+            while self.sources:  # never block the job: take and drop what the sources read
+                if self.lines.get() is None:
+                    self.sources -= 1
 
     def _run(self) -> None:
         first = 0.0
@@ -371,7 +380,10 @@ class Collector(threading.Thread):
                 self.last_ts = ts
                 if cursor is not None:
                     self.cursors[key] = cursor
-            if self.parts and time.monotonic() - first >= BATCH_SECONDS:
+            # at most 0.2 s, and sooner when nothing more is waiting to be read and the
+            # sender is idle: low delay for a slow job, big batches for a fast one
+            if self.parts and (time.monotonic() - first >= BATCH_SECONDS
+                               or (self.lines.empty() and self.spool.idle())):
                 self.flush()
         self.flush()
 
