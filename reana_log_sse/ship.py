@@ -248,7 +248,7 @@ class Permanent(Exception):
 
 
 def post(url: str, token: str | None, body: bytes, *, gzipped: bool,
-         abort: threading.Event, what: str) -> dict[str, Any] | None:
+         abort: threading.Event, what: str) -> dict[str, Any]:
     """POST until a 2xx (its JSON answer), retrying 5xx, 408, 429 and connection errors
     with exponential backoff and jitter; Permanent for any other answer."""
     headers = {"Content-Type": "application/json", "User-Agent": "reana-log-sse-ship"}
@@ -262,7 +262,11 @@ def post(url: str, token: str | None, body: bytes, *, gzipped: bool,
         try:
             req = urllib.request.Request(url, data=body, headers=headers, method="POST")
             with urllib.request.urlopen(req, timeout=30) as resp:
-                return json.loads(resp.read() or b"null")
+                answer = resp.read()
+            try:  # acknowledged; the answer's counts are only for the log
+                return dict(json.loads(answer))
+            except (ValueError, TypeError):
+                return {}
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:300].decode("utf-8", "replace")
             if exc.code not in RETRY_CODES and not 500 <= exc.code < 600 or exc.code == 501:
@@ -270,7 +274,7 @@ def post(url: str, token: str | None, body: bytes, *, gzipped: bool,
             problem = f"{exc.code} {detail}"
             with contextlib.suppress(ValueError):
                 retry_after = float(exc.headers.get("Retry-After") or 0)
-        except (OSError, http.client.HTTPException, ValueError) as exc:
+        except (OSError, http.client.HTTPException) as exc:
             problem = f"{type(exc).__name__}: {exc}"
         delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(attempt, 10))
         delay = max(random.uniform(delay / 2, delay), min(retry_after, 30.0))
@@ -301,8 +305,12 @@ class Sender(threading.Thread):
                 seq, path = item
                 header, body = self.spool.read(path)
                 try:
-                    post(self.url, self.cfg.token, body, gzipped=True, abort=self.abort,
-                         what=f"batch {seq} ({header['lines']} lines)")
+                    answer = post(self.url, self.cfg.token, body, gzipped=True,
+                                  abort=self.abort, what=f"batch {seq} ({header['lines']} lines)")
+                    if answer.get("rejected"):
+                        log.error("batch %d: the ingest rejected %s of its %d lines (kept in "
+                                  "its rejected_events)", seq, answer["rejected"],
+                                  header["lines"])
                 except Permanent as exc:
                     log.error("batch %d (%d lines) refused for good: %s", seq,
                               header["lines"], exc)
@@ -570,6 +578,8 @@ def run(cfg: Config) -> int:
         uuid.UUID(cfg.workflow or "")
     except ValueError:
         raise UsageError(f"--workflow must be a workflow UUID, not {cfg.workflow!r}") from None
+    if not cfg.server.startswith(("http://", "https://")):
+        raise UsageError(f"--server must be an http:// or https:// URL, not {cfg.server!r}")
     if cfg.files and cfg.command:
         raise UsageError("give files to follow or a command after --, not both")
     abort = threading.Event()
@@ -630,7 +640,10 @@ def run(cfg: Config) -> int:
         collector.join(cfg.drain_timeout)
         if collector.error is not None:
             raise collector.error
-        if status is not None and not collector.is_alive():
+        if status is not None and not (cfg.job or cfg.step):
+            log.info("no --job or --step: no job status to post (a workflow-level status "
+                     "would end every stream of the workflow)")
+        elif status is not None and not collector.is_alive():
             spool.put_status({
                 "status": "finished" if status == 0 else "failed", "job_id": cfg.job,
                 "step": cfg.step, "exit_code": status,

@@ -326,6 +326,16 @@ def test_ship_single_file_runs_alone_with_python_isolated(live_server, tmp_path,
     assert shipper.wait() == 0, shipper.stderr.read_text()
     assert sorted(stored(live_server, wf)) == [("hello", "stdout"), ("oops", "stderr")]
     assert [s for s, _ in job_statuses(live_server, wf)] == ["finished"]
+    # and following a file, with a spool of its own
+    (alone / "job.out").write_text("from a file\nlast, no newline")
+    (alone / "job.exit").write_text("2")
+    follower = Shipper(live_server, alone, wf, "job.out", "--exit-code-file", "job.exit",
+                       "--spool-dir", str(alone / "spool2"), name="follow",
+                       argv0=[python, "-I", "-S", str(alone / "ship.py")])
+    assert follower.wait() == 0, follower.stderr.read_text()
+    assert [m for m, _ in stored(live_server, wf)][2:] == ["from a file", "last, no newline"]
+    assert [(s, d.get("exit_code")) for s, d in job_statuses(live_server, wf)][1:] == [
+        ("failed", 2)]
     version = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"],
                              capture_output=True, text=True).stdout
     if which == "python3.9":
@@ -337,5 +347,9 @@ def test_ship_usage_errors_are_clear(tmp_path):
                           "not-a-uuid", "--spool-dir", str(tmp_path), "--", "true"],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "workflow UUID" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "reana_log_sse", "ship", "--workflow",
+                          str(uuid.uuid4()), "--server", "localhost:8000", "--spool-dir",
+                          str(tmp_path), "--", "true"], capture_output=True, text=True)
+    assert run.returncode == 2 and "http:// or https://" in run.stderr
     assert json.dumps(ship.rfc3339(1_700_000_000_123_456_789)) == \
         '"2023-11-14T22:13:20.123456789Z"'
