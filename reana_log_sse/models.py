@@ -20,7 +20,8 @@ class LogEvent(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     workflow_id: uuid.UUID
-    kind: Literal["job", "workflow"] = "job"
+    # "service": Dask and other per-workflow service pods (vector/vector.yaml).
+    kind: Literal["job", "workflow", "service"] = "job"
     job_id: str | None = Field(default=None, max_length=253)
     step: str | None = Field(default=None, max_length=253)
     pod: str | None = Field(default=None, max_length=253)
