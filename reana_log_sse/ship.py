@@ -345,6 +345,7 @@ class Collector(threading.Thread):
         super().__init__(name="collector", daemon=True)
         self.spool, self.lines, self.cursors, self.seq = spool, lines, dict(cursors), seq
         self.sources = sources
+        self.limit = min(BATCH_BYTES, spool.cap)  # a batch never overfills the spool alone
         self.base = {"workflow_id": cfg.workflow, "kind": cfg.kind, "job_id": cfg.job,
                      "step": cfg.step}
         self.parts: list[bytes] = []
@@ -379,7 +380,7 @@ class Collector(threading.Thread):
             for key, stream, ts, message, cursor in chunk:
                 event = dict(self.base, stream=stream, timestamp=rfc3339(ts), message=message)
                 part = json.dumps(event, ensure_ascii=False).encode("utf-8", "replace")
-                if self.parts and self.size + len(part) + 2 > BATCH_BYTES:
+                if self.parts and self.size + len(part) + 2 > self.limit:
                     self.flush()
                 if not self.parts:
                     first = time.monotonic()
@@ -489,14 +490,16 @@ class FileFollower(threading.Thread):
         f: Any = None
         while True:
             if f is None:
+                finishing = self.finishing.is_set()
                 opened = self._open()
                 if opened is None:
-                    if self.finishing.is_set():
+                    if finishing:
                         break
                     time.sleep(POLL_SECONDS)
                     continue
                 f, ident, pos = opened
-            data = f.read(1 << 18)
+            finishing = self.finishing.is_set()  # before the read: nothing written before
+            data = f.read(1 << 16)                # the end was signalled is left unread
             if data:
                 pos += len(data)
                 self.splitter.feed(data, (ident[0], ident[1], pos))
@@ -519,7 +522,6 @@ class FileFollower(threading.Thread):
                 f.close()
                 f = None
                 continue
-            finishing = self.finishing.is_set()
             self.splitter.flush_partial(end, force=finishing)
             if finishing:
                 break
