@@ -243,6 +243,27 @@ def test_ship_killed_with_9_three_times_every_line_once(live_server, tmp_path):
     assert duplicates_counted(live_server) > 0  # the resent batch was stored once
 
 
+def test_ship_restarted_after_a_rotation_reads_the_old_file_to_its_end(live_server, tmp_path):
+    wf = str(uuid.uuid4())
+    out, done = tmp_path / "job.out", tmp_path / "job.exit"
+    args = (str(out), "--exit-code-file", str(done))
+    expected = [f"before {i}" for i in range(100)]
+    with open(out, "w") as f:
+        f.write("".join(m + "\n" for m in expected))
+        f.flush()
+        shipper = Shipper(live_server, tmp_path, wf, *args)
+        wait_for(lambda: count(live_server, wf) == 100, "the first lines")
+        shipper.kill9()
+        os.rename(out, tmp_path / "job.out.1")  # rotated while no shipper ran
+        late = [f"old file {i}" for i in range(30)]
+        f.write("".join(m + "\n" for m in late))
+    new = [f"new file {i}" for i in range(30)]
+    out.write_text("".join(m + "\n" for m in new))
+    done.write_text("0")
+    assert Shipper(live_server, tmp_path, wf, *args).wait() == 0
+    assert [m for m, _ in stored(live_server, wf)] == expected + late + new
+
+
 def test_ship_service_down_20s_nothing_lost_spool_bounded(live_server, tmp_path):
     wf, cap = str(uuid.uuid4()), 32 * 1024
     out, done = tmp_path / "job.out", tmp_path / "job.exit"
