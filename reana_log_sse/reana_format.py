@@ -88,10 +88,12 @@ async def reana_logs(request: Request, workflow_id: uuid.UUID, filters: Filters)
         lines.extend(snap.lines)
         after = snap.horizon
     info = getattr(request.state, "reana_workflow", None)
+    ask_user = getattr(request.app.state.reader_auth, "user", None)
+    user = await ask_user(request, workflow_id) if ask_user is not None else None
     body = {
         "live_logs_enabled": True,
         "logs": orjson.dumps(build_logs(workflow_id, statuses, lines, filters)).decode(),
-        "user": getattr(info, "user", None),
+        "user": user,
         "workflow_id": str(workflow_id),
         "workflow_name": getattr(info, "name", None),
     }

@@ -103,3 +103,18 @@ def test_cors_lets_only_the_configured_origin_embed_the_widget(server_factory):
     widget = server.get("/static/reana-live-log.js", headers={"Origin": "https://reana.example.org"})
     assert widget.status_code == 200
     assert widget.headers["access-control-allow-origin"] == "https://reana.example.org"
+
+
+def test_read_status_tokens_split_the_rights_ingest_token_refused_on_status(server_factory):
+    """Job pods share REANA's runtime namespace and may learn the lines' token; with
+    REANA_LOG_SSE_STATUS_TOKENS set, only a status token may POST a status (`deleted`
+    erases a workflow's logs), and it cannot ingest lines."""
+    server = server_factory(status_tokens="status-secret")
+    wf = str(uuid.uuid4())
+    assert post_batch(server.url, server.ingest_token, [event(wf, "kept")]).status_code == 200
+    r = post_status(server.url, server.ingest_token, wf, "deleted")
+    assert r.status_code == 401 and "status token" in r.json()["error"]
+    assert post_batch(server.url, "status-secret", [event(wf, "x")]).status_code == 401
+    lines = server.get(f"/api/workflows/{wf}/logs?format=json").json()["lines"]
+    assert [x["message"] for x in lines] == ["kept"]
+    assert post_status(server.url, "status-secret", wf, "finished").status_code == 200
