@@ -101,6 +101,9 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
             task.cancel()
             await state.hub.stop()
             await pool.close()
+            server = getattr(app.state.reader_auth, "server", None)
+            if server is not None:  # auth=reana's client of reana-server
+                await server.close()
 
     async def maintain() -> partitions.MaintenanceReport:
         return await partitions.maintain(url, window())

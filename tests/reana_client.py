@@ -7,6 +7,7 @@ If it cannot be made, the tests that need it fail: they are never skipped."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -24,8 +25,14 @@ def reana_client_executable() -> str:
         return os.environ["REANA_CLIENT"]
     exe = VENV / "bin" / "reana-client"
     marker = VENV / f"reana-client-{VERSION}.installed"
-    if marker.exists() and exe.exists():
-        return str(exe)
+    with open(ROOT / ".venv-reana-client.lock", "w") as lock:  # one installer at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (marker.exists() and exe.exists()):
+            _install(marker)
+    return str(exe)
+
+
+def _install(marker: Path) -> None:
     steps = [[sys.executable, "-m", "venv", "--clear", str(VENV)],
              [str(VENV / "bin" / "python"), "-m", "pip", "install", "-q",
               "--disable-pip-version-check", f"reana-client=={VERSION}"]]
@@ -35,7 +42,6 @@ def reana_client_executable() -> str:
             pytest.fail(f"cannot install reana-client {VERSION} ({' '.join(step)}):\n"
                         f"{run.stdout[-2000:]}{run.stderr[-2000:]}", pytrace=False)
     marker.write_text(VERSION + "\n", encoding="utf-8")
-    return str(exe)
 
 
 def run_reana_client(exe: str, *args: str, server_url: str, token: str | None,
