@@ -41,6 +41,7 @@ from .reana_server import Credentials, ReanaServer, ReanaUnavailable
 from .store import Filters, Store
 
 READ_CHUNK = 5_000
+WRITE_BYTES = 256 * 1024
 REANA_QUERY = ("page", "size")  # what reana-server's get_workflow_logs takes in the query
 
 
@@ -92,10 +93,15 @@ async def with_logs_string(outer: dict[str, Any], inner: AsyncIterator[str]
     head, tail = orjson.dumps({**outer, "logs": ""}, option=orjson.OPT_SORT_KEYS
                               ).split(b'"logs":""', 1)
     yield head + b'"logs":"'
-    async for piece in inner:
-        if piece:
-            yield orjson.dumps(piece)[1:-1]
-    yield b'"' + tail
+    pending: list[str] = []
+    size = 0
+    async for piece in inner:  # written in writes of WRITE_BYTES or more, not per piece
+        pending.append(piece)
+        size += len(piece)
+        if size >= WRITE_BYTES:
+            yield orjson.dumps("".join(pending))[1:-1]
+            pending, size = [], 0
+    yield orjson.dumps("".join(pending))[1:-1] + b'"' + tail
 
 
 def json_string(text: str) -> str:
