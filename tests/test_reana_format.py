@@ -205,3 +205,20 @@ def test_reana_format_leaves_service_lines_out_of_job_logs(live_server):
     # the other formats carry them, marked
     lines = live_server.get(f"/api/workflows/{wf}/logs?format=json&kind=service").json()["lines"]
     assert [(x["kind"], x["message"]) for x in lines] == [("service", scheduler["message"])]
+
+
+def test_reana_format_step_only_and_jobless_lines_land_where_they_belong(live_server):
+    """Lines that name only a step (e.g. from `reana-log-sse ship`) join the job a status
+    paired with that step, in order; lines naming neither job nor step form their own
+    entry; each job's lines are read back from the database on their own."""
+    wf = str(uuid.uuid4())
+    url, tok = live_server.url, live_server.ingest_token
+    assert post_status(url, tok, wf, "running", job_id=JOB_A, step="fit",
+                       reana_job_id=RJ_A).status_code == 200
+    batch = [event(wf, "a1", job=JOB_A), event(wf, "s1", job=None, step="fit"),
+             event(wf, "n1", job=None), event(wf, "a2", job=JOB_A),
+             event(wf, "o1", job=None, step="other"), event(wf, "s2", job=None, step="fit")]
+    assert post_batch(url, tok, batch).status_code == 200
+    answer = live_server.get(f"/api/workflows/{wf}/logs?format=reana").json()
+    logs = {k: v["logs"] for k, v in json.loads(answer["logs"])["job_logs"].items()}
+    assert logs == {RJ_A: "a1\ns1\na2\ns2\n", "": "n1\n", "other": "o1\n"}
