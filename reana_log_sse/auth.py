@@ -46,14 +46,35 @@ class IngestAuth:
                                 headers={"WWW-Authenticate": "Bearer"})
 
 
-def make_status_auth(settings: Settings, ingest: IngestAuth) -> IngestAuth:
-    """Who may POST statuses (`deleted` erases a workflow's logs). With status tokens set,
-    only they may: job pods, which share REANA's runtime namespace with the components
-    that POST statuses and may learn the lines' ingest token, cannot."""
+class StatusAuth:
+    """Who may POST statuses. A workflow's status ends every reader's stream and `deleted`
+    erases its logs; job pods share REANA's runtime namespace with the components that
+    POST statuses, and jobs shipped from HTCondor or Slurm hold the ingest token. So once
+    status tokens are set, a workflow's status and `deleted` take a status token, and an
+    ingest token may post only a job's status (what `reana-log-sse ship` sends)."""
+
+    def __init__(self, ingest: IngestAuth, status: IngestAuth | None) -> None:
+        self.ingest, self.status = ingest, status
+
+    def check(self, request: Request) -> bool:
+        """True if the token may post any status, False if only a job's; 401 if neither."""
+        if self.status is None:
+            self.ingest.check(request)
+            return True
+        token = bearer_token(request)
+        if token is not None and _any_equal(token, self.status.tokens):
+            return True
+        if token is not None and _any_equal(token, self.ingest.tokens):
+            return False
+        raise HTTPException(401, "missing or wrong status token",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def make_status_auth(settings: Settings, ingest: IngestAuth) -> StatusAuth:
     tokens = settings.status_token_list()
-    if not tokens:
-        return ingest
-    return IngestAuth(tokens, what="status", setting="REANA_LOG_SSE_STATUS_TOKENS")
+    return StatusAuth(ingest, IngestAuth(tokens, what="status",
+                                         setting="REANA_LOG_SSE_STATUS_TOKENS")
+                      if tokens else None)
 
 
 class ReaderAuth(Protocol):

@@ -72,12 +72,16 @@ async def read_logs(request: Request) -> Response:
 
 async def post_status(request: Request) -> JSONResponse:
     state = request.app.state
-    state.status_auth.check(request)
+    any_status = state.status_auth.check(request)
     workflow_id = workflow_id_param(request)
     try:
         update = StatusUpdate.model_validate_json(await request.body())
     except pydantic.ValidationError as exc:
         raise HTTPException(422, str(exc)) from None
+    if not any_status and (update.is_workflow_level or update.status == "deleted"):
+        raise HTTPException(403, "a workflow's status and `deleted` take a status token "
+                            "(REANA_LOG_SSE_STATUS_TOKENS); an ingest token may post only "
+                            "a job's status")
     details = update.model_dump(mode="json", exclude={"status", "job_id", "step"},
                                 exclude_none=True)
     event_id = await state.store.set_status(

@@ -93,7 +93,8 @@ class Settings:
     status_tokens: str = dataclasses.field(
         default="",
         metadata={"help": "comma-separated bearer tokens for POST /api/workflows/{id}/status; "
-                  "when set (or the file), ingest tokens are refused there"},
+                  "when set (or the file), a workflow's status and `deleted` take one of "
+                  "them, and ingest tokens may post only a job's status"},
     )
     status_tokens_file: str | None = dataclasses.field(
         default=None, metadata={"help": "file with more status tokens, one per line"}
