@@ -43,11 +43,10 @@ from starlette.responses import Response, StreamingResponse
 
 from .errors import translated
 from .lines import Line
-from .reana_logs import json_string, with_logs_string
+from .reana_logs import json_string, stored_lines, with_logs_string
 from .store import Filters, Store
 
 WORKFLOW_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"  # reana-commons config.py
-READ_CHUNK = 5_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,8 +206,8 @@ async def logs_document(store: Store, workflow_id: uuid.UUID, upto: int,
         yield ("," if i else "") + orjson.dumps(field).decode() + ":"
         if field == "workflow_logs" and value == "":
             yield '"'
-            async for line in _lines(store, workflow_id, upto, Filters(kind="workflow")):
-                yield json_string(line.text())
+            async for chunk in stored_lines(store, workflow_id, upto, Filters(kind="workflow")):
+                yield json_string("".join(line.text() for line in chunk))
             yield '"'
         elif field == "job_logs":
             yield "{"
@@ -218,10 +217,10 @@ async def logs_document(store: Store, workflow_id: uuid.UUID, upto: int,
                 yield ("," if n else "") + orjson.dumps(key_text).decode() + ":" + before
                 yield '"logs":"'
                 if job.has_lines:
-                    async for line in _lines(store, workflow_id, upto,
-                                             jobs.line_filters(key)):
-                        if jobs.key(line) == key:
-                            yield json_string(line.text())
+                    async for chunk in stored_lines(store, workflow_id, upto,
+                                                    jobs.line_filters(key)):
+                        yield json_string("".join(line.text() for line in chunk
+                                                  if jobs.key(line) == key))
                 yield '"' + after
             yield "}"
         else:
@@ -254,15 +253,9 @@ def _job_entry(workflow_id: uuid.UUID, job: _Job, logs: str) -> dict[str, Any]:
 
 async def _lines(store: Store, workflow_id: uuid.UUID, upto: int, filters: Filters
                  ) -> AsyncIterator[Line]:
-    after = 0
-    while after < upto:
-        snap = await store.snapshot(workflow_id, after=after, limit=READ_CHUNK,
-                                    filters=filters, upto=upto)
-        if snap is None or snap.horizon <= after:
-            return
-        for line in snap.lines:
+    async for chunk in stored_lines(store, workflow_id, upto, filters):
+        for line in chunk:
             yield line
-        after = snap.horizon
 
 
 def _reana_time(value: Any) -> str | None:

@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from .lines import Line
 from .reana_server import Credentials, ReanaServer, ReanaUnavailable
 from .store import Filters, Store
 
@@ -169,16 +170,21 @@ async def _text_or(store: Store, workflow_id: uuid.UUID, upto: int, filters: Fil
 async def lines_text(store: Store, workflow_id: uuid.UUID, upto: int, filters: Filters
                      ) -> AsyncIterator[str]:
     """The text of every matching line up to `upto`, READ_CHUNK lines at a time."""
+    async for chunk in stored_lines(store, workflow_id, upto, filters):
+        yield "".join(line.text() for line in chunk)
+
+
+async def stored_lines(store: Store, workflow_id: uuid.UUID, upto: int, filters: Filters
+                       ) -> AsyncIterator[list[Line]]:
+    """Every matching line up to `upto`, oldest first, in chunks of READ_CHUNK."""
     after = 0
     while after < upto:
         snap = await store.snapshot(workflow_id, after=after, limit=READ_CHUNK,
                                     filters=filters, upto=upto)
-        if snap is None:
+        if snap is None or snap.horizon <= after:
             return
         if snap.lines:
-            yield "".join(line.text() for line in snap.lines)
-        if snap.horizon <= after:
-            return
+            yield snap.lines
         after = snap.horizon
 
 
@@ -188,25 +194,13 @@ async def _service_logs(store: Store, workflow_id: uuid.UUID, upto: int
     {service: [{"component", "content"}], scheduler first}. Service logs are small
     (a scheduler's and workers' own messages), so they are gathered in memory."""
     parts: dict[str, dict[str, list[str]]] = {}
-    async for line in _lines(store, workflow_id, upto, Filters(kind="service")):
-        component = parts.setdefault(line.job_id or "dask", {})
-        component.setdefault(line.step or "service", []).append(line.text())
+    async for chunk in stored_lines(store, workflow_id, upto, Filters(kind="service")):
+        for line in chunk:
+            component = parts.setdefault(line.job_id or "dask", {})
+            component.setdefault(line.step or "service", []).append(line.text())
     return {
         name: sorted(({"component": c, "content": "".join(t)} for c, t in comps.items()),
                      key=lambda e: e["component"] != "scheduler")
         for name, comps in parts.items()
     }
-
-
-async def _lines(store: Store, workflow_id: uuid.UUID, upto: int, filters: Filters
-                 ) -> AsyncIterator[Any]:
-    after = 0
-    while after < upto:
-        snap = await store.snapshot(workflow_id, after=after, limit=READ_CHUNK,
-                                    filters=filters, upto=upto)
-        if snap is None or snap.horizon <= after:
-            return
-        for line in snap.lines:
-            yield line
-        after = snap.horizon
 
