@@ -137,7 +137,8 @@ class Preparer:
     __slots__ = ("lines", "max_line_bytes", "window", "_start", "_end", "_ords", "_names",
                  "_seen", "_keys")
 
-    def __init__(self, *, max_line_bytes: int, window: Window) -> None:
+    def __init__(self, *, max_line_bytes: int, window: Window,
+                 keys: LineKeys | None = None) -> None:
         self.lines: list[PreparedLine] = []
         self.max_line_bytes = max_line_bytes
         self.window = window
@@ -145,7 +146,9 @@ class Preparer:
         self._ords: dict[int, int] = {}  # keyed by the UUID's int: uuid.UUID hashes in Python
         self._names: dict[int, str] = {}
         self._seen: set[bytes] = set()
-        self._keys = LineKeys()  # line_key: the identity the live tap can reproduce
+        # line_key: the identity the live tap can reproduce. A batch counts identical
+        # lines within itself; the tap passes the counts its follow carries (identity.py)
+        self._keys = LineKeys() if keys is None else keys
 
     def add(self, wid: uuid.UUID, event: Any, ts: dt.datetime, collected: dt.datetime | None,
             ts_text: str) -> str | None:
@@ -191,11 +194,12 @@ class Preparer:
 
 
 def prepare(
-    events: list[Any], *, max_line_bytes: int, window: Window
+    events: list[Any], *, max_line_bytes: int, window: Window, keys: LineKeys | None = None
 ) -> tuple[list[PreparedLine], list[tuple[str, str]]]:
     """Validate events with the model (the one definition of a valid event); returns the
-    lines to store and (reason, raw event) rejections."""
-    batch = Preparer(max_line_bytes=max_line_bytes, window=window)
+    lines to store and (reason, raw event) rejections. `keys` counts identical lines for
+    line_key across calls (the tap's follow); by default the batch counts them alone."""
+    batch = Preparer(max_line_bytes=max_line_bytes, window=window, keys=keys)
     rejected: list[tuple[str, str]] = []
     validate = LogEvent.model_validate
     add = batch.add
