@@ -3,97 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import hashlib
-import io
-import json
 import logging
 import uuid
 from typing import Any
 
-import orjson
 import pydantic
-import zstandard
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from .body import BodyTooLarge, dump_rejected, parse_events, read_body
 from .errors import PartitionMissing
 from .models import LogEvent
 from .partitions import Window
 from .store import PreparedLine
 
 logger = logging.getLogger("reana_log_sse")
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, decompressed, at most `limit` bytes (else BodyTooLarge)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding in ("", "identity"):
-        return raw
-    if encoding == "gzip":
-        reader: Any = gzip.GzipFile(fileobj=io.BytesIO(raw))
-    elif encoding == "zstd":
-        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw))
-    else:
-        raise HTTPException(415, f"unsupported Content-Encoding {encoding!r}: use gzip, zstd "
-                            "or none")
-    try:
-        body = reader.read(limit + 1)
-    except (OSError, EOFError, zstandard.ZstdError) as exc:
-        raise HTTPException(400, f"body is not valid {encoding}: {exc}") from exc
-    if len(body) > limit:
-        raise BodyTooLarge
-    return body
-
-
-def parse_events(body: bytes, content_type: str) -> list[Any]:
-    """A JSON array (Vector's json codec) or NDJSON; invalid UTF-8 is replaced, not fatal."""
-    ndjson = "ndjson" in content_type or "jsonlines" in content_type
-    try:
-        return _parse(body, ndjson, orjson.loads)
-    except (orjson.JSONDecodeError, UnicodeDecodeError):
-        pass
-    # Slow path: invalid UTF-8 or lone surrogates. Replace them instead of refusing.
-    text = body.decode("utf-8", errors="replace")
-    try:
-        events = _parse(text.encode("utf-8", "replace"), ndjson, json.loads)
-    except ValueError as exc:
-        raise HTTPException(400, f"body is not JSON or NDJSON: {exc}") from exc
-    return [_scrub(e) for e in events]
-
-
-def _parse(body: bytes, ndjson: bool, loads: Any) -> list[Any]:
-    if ndjson:
-        return [loads(line) for line in body.splitlines() if line.strip()]
-    data = loads(body)
-    if isinstance(data, list):
-        return data
-    if isinstance(data, dict):
-        return [data]
-    raise ValueError("expected a JSON array of events")
-
-
-def _scrub(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, dict):
-        return {k: _scrub(v) for k, v in value.items()}
-    return value
 
 
 def truncate(message: str, limit: int) -> tuple[str, bool]:
@@ -127,19 +53,19 @@ def prepare(
     blake2b = hashlib.blake2b
     for raw in events:
         if not isinstance(raw, dict):
-            rejected.append(("event is not a JSON object", _dump(raw)))
+            rejected.append(("event is not a JSON object", dump_rejected(raw)))
             continue
         try:
             event = validate(raw)
         except pydantic.ValidationError as exc:
-            rejected.append((_reason(exc), _dump(raw)))
+            rejected.append((_reason(exc), dump_rejected(raw)))
             continue
         ts = event.timestamp
         if ts.tzinfo is None:  # CRI timestamps carry a zone; a bare one is taken as UTC
             ts = ts.replace(tzinfo=dt.UTC)
         if not start <= ts.timestamp() < end:
             rejected.append((f"timestamp outside the stored window {window.first} .. "
-                             f"{window.last}", _dump(raw)))
+                             f"{window.last}", dump_rejected(raw)))
             continue
         collected = event.collected_at
         if collected is not None and collected.tzinfo is None:
@@ -148,13 +74,23 @@ def prepare(
         if "\x00" in message:  # PostgreSQL text cannot hold NUL
             message = message.replace("\x00", "\ufffd")
         message, cut = truncate(message, max_line_bytes)
+        # nor any other text field (a NUL there used to fail the whole batch)
+        job_id, step, pod, container = event.job_id, event.step, event.pod, event.container
+        if job_id is not None and "\x00" in job_id:
+            job_id = job_id.replace("\x00", "\ufffd")
+        if step is not None and "\x00" in step:
+            step = step.replace("\x00", "\ufffd")
+        if pod is not None and "\x00" in pod:
+            pod = pod.replace("\x00", "\ufffd")
+        if container is not None and "\x00" in container:
+            container = container.replace("\x00", "\ufffd")
         wid = event.workflow_id
         key_int = wid.int
         name = names.get(key_int)
         if name is None:
             name = names[key_int] = str(wid)
-        key = "\x1f".join((name, event.kind, event.job_id or "", event.pod or "",
-                           event.container or "", event.stream, str(raw.get("timestamp")),
+        key = "\x1f".join((name, event.kind, job_id or "", pod or "",
+                           container or "", event.stream, str(raw.get("timestamp")),
                            message)).encode("utf-8", "replace")
         digest = blake2b(key, digest_size=16).digest()
         occurrence = 0
@@ -164,18 +100,10 @@ def prepare(
         seen.add(digest)
         n = ords[key_int] = ords.get(key_int, 0) + 1
         lines.append(PreparedLine(
-            wid, n, ts, uuid.UUID(bytes=digest), event.kind, event.job_id, event.step,
-            event.pod, event.container, event.stream, message, cut, collected,
+            wid, n, ts, uuid.UUID(bytes=digest), event.kind, job_id, step,
+            pod, container, event.stream, message, cut, collected,
         ))
     return lines, rejected
-
-
-def _dump(raw: Any) -> str:
-    try:
-        text = orjson.dumps(raw).decode()
-    except TypeError:
-        text = repr(raw)
-    return text[:100_000]
 
 
 async def ingest_vector(request: Request) -> JSONResponse:
@@ -184,17 +112,19 @@ async def ingest_vector(request: Request) -> JSONResponse:
     try:
         state.ingest_auth.check(request)
         try:
-            body = await read_body(request, state.settings.max_body_bytes)
+            body = await read_body(request, state.settings.max_body_bytes,
+                                   state.settings.body_timeout_seconds)
         except BodyTooLarge:
             raise HTTPException(413, f"body larger than {state.settings.max_body_bytes} bytes "
                                 "(REANA_LOG_SSE_MAX_BODY_BYTES)") from None
-        events = parse_events(body, request.headers.get("content-type", ""))
+        events, unparsed = parse_events(body)
     except HTTPException as exc:
         metrics.ingest_requests.labels(str(exc.status_code)).inc()
         raise
     window = state.window()
     lines, rejected = prepare(events, max_line_bytes=state.settings.max_line_bytes,
                               window=window)
+    rejected = unparsed + rejected
     try:
         result = await state.store.ingest(lines, rejected)
     except PartitionMissing:
@@ -208,7 +138,7 @@ async def ingest_vector(request: Request) -> JSONResponse:
         for reason, _ in rejected:
             metrics.rejected.labels(reason.split(":", 1)[0][:60]).inc()
         logger.warning("ingest: rejected %d of %d events (first: %s)", len(rejected),
-                       len(events), rejected[0][0])
+                       len(events) + len(unparsed), rejected[0][0])
     return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates,
                          "rejected": result.rejected})
 

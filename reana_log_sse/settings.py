@@ -52,6 +52,15 @@ class Settings:
         metadata={"help": "cap on a decompressed ingest body; past it 413 (admits Vector's "
                   "default 10 MB batch)"},
     )
+    max_status_body_bytes: int = dataclasses.field(
+        default=64 * 1024,
+        metadata={"help": "cap on a status POST's body; past it 413"},
+    )
+    body_timeout_seconds: float = dataclasses.field(
+        default=60.0,
+        metadata={"help": "an ingest or status body must arrive within this; past it 408 "
+                  "(a sender retries)"},
+    )
     max_line_bytes: int = dataclasses.field(
         default=64 * 1024,
         metadata={"help": "a longer message is cut there and marked truncated"},

@@ -29,24 +29,42 @@ def workflow_id_param(request: Request) -> uuid.UUID:
         raise HTTPException(404, f"unknown workflow {raw!r} (expected a workflow UUID)") from None
 
 
+MAX_ID = 2**63 - 1  # PostgreSQL bigint: ids, tails and limits past it can never match
+
+
+def parse_int(raw: str, name: str, *, minimum: int = 0) -> int:
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
+            raise HTTPException(400, f"{name} must be >= {minimum}")
+        raise HTTPException(400, f"{name} must be an integer from {minimum} to {MAX_ID}, "
+                            f"not {raw[:40]!r}")
+    value = int(text)
+    if not minimum <= value <= MAX_ID:
+        raise HTTPException(400, f"{name} must be an integer from {minimum} to {MAX_ID}")
+    return value
+
+
 def int_param(request: Request, name: str, *, minimum: int = 0) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise HTTPException(400, f"{name} must be an integer, not {raw!r}") from None
-    if value < minimum:
-        raise HTTPException(400, f"{name} must be >= {minimum}")
-    return value
+    return parse_int(raw, name, minimum=minimum)
+
+
+def text_param(request: Request, name: str) -> list[str]:
+    """Every non-empty value of a text parameter; NUL can never match a stored line."""
+    values = [v for v in request.query_params.getlist(name) if v]
+    if any("\x00" in v for v in values):
+        raise HTTPException(400, f"{name} must not contain NUL")
+    return values
 
 
 def filters_param(request: Request) -> Filters:
     kind = request.query_params.get("kind")
     if kind not in (None, "", "job", "workflow"):
         raise HTTPException(400, "kind must be job or workflow")
-    jobs = tuple(j for j in request.query_params.getlist("job") if j)
+    jobs = tuple(text_param(request, "job"))
     return Filters(jobs=jobs, kind=kind or None)
 
 
@@ -155,10 +173,7 @@ async def stream_logs(request: Request) -> EventSourceResponse:
     since = int_param(request, "since")
     last_event_id = request.headers.get("last-event-id", "").strip()
     if last_event_id:
-        try:
-            since = int(last_event_id)
-        except ValueError:
-            raise HTTPException(400, "Last-Event-ID must be an integer id") from None
+        since = parse_int(last_event_id, "Last-Event-ID")
     tail = int_param(request, "tail")
     store: Store = state.store
 

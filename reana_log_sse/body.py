@@ -1,0 +1,200 @@
+"""An ingest body: read it (capped, with a deadline), decompress it, and parse its events.
+
+A JSON array is told from NDJSON by the body itself: a first non-space byte `[` means an
+array, anything else is one JSON value or newline-delimited JSON, read line by line, so
+one bad line costs only itself (it is rejected with its reason). The Content-Type is not
+needed to tell them apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import json
+import re
+import zlib
+from typing import Any, NamedTuple
+
+import orjson
+import zstandard
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+REJECTED_TEXT_CHARS = 100_000  # what a rejected event keeps of its text
+_LEADING_SPACE = re.compile(rb"[ \t\r\n]*")
+_BOM = b"\xef\xbb\xbf"
+_READ_CHUNK = 1 << 20
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class Parsed(NamedTuple):
+    events: list[Any]  # decoded JSON values, one per event (not yet validated)
+    rejected: list[tuple[str, str]]  # (reason, text) for what could not even be decoded
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The request body, decompressed, at most `limit` bytes (else BodyTooLarge). The
+    whole body must arrive within `timeout` seconds (else 408, which a sender retries):
+    a client trickling bytes cannot hold a request open."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HTTPException(408, f"the body did not arrive within {timeout:g} s "
+                            "(REANA_LOG_SSE_BODY_TIMEOUT_SECONDS)") from None
+    raw = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding in ("gzip", "x-gzip"):
+        reader: Any = gzip.GzipFile(fileobj=io.BytesIO(raw))  # reads every member
+    elif encoding == "zstd":
+        # a body may hold several frames (a sender that compresses per chunk)
+        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw),
+                                                            read_across_frames=True)
+    else:
+        raise HTTPException(415, f"unsupported Content-Encoding {encoding!r}: use gzip, zstd "
+                            "or none")
+    out, size = [], 0
+    try:
+        while True:
+            chunk = reader.read(_READ_CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            out.append(chunk)
+    except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
+        raise HTTPException(400, f"body is not valid {encoding}: {exc}") from exc
+    return b"".join(out)
+
+
+def parse_events(body: bytes) -> Parsed:
+    """Events of a JSON array, of one JSON object, or of NDJSON lines (told by content)."""
+    if body.startswith(_BOM):
+        body = body[3:]
+    start = _LEADING_SPACE.match(body).end()  # type: ignore[union-attr]
+    if body[start:start + 1] == b"[":
+        return Parsed(_parse_array(body), [])
+    try:
+        value = orjson.loads(body)  # one value, perhaps pretty-printed over several lines
+    except orjson.JSONDecodeError:
+        return _parse_lines(body)
+    return Parsed([value], [])
+
+
+def _parse_array(body: bytes) -> list[Any]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # Slow path: invalid UTF-8, lone surrogates, NaN, deep nesting or huge integers.
+        value, error = _slow_loads(body)
+        if error is not None:
+            raise HTTPException(400, f"body is not a JSON array: {error}") from None
+        data = value
+    if not isinstance(data, list):  # pragma: no cover - it starts with `[`
+        raise HTTPException(400, "body is not a JSON array")
+    return data
+
+
+def _parse_lines(body: bytes) -> Parsed:
+    events: list[Any] = []
+    rejected: list[tuple[str, str]] = []
+    loads = orjson.loads
+    for line in body.splitlines():
+        if not line.strip():
+            continue
+        try:
+            events.append(loads(line))
+            continue
+        except orjson.JSONDecodeError:
+            pass
+        value, error = _slow_loads(line)
+        if error is None:
+            events.append(value)
+        else:
+            rejected.append((f"line is not JSON: {error}", rejected_text(line)))
+    return Parsed(events, rejected)
+
+
+class HugeInt:
+    """An integer too long to convert (Python refuses over 4300 digits): kept as a
+    placeholder, so an ignored extra field does not cost its event, and a known field
+    holding one fails validation like any other wrong type."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"<integer of {self.digits} digits>"
+
+
+def _parse_int(text: str) -> int | HugeInt:
+    return int(text) if len(text) <= 4000 else HugeInt(len(text))
+
+
+def _slow_loads(data: bytes) -> tuple[Any, str | None]:
+    """The standard library's parser, which takes what orjson refuses: invalid UTF-8 is
+    replaced and lone surrogates scrubbed (as the service always did, so a stored line's
+    dedupe digest stays the same). Returns (value, None) or (None, reason)."""
+    text = data.decode("utf-8", errors="replace")
+    try:
+        value = json.loads(text.encode("utf-8", "replace"), parse_int=_parse_int)
+    except RecursionError:
+        return None, "nested too deeply"
+    except ValueError as exc:
+        return None, str(exc)
+    if isinstance(value, list):
+        return [_scrub_event(v) for v in value], None
+    return _scrub_event(value), None
+
+
+def _scrub_event(value: Any) -> Any:
+    try:
+        return _scrub(value)
+    except RecursionError:  # deep nesting: the fields that matter are at the top
+        if isinstance(value, dict):
+            return {k: _scrub(v) if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    return value
+
+
+def rejected_text(raw: bytes | str) -> str:
+    """What a rejected event keeps of its text: valid UTF-8, no NUL, at most 100,000
+    characters (PostgreSQL text cannot hold NUL)."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    return text[:REJECTED_TEXT_CHARS].replace("\x00", "\ufffd")
+
+
+def dump_rejected(raw: Any) -> str:
+    """A decoded event as JSON text for rejected_events, whatever it holds."""
+    try:
+        text = orjson.dumps(raw).decode()
+    except TypeError:  # nesting orjson refuses, lone surrogates, HugeInt placeholders
+        try:
+            text = repr(raw)
+        except RecursionError:
+            text = f"<{type(raw).__name__} nested too deeply to print>"
+    return rejected_text(text)
