@@ -39,6 +39,14 @@ class Batch:
     notified_at: float  # monotonic time the NOTIFY arrived
     committed_at: float | None  # wall-clock epoch the ingest sent with the NOTIFY
     _frames: bytes | None = None
+    _nbytes: int = -1
+
+    @property
+    def nbytes(self) -> int:
+        """The size of its lines' frames: what a follower's queue holds for it."""
+        if self._nbytes < 0:
+            self._nbytes = sum([len(line.frame) for line in self.lines])
+        return self._nbytes
 
     def frames(self) -> bytes:
         """Every line's frame in one bytes object, joined once for all the followers."""
@@ -59,36 +67,48 @@ class End:
     status: str
 
 
-Item = Batch | StatusItem | End
+@dataclasses.dataclass(frozen=True, slots=True)
+class Leave:
+    """The server is shutting down: finish the stream cleanly; the client resumes."""
+
+    after: int = 0
+
+
+Item = Batch | StatusItem | End | Leave
 
 
 class Subscription:
-    """A follower's bounded queue of items from its workflow's Feed."""
+    """A follower's queue of items from its workflow's Feed, bounded in lines and in
+    bytes of frames (a few long lines weigh as much as many short ones)."""
 
-    def __init__(self, feed: Feed, limit: int) -> None:
+    def __init__(self, feed: Feed, limit: int, limit_bytes: int) -> None:
         self.feed = feed
         self.limit = limit
+        self.limit_bytes = limit_bytes
         self.items: collections.deque[Item] = collections.deque()
         self.queued_lines = 0
+        self.queued_bytes = 0
         self.ending = False
+        self.closed = False
         self._wakeup = asyncio.Event()
 
     def push(self, item: Item) -> None:
         if self.ending:  # nothing after `end` matters, and it must never be dropped
             return
         self.ending = isinstance(item, End)
-        size = len(item.lines) if isinstance(item, Batch) else 0
-        if self.queued_lines + size > self.limit:
+        lines, size = (len(item.lines), item.nbytes) if isinstance(item, Batch) else (0, 0)
+        if self.queued_lines + lines > self.limit or self.queued_bytes + size > self.limit_bytes:
             # Too far behind: forget what is queued. The next item's `after` is then
             # ahead of the follower, which reads the gap from the database instead.
             self.items.clear()
-            self.queued_lines = 0
+            self.queued_lines = self.queued_bytes = 0
             self.feed.hub.metrics.follower_overflows.inc()
-            if size > self.limit:
+            if lines > self.limit or size > self.limit_bytes:
                 item = Batch(item.upto, item.upto, [], item.notified_at, item.committed_at)  # type: ignore[union-attr]
-                size = 0
+                lines = size = 0
         self.items.append(item)
-        self.queued_lines += size
+        self.queued_lines += lines
+        self.queued_bytes += size
         self._wakeup.set()
 
     async def get(self) -> Item:
@@ -98,10 +118,19 @@ class Subscription:
         item = self.items.popleft()
         if isinstance(item, Batch):
             self.queued_lines -= len(item.lines)
+            self.queued_bytes -= item.nbytes
         return item
 
+    def leave(self) -> None:
+        """Shutdown: the follower's next item tells it to finish its stream now."""
+        self.items.appendleft(Leave())
+        self._wakeup.set()
+
     def close(self) -> None:
-        self.feed.unsubscribe(self)
+        """Leave the feed (idempotent: a stream that never ran is closed by its response)."""
+        if not self.closed:
+            self.closed = True
+            self.feed.unsubscribe(self)
 
 
 class Feed:
@@ -122,8 +151,8 @@ class Feed:
         self._end_status = ""
         self.task = asyncio.create_task(self._run(), name=f"feed-{workflow_id}")
 
-    def subscribe(self, limit: int) -> Subscription:
-        sub = Subscription(self, limit)
+    def subscribe(self, limit: int, limit_bytes: int) -> Subscription:
+        sub = Subscription(self, limit, limit_bytes)
         self.subscribers.add(sub)
         if self.ended is not None:
             sub.push(self.ended)
@@ -224,11 +253,13 @@ class Hub:
     def __init__(
         self, store: Store, database_url: str, metrics: Metrics, *,
         queue_lines: int, end_grace: float, read_chunk: int = 2000,
+        queue_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.store = store
         self.database_url = database_url
         self.metrics = metrics
         self.queue_lines = queue_lines
+        self.queue_bytes = queue_bytes
         self.end_grace = end_grace
         self.read_chunk = read_chunk
         self.feeds: dict[uuid.UUID, Feed] = {}
@@ -241,7 +272,7 @@ class Hub:
         if feed is None:
             feed = self.feeds[workflow_id] = Feed(self, workflow_id)
             self.metrics.followed_workflows.set(len(self.feeds))
-        return feed.subscribe(self.queue_lines)
+        return feed.subscribe(self.queue_lines, self.queue_bytes)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="listen")

@@ -118,6 +118,11 @@ class Settings:
         metadata={"help": "lines buffered per follower; a slower follower catches up from "
                   "the database"},
     )
+    follower_queue_bytes: int = dataclasses.field(
+        default=8 * 1024 * 1024,
+        metadata={"help": "bytes of frames buffered per follower; past it the follower "
+                  "leaves live delivery and catches up from the database"},
+    )
     end_grace_seconds: float = dataclasses.field(
         default=3.0,
         metadata={"help": "after a terminal status, how long streams wait for late lines "

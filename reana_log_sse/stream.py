@@ -8,13 +8,15 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 
 from .auth import authorized_workflow
 from .errors import ServiceError
-from .hub import Batch, End, StatusItem, Subscription
+from .hub import Batch, End, Leave, StatusItem, Subscription
 from .lines import Line, event_frame
 from .store import Filters, StatusRow, Store
 
@@ -158,12 +160,42 @@ async def follow(
                 yield event_frame("end", {"workflow_id": str(follower.workflow_id),
                                           "status": item.status})
                 return
+            elif isinstance(item, Leave):
+                return  # the response then ends with its last chunk; the client resumes
     except ServiceError as exc:
         # The database went away mid-stream: close it; the client resumes with its last id.
         logger.warning("stream of %s closed: %s", follower.workflow_id, exc.detail)
     finally:
         metrics.active_streams.dec()
         sub.close()
+
+
+SHUTDOWN_GRACE_SECONDS = 2.0  # below serve's uvicorn timeout_graceful_shutdown (5 s)
+
+
+class FollowResponse(EventSourceResponse):
+    """An SSE response that owns its subscription: closed when the response ends, however
+    it ends. A HEAD (sse-starlette answers it with headers only), or a client gone before
+    the body started, never runs the body generator, so its `finally` cannot be relied
+    on to unsubscribe. On server shutdown (sse-starlette sees uvicorn's exit signal and
+    sets `shutdown_event`) the stream is finished cleanly: its last chunk, then close."""
+
+    def __init__(self, sub: Subscription, content: AsyncIterator[bytes], **kwargs: Any) -> None:
+        self.sub = sub
+        self.shutdown = anyio.Event()
+        super().__init__(content, shutdown_event=self.shutdown,
+                         shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+                         data_sender_callable=self._leave_on_shutdown, **kwargs)
+
+    async def _leave_on_shutdown(self) -> None:
+        await self.shutdown.wait()
+        self.sub.leave()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.sub.close()
 
 
 async def stream_logs(request: Request) -> EventSourceResponse:
@@ -210,8 +242,8 @@ async def stream_logs(request: Request) -> EventSourceResponse:
     if snap is not None and cursor < snap.last_seq:
         # the catch-up runs inside the stream, ahead of anything live
         sub.items.appendleft(Batch(snap.last_seq, snap.last_seq, [], time.monotonic(), None))
-    return EventSourceResponse(
-        follow(follower, sub, b"".join(first), state.settings.retry_ms),
+    return FollowResponse(
+        sub, follow(follower, sub, b"".join(first), state.settings.retry_ms),
         ping=state.settings.ping_seconds,
         ping_message_factory=lambda: ServerSentEvent(comment="ping"),
         sep="\n",

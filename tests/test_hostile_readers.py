@@ -1,0 +1,141 @@
+"""Hostile readers (issue 11): HEADs, never-reading followers, tokens in logs, /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import time
+import uuid
+from typing import Any
+
+import httpx
+
+from reana_log_sse.hub import Batch
+from tests.helpers import event, post_batch
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _wait(predicate: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.01)
+
+
+def test_stream_head_requests_leave_no_feed_behind(live_server):
+    wf = uuid.uuid4()
+    post_batch(live_server.url, live_server.ingest_token, [event(wf, "x")])
+    hub = live_server.app.state.hub
+    with httpx.Client(timeout=30) as client:
+        for _ in range(100):
+            response = client.head(f"{live_server.url}/api/workflows/{wf}/logs/stream")
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+    _wait(lambda: not hub.feeds)
+    metrics = live_server.get("/metrics").text
+    assert "reana_log_sse_followed_workflows 0.0" in metrics
+
+
+def _queued(sub: Any) -> tuple[int, int]:
+    """(lines, frame bytes) in a subscription's queue, read from the server's thread."""
+    while True:
+        try:
+            items = list(sub.items)
+            break
+        except RuntimeError:  # mutated while copied
+            continue
+    batches = [i for i in items if isinstance(i, Batch)]
+    return (sum(len(b.lines) for b in batches),
+            sum(len(line.frame) for b in batches for line in b.lines))
+
+
+async def test_stream_never_reading_follower_is_bounded_in_bytes(server_factory):
+    bound = 1024 * 1024
+    server = server_factory(follower_queue_bytes=bound, follower_queue_lines=100_000)
+    hub = server.app.state.hub
+    wf = uuid.uuid4()
+    post_batch(server.url, server.ingest_token, [event(wf, "first")])
+    line = "x" * (64 * 1024 - 100)
+    batches, per_batch = 40, 8
+    rss_before = _rss_mb()
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60, read=None)) as client, \
+            client.stream("GET", f"{server.url}/api/workflows/{wf}/logs/stream") as response:
+        assert response.status_code == 200
+        await asyncio.to_thread(_wait, lambda: wf in hub.feeds and hub.feeds[wf].subscribers)
+        [sub] = hub.feeds[wf].subscribers
+        peak = 0
+        for b in range(batches):  # the follower reads nothing meanwhile
+            await asyncio.to_thread(post_batch, server.url, server.ingest_token,
+                                    [event(wf, f"{b}.{i} {line}") for i in range(per_batch)])
+            peak = max(peak, _queued(sub)[1])
+        rss_peak = _rss_mb()
+        overflows = server.get("/metrics").text.count("follower_overflows_total 0.0") == 0
+        # now it reads: it catches up from the database, every line exactly once
+        ids: list[int] = []
+        from reana_log_sse.client import SSEDecoder
+
+        decoder = SSEDecoder()
+        async for chunk in response.aiter_raw():
+            ids += [int(eid) for name, _, eid in decoder.feed(chunk) if name == b"log"]
+            if len(ids) >= 1 + batches * per_batch:
+                break
+    sent = batches * per_batch * len(line)
+    print(f"\nnever-reading follower: sent {sent / 2**20:.1f} MiB in {batches * per_batch} "
+          f"lines; queue peak {peak / 2**20:.2f} MiB (bound {bound / 2**20:.0f} MiB); "
+          f"RSS {rss_before:.0f} -> {rss_peak:.0f} MB; delivered {len(ids)}, "
+          f"duplicated {len(ids) - len(set(ids))}")
+    assert peak <= bound
+    assert overflows
+    assert ids == sorted(set(ids)) and len(ids) == 1 + batches * per_batch
+
+
+async def test_serve_sigterm_finishes_open_streams_cleanly(database_url, tmp_path):
+    from reana_log_sse.client import SSEDecoder
+    from tests.serve_process import ServeProcess
+
+    server = ServeProcess(database_url, tmp_path).start()
+    try:
+        wf = uuid.uuid4()
+        post_batch(server.url, server.ingest_token, [event(wf, f"l{i}") for i in range(10)])
+
+        async def follow(started: asyncio.Event) -> tuple[list[int], str | None]:
+            ids: list[int] = []
+            decoder = SSEDecoder()
+            try:
+                async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=None)) as client, \
+                        client.stream("GET", f"{server.url}/api/workflows/{wf}/logs/stream",
+                                      params={"tail": "10"}) as response:
+                    async for chunk in response.aiter_raw():
+                        ids += [int(e) for n, _, e in decoder.feed(chunk) if n == b"log"]
+                        if len(ids) == 10:
+                            started.set()
+            except httpx.HTTPError as exc:
+                return ids, f"{type(exc).__name__}: {exc}"
+            return ids, None
+
+        events = [asyncio.Event() for _ in range(3)]
+        tasks = [asyncio.create_task(follow(e)) for e in events]
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), 30)
+        server.terminate()
+        results = await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        assert await asyncio.to_thread(server.wait) == 0
+        print(f"\nSIGTERM with 3 open streams: {[(len(i), err) for i, err in results]}")
+        assert [err for _, err in results] == [None] * 3  # last chunk, then close
+        assert all(ids == list(range(1, 11)) for ids, _ in results)
+        assert "without completing response" not in server.output()
+        # the client resumes on the next server with its last id
+        server = ServeProcess(database_url, tmp_path).start()
+        post_batch(server.url, server.ingest_token, [event(wf, f"m{i}") for i in range(5)])
+        page = httpx.get(f"{server.url}/api/workflows/{wf}/logs", params={"since": "10"}).json()
+        assert [line["id"] for line in page["lines"]] == [11, 12, 13, 14, 15]
+    finally:
+        server.terminate()
+        server.kill()
