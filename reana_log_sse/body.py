@@ -82,12 +82,17 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     return b"".join(out)
 
 
+def is_array(body: bytes) -> bool:
+    """Is this body a JSON array (its first non-space byte `[`)? Else it is NDJSON."""
+    start = _LEADING_SPACE.match(body).end()  # type: ignore[union-attr]
+    return body[start:start + 1] == b"["
+
+
 def parse_events(body: bytes) -> Parsed:
     """Events of a JSON array, of one JSON object, or of NDJSON lines (told by content)."""
     if body.startswith(_BOM):
         body = body[3:]
-    start = _LEADING_SPACE.match(body).end()  # type: ignore[union-attr]
-    if body[start:start + 1] == b"[":
+    if is_array(body):
         return Parsed(_parse_array(body), [])
     try:
         value = orjson.loads(body)  # one value, perhaps pretty-printed over several lines

@@ -17,6 +17,9 @@ class Metrics:
                                   registry=r)
         self.rejected = Counter(p + "rejected_events", "Events that failed validation",
                                 ["reason"], registry=r)
+        self.ingest_batches = Counter(p + "ingest_batches", "Ingested batches by decoder: "
+                                      "fast (canonical, msgspec) or model (pydantic)",
+                                      ["decoder"], registry=r)
         self.ingest_requests = Counter(p + "ingest_requests", "Ingest requests by answer",
                                        ["code"], registry=r)
         self.database_errors = Counter(p + "database_errors", "Requests failed: database down",
@@ -36,7 +39,8 @@ class Metrics:
                                         registry=r)
         self.stage_delay = Histogram(
             p + "stage_delay_seconds",
-            "Delay of each stage of a line's path: written->collected (Vector read it), "
-            "collected->committed, committed->sent",
+            "Delay of each stage of a line's path, one observation per batch (its slowest "
+            "line): written->collected (Vector read it) and collected->committed per "
+            "ingested batch, committed->sent per batch written to a follower",
             ["stage"], buckets=_DELAY_BUCKETS, registry=r,
         )

@@ -64,8 +64,8 @@ def text_param(request: Request, name: str) -> list[str]:
 
 def filters_param(request: Request) -> Filters:
     kind = request.query_params.get("kind")
-    if kind not in (None, "", "job", "workflow"):
-        raise HTTPException(400, "kind must be job or workflow")
+    if kind not in (None, "", "job", "workflow", "service"):
+        raise HTTPException(400, "kind must be job, workflow or service")
     jobs = tuple(text_param(request, "job"))
     return Filters(jobs=jobs, kind=kind or None)
 
@@ -245,7 +245,7 @@ async def stream_logs(request: Request) -> EventSourceResponse:
     return FollowResponse(
         sub, follow(follower, sub, b"".join(first), state.settings.retry_ms),
         ping=state.settings.ping_seconds,
-        ping_message_factory=lambda: ServerSentEvent(comment="ping"),
+        ping_message_factory=lambda: ServerSentEvent(comment="ping", sep="\n"),  # default CRLF
         sep="\n",
         send_timeout=60,  # a client that reads nothing for a minute is dropped; it resumes
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

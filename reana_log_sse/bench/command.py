@@ -64,11 +64,14 @@ SCENARIOS = ("ingest", "latency", "fanout", "catchup", "polling", "cli")
 @click.option("--readme", type=click.Path(path_type=Path), default=Path("README.md"),
               show_default=True, help="whose Performance table --write-docs replaces "
               "(between the bench:begin/end markers)")
+@click.option("--service-tree", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              default=None, help="run the service from this source tree (e.g. a git "
+              "worktree of an older commit) to measure two versions with the same bench")
 @click.option("--profile", is_flag=True, help="sample the service with py-spy per scenario "
               "(needs py-spy on PATH)")
 def bench(quick: bool, size: str | None, only: tuple[str, ...], database_url: str | None,
           data_dir: Path | None, out: Path, write_docs: bool, docs_dir: Path, readme: Path,
-          profile: bool) -> None:
+          service_tree: Path | None, profile: bool) -> None:
     """Benchmark this machine: ingest, delivery latency, fan-out, catch-up, polling, CLI.
 
     Each figure is printed next to a baseline measured in the same run, as a ratio.
@@ -93,6 +96,7 @@ def bench(quick: bool, size: str | None, only: tuple[str, ...], database_url: st
         "sizes": SIZES[name], "size": name, "only": set(only or SCENARIOS),
         "database_url": database_url, "data_dir": data_dir, "out": out,
         "write_docs": write_docs, "docs_dir": docs_dir, "readme": readme, "profile": profile,
+        "service_tree": service_tree,
         "command": shlex.join(argv + (["--write-docs"] if write_docs else [])),
         "echo": lambda msg: click.echo(msg, err=True),
     }
