@@ -53,7 +53,8 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         raise HTTPException(408, f"the body did not arrive within {timeout:g} s "
-                            "(REANA_LOG_SSE_BODY_TIMEOUT_SECONDS)") from None
+                            "(REANA_LOG_SSE_BODY_TIMEOUT_SECONDS)",
+                            headers={"Connection": "close"}) from None
     raw = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):

@@ -61,6 +61,16 @@ class Settings:
         metadata={"help": "an ingest or status body must arrive within this; past it 408 "
                   "(a sender retries)"},
     )
+    header_timeout_seconds: float = dataclasses.field(
+        default=10.0,
+        metadata={"help": "a request's headers must arrive within this after the "
+                  "connection opens or the previous answer ends; past it the connection "
+                  "is closed"},
+    )
+    max_header_bytes: int = dataclasses.field(
+        default=64 * 1024,
+        metadata={"help": "cap on a request's line and headers; past it 431 and close"},
+    )
     max_line_bytes: int = dataclasses.field(
         default=64 * 1024,
         metadata={"help": "a longer message is cut there and marked truncated"},

@@ -207,3 +207,72 @@ def test_hostile_parsing_keeps_the_dedupe_digests_of_accepted_input():
         events, rejected = parse_events(body)
         lines, _ = prepare(events, max_line_bytes=65536, window=window)
         assert ([line.dedupe.hex for line in lines], rejected) == (digests, [])
+
+
+# -- 8. read timeouts and caps -------------------------------------------------------------
+
+def _closed_by_server(sock, timeout: float = 20.0) -> bytes:
+    """Everything the server sends until it closes the connection (fails if it never does)."""
+
+    sock.settimeout(timeout)
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except TimeoutError:
+        raise AssertionError(f"the server kept the connection open; got {got[:200]!r}") from None
+    except ConnectionResetError:
+        pass
+    return got
+
+
+def test_hostile_slow_or_huge_headers_are_cut(server_factory):
+    import socket
+    import time
+
+    server = server_factory(header_timeout_seconds=0.5)
+    # headers that never end
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        assert _closed_by_server(sock) == b""
+    # headers trickled a byte at a time: the deadline covers all of them, not each byte
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        closed = False
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 400:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.01)
+        assert closed or _closed_by_server(sock) == b""
+    # a connection that sends nothing
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        assert _closed_by_server(sock) == b""
+    # headers past the cap
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
+        answer = _closed_by_server(sock)
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 431"), answer[:100]
+    # an ordinary keep-alive client is served throughout
+    with httpx.Client(timeout=10) as client:
+        for _ in range(3):
+            assert client.get(f"{server.url}/healthz").status_code == 200
+
+
+def test_hostile_slow_body_is_408_and_status_body_is_capped(server_factory):
+    import socket
+
+    server = server_factory(body_timeout_seconds=0.5, header_timeout_seconds=30)
+    wf = uuid.uuid4()
+    for path in ("/ingest/vector", f"/api/workflows/{wf}/status"):
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+                         f"Authorization: Bearer {server.ingest_token}\r\n"
+                         "Content-Type: application/json\r\n\r\n[".encode())
+            answer = _closed_by_server(sock)
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    big = post_status(server.url, server.ingest_token, wf, "running", cmd="x" * 1_000_000)
+    assert big.status_code == 413, big.text
+    ok = post_status(server.url, server.ingest_token, wf, "running", cmd="x" * 1000)
+    assert ok.status_code == 200, ok.text

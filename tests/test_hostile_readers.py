@@ -121,6 +121,9 @@ async def test_serve_sigterm_finishes_open_streams_cleanly(database_url, tmp_pat
                 return ids, f"{type(exc).__name__}: {exc}"
             return ids, None
 
+        # a reader's token, spelled as Starlette decodes it, never reaches the access log
+        assert httpx.get(f"{server.url}/api/workflows/{wf}/logs?access%5Ftoken=SECRET-XYZ"
+                         ).status_code == 200
         events = [asyncio.Event() for _ in range(3)]
         tasks = [asyncio.create_task(follow(e)) for e in events]
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), 30)
@@ -131,6 +134,8 @@ async def test_serve_sigterm_finishes_open_streams_cleanly(database_url, tmp_pat
         assert [err for _, err in results] == [None] * 3  # last chunk, then close
         assert all(ids == list(range(1, 11)) for ids, _ in results)
         assert "without completing response" not in server.output()
+        assert "access%5Ftoken=***" in server.output()
+        assert "SECRET-XYZ" not in server.output()
         # the client resumes on the next server with its last id
         server = ServeProcess(database_url, tmp_path).start()
         post_batch(server.url, server.ingest_token, [event(wf, f"m{i}") for i in range(5)])
@@ -139,3 +144,25 @@ async def test_serve_sigterm_finishes_open_streams_cleanly(database_url, tmp_pat
     finally:
         server.terminate()
         server.kill()
+
+
+def test_redact_tokens_by_parameter_name_after_decoding():
+    import logging
+
+    from reana_log_sse.cli import RedactTokens
+
+    paths = {
+        "/api/workflows/w/logs/stream?access_token=SECRET": "access_token=***",
+        "/x?tail=5&access%5Ftoken=SECRET&job=a": "tail=5&access%5Ftoken=***&job=a",
+        "/x?%61ccess_token=SECRET": "%61ccess_token=***",
+        "/x?access_token=SECRET&access_token=SECRET2": "access_token=***&access_token=***",
+        "/x?access_token=": "access_token=",
+        "/x?my_access_token=kept&access_tokens=kept": "my_access_token=kept&access_tokens=kept",
+    }
+    for path, expected in paths.items():
+        record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1,
+                                   '%s - "%s %s HTTP/%s" %d',
+                                   ("127.0.0.1:1", "GET", path, "1.1", 200), None)
+        assert RedactTokens().filter(record)
+        assert record.args[2] == path.split("?")[0] + "?" + expected
+        assert "SECRET" not in record.getMessage()
