@@ -133,6 +133,11 @@ class Settings:
         metadata={"help": "bytes of frames buffered per follower; past it the follower "
                   "leaves live delivery and catches up from the database"},
     )
+    metrics_token: str = dataclasses.field(
+        default="",
+        metadata={"help": "bearer token GET /metrics requires; empty: /metrics is open "
+                  "(counts only: no log text, no workflow ids, no tokens)"},
+    )
     end_grace_seconds: float = dataclasses.field(
         default=3.0,
         metadata={"help": "after a terminal status, how long streams wait for late lines "

@@ -166,3 +166,16 @@ def test_redact_tokens_by_parameter_name_after_decoding():
         assert RedactTokens().filter(record)
         assert record.args[2] == path.split("?")[0] + "?" + expected
         assert "SECRET" not in record.getMessage()
+
+
+def test_metrics_open_on_purpose_or_behind_its_own_token(server_factory):
+    # auth=tokens guards the logs; /metrics holds counts only and is open unless a
+    # metrics token is set (Prometheus then sends it as a bearer token)
+    opened = server_factory(auth="tokens", read_tokens="reader")
+    assert opened.get("/metrics").status_code == 200
+    assert "reader" not in opened.get("/metrics").text
+    guarded = server_factory(auth="tokens", read_tokens="reader", metrics_token="scrape-me")
+    assert guarded.get("/metrics").status_code == 401
+    assert guarded.get("/metrics", headers={"Authorization": "Bearer reader"}).status_code == 401
+    ok = guarded.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+    assert ok.status_code == 200 and "reana_log_sse_" in ok.text
