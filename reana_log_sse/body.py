@@ -3,7 +3,7 @@
 A JSON array is told from NDJSON by the body itself: a first non-space byte `[` means an
 array, anything else is one JSON value or newline-delimited JSON, read line by line, so
 one bad line costs only itself (it is rejected with its reason). The Content-Type is not
-needed to tell them apart.
+needed to tell them apart. Only a body that cannot be decompressed is refused whole.
 """
 
 from __future__ import annotations
@@ -90,11 +90,17 @@ def is_array(body: bytes) -> bool:
 
 
 def parse_events(body: bytes) -> Parsed:
-    """Events of a JSON array, of one JSON object, or of NDJSON lines (told by content)."""
+    """Events of a JSON array, of one JSON object, or of NDJSON lines (told by content).
+    A body that starts with `[` but is not one JSON array (NDJSON whose first line is an
+    array, a cut or broken array) is read line by line too: each line that is not an
+    event is then kept as rejected, and nothing is refused whole."""
     if body.startswith(_BOM):
         body = body[3:]
     if is_array(body):
-        return Parsed(_parse_array(body), [])
+        events = _parse_array(body)
+        if events is not None:
+            return Parsed(events, [])
+        return _parse_lines(body)
     try:
         value = orjson.loads(body)  # one value, perhaps pretty-printed over several lines
     except orjson.JSONDecodeError:
@@ -102,18 +108,15 @@ def parse_events(body: bytes) -> Parsed:
     return Parsed([value], [])
 
 
-def _parse_array(body: bytes) -> list[Any]:
+def _parse_array(body: bytes) -> list[Any] | None:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         # Slow path: invalid UTF-8, lone surrogates, NaN, deep nesting or huge integers.
-        value, error = _slow_loads(body)
+        data, error = _slow_loads(body)
         if error is not None:
-            raise HTTPException(400, f"body is not a JSON array: {error}") from None
-        data = value
-    if not isinstance(data, list):  # pragma: no cover - it starts with `[`
-        raise HTTPException(400, "body is not a JSON array")
-    return data
+            return None
+    return data if isinstance(data, list) else None
 
 
 def _parse_lines(body: bytes) -> Parsed:
