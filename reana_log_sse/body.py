@@ -27,8 +27,46 @@ _BOM = b"\xef\xbb\xbf"
 _READ_CHUNK = 1 << 20
 
 
+SALVAGE_FACTOR = 16  # an over-cap compressed body is read up to 16 times the cap, no more
+_EDGE_TAIL = 64 * 1024
+
+
 class BodyTooLarge(Exception):
-    pass
+    """The decompressed body is over the cap; `edges` what was kept of it, if it was
+    read on (see read_body's `keep_head`)."""
+
+    def __init__(self, edges: Edges | None = None) -> None:
+        super().__init__("body too large")
+        self.edges = edges
+
+
+_QUOTE_RUN = re.compile(rb'\\*"')  # a quote and the backslashes before it
+
+
+class Edges:
+    """An over-cap body read in bounded memory: its first bytes, its last 64 KiB, its
+    size, and where its first unescaped `"` after the head lies (so that a JSON string
+    running from the head into the tail is known to hold nothing else)."""
+
+    def __init__(self, head: bytes) -> None:
+        self.head = head
+        self.tail = bytearray()
+        self.size = len(head)
+        self.first_quote: int | None = None  # offset in the body
+        self._backslashes = len(head) - len(head.rstrip(b"\\"))
+
+    def feed(self, chunk: bytes) -> None:
+        if self.first_quote is None:
+            for m in _QUOTE_RUN.finditer(chunk):
+                run = m.end() - 1 - m.start() + (self._backslashes if m.start() == 0 else 0)
+                if run % 2 == 0:
+                    self.first_quote = self.size + m.end() - 1
+                    break
+            trailing = len(chunk) - len(chunk.rstrip(b"\\"))
+            self._backslashes = trailing + (self._backslashes if trailing == len(chunk) else 0)
+        self.size += len(chunk)
+        self.tail += chunk
+        del self.tail[:-_EDGE_TAIL]
 
 
 class Parsed(NamedTuple):
@@ -36,10 +74,16 @@ class Parsed(NamedTuple):
     rejected: list[tuple[str, str]]  # (reason, text) for what could not even be decoded
 
 
-async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+async def read_body(request: Request, limit: int, timeout: float,
+                    keep_head: int = 0) -> bytes:
     """The request body, decompressed, at most `limit` bytes (else BodyTooLarge). The
     whole body must arrive within `timeout` seconds (else 408, which a sender retries):
-    a client trickling bytes cannot hold a request open."""
+    a client trickling bytes cannot hold a request open.
+
+    With keep_head, a compressed body that inflates past `limit` is read on (up to
+    SALVAGE_FACTOR times `limit`, in bounded memory) and BodyTooLarge carries its first
+    `keep_head` bytes and its last 64 KiB, so that one huge message can still be cut
+    (`salvage`)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
@@ -69,17 +113,30 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
         raise HTTPException(415, f"unsupported Content-Encoding {encoding!r}: use gzip, zstd "
                             "or none")
     out, size = [], 0
+    edges: Edges | None = None
     try:
         while True:
             chunk = reader.read(_READ_CHUNK)
             if not chunk:
                 break
             size += len(chunk)
-            if size > limit:
+            if edges is not None:  # past the cap: keep only the edges
+                edges.feed(chunk)
+                if size > limit * SALVAGE_FACTOR:
+                    raise BodyTooLarge
+            elif size <= limit:
+                out.append(chunk)
+            elif not keep_head:
                 raise BodyTooLarge
-            out.append(chunk)
+            else:
+                data = b"".join(out) + chunk
+                out = []
+                edges = Edges(data[:keep_head])
+                edges.feed(data[keep_head:])
     except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
         raise HTTPException(400, f"body is not valid {encoding}: {exc}") from exc
+    if edges is not None:
+        raise BodyTooLarge(edges)
     return b"".join(out)
 
 
@@ -188,6 +245,61 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _scrub(v) for k, v in value.items()}
     return value
+
+
+_MESSAGE_START = re.compile(rb'"message"\s*:\s*"')
+_QUOTE = re.compile(rb'"')
+
+
+def salvage(edges: Edges) -> list[Any] | None:
+    """The events of an over-cap body whose excess is one message's text, that message
+    cut: what lies before its text, as much of the text as the head holds, and what
+    follows its closing quote, all of which must lie in the tail. None otherwise (then
+    cutting would lose events, and the body is refused whole)."""
+    head, tail = edges.head, bytes(edges.tail)
+    found = _MESSAGE_START.search(head)
+    if found is None or edges.first_quote is None:
+        return None
+    text = head[found.end():]
+    if _unescaped_quote(text, 0) is not None:  # that message ends in the head: not it
+        return None
+    tail_start = edges.size - len(tail)
+    if edges.first_quote < tail_start:  # something else between head and tail
+        return None
+    prefix = _string_prefix(text)
+    if prefix is None:
+        return None
+    rest = tail[edges.first_quote - tail_start + 1:]
+    value, error = _slow_loads(head[:found.end() - 1] + orjson.dumps(prefix) + rest)
+    if error is not None:
+        return None
+    events = value if isinstance(value, list) else [value]
+    return events if events and all(isinstance(e, dict) for e in events) else None
+
+
+def _unescaped_quote(data: bytes, start: int) -> int | None:
+    for m in _QUOTE.finditer(data, start):
+        i = j = m.start()
+        while j > 0 and data[j - 1] == 0x5C:  # backslashes before it
+            j -= 1
+        if (i - j) % 2 == 0:
+            return i
+    return None
+
+
+def _string_prefix(escaped: bytes) -> str | None:
+    """The decoded text of a JSON string's escaped content cut anywhere (mid-escape or
+    mid-character): the longest prefix that decodes."""
+    text = escaped.decode("utf-8", "ignore")
+    for cut in range(len(text), max(len(text) - 12, -1), -1):
+        try:
+            value = json.loads('"' + text[:cut] + '"', strict=False)
+        except ValueError:
+            continue
+        if value and "\ud800" <= value[-1] <= "\udbff":  # a pair's escape cut in two
+            value = value[:-1]
+        return _scrub(value)  # type: ignore[no-any-return]
+    return None
 
 
 def rejected_text(raw: bytes | str) -> str:

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .body import BodyTooLarge, dump_rejected, is_array, parse_events, read_body
+from .body import BodyTooLarge, dump_rejected, is_array, parse_events, read_body, salvage
 from .errors import PartitionMissing
 from .fastpath import prepare_fast
 from .models import LogEvent
@@ -145,19 +145,29 @@ async def ingest_vector(request: Request) -> JSONResponse:
     metrics = state.metrics
     try:
         state.ingest_auth.check(request)
+        settings = state.settings
+        max_line = settings.max_line_bytes
+        salvaged: list[Any] | None = None
         try:
-            body = await read_body(request, state.settings.max_body_bytes,
-                                   state.settings.body_timeout_seconds)
-        except BodyTooLarge:
-            raise HTTPException(413, f"body larger than {state.settings.max_body_bytes} bytes "
-                                "(REANA_LOG_SSE_MAX_BODY_BYTES)") from None
+            body = await read_body(request, settings.max_body_bytes,
+                                   settings.body_timeout_seconds,
+                                   keep_head=min(settings.max_body_bytes, 6 * max_line + 65536))
+        except BodyTooLarge as exc:
+            # One event over the cap (Vector sends such an event alone): cut, not dropped.
+            salvaged = salvage(exc.edges) if exc.edges is not None else None
+            if salvaged is None:
+                raise HTTPException(413, f"body larger than {settings.max_body_bytes} bytes "
+                                    "(REANA_LOG_SSE_MAX_BODY_BYTES)") from None
+            logger.warning("ingest: one event over REANA_LOG_SSE_MAX_BODY_BYTES, cut")
+            body = b""
         window = state.window()
-        max_line = state.settings.max_line_bytes
         lines: list[PreparedLine] | None = None
         rejected: list[tuple[str, str]] = []
-        if is_array(body):  # canonical batches skip the model (fastpath.py)
+        if salvaged is not None:
+            events, unparsed = salvaged, []
+        elif is_array(body):  # canonical batches skip the model (fastpath.py)
             lines = prepare_fast(body, Preparer(max_line_bytes=max_line, window=window))
-        if lines is None:
+        if lines is None and salvaged is None:
             events, unparsed = parse_events(body)  # told apart by content, not Content-Type
     except HTTPException as exc:
         metrics.ingest_requests.labels(str(exc.status_code)).inc()

@@ -277,3 +277,28 @@ def test_hostile_slow_body_is_408_and_status_body_is_capped(server_factory):
     assert big.status_code == 413, big.text
     ok = post_status(server.url, server.ingest_token, wf, "running", cmd="x" * 1000)
     assert ok.status_code == 200, ok.text
+
+
+def test_hostile_single_event_over_the_body_cap_is_cut_not_dropped(server_factory):
+    # Vector sends an event larger than its batch.max_bytes alone (vector-stream's
+    # SizeLimit: "the first element in a batch is not subject to this limit"), keys in
+    # sorted order; the body is then over the cap and is that one event.
+    server = server_factory(max_body_bytes=200_000, max_line_bytes=4096)
+    wf = uuid.uuid4()
+    message = ('quote " back \\ tab \t é \u2603 \U0001f600 ' * 40_000)
+    body = gzip.compress(json.dumps([event(wf, message, step="fit")], sort_keys=True).encode())
+    response = _post(server, body)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": 0}
+    [(stored, truncated, step, stream)] = server.sql(
+        "SELECT message, truncated, step, stream FROM log_lines WHERE workflow_id = %s", (wf,))
+    assert truncated and message.startswith(stored) and len(stored.encode()) <= 4096
+    assert (step, stream) == ("fit", "stdout")
+    assert _post(server, body).json()["duplicates"] == 1  # a retry is still a duplicate
+    # several events over the cap cannot be cut into one: refused whole, nothing stored
+    many = gzip.compress(json.dumps([event(wf, "x" * 150_000), event(wf, "y" * 150_000)],
+                                    sort_keys=True).encode())
+    assert _post(server, many).status_code == 413
+    plain = json.dumps([event(wf, "z" * 300_000)]).encode()  # uncompressed: not read past
+    assert _post(server, plain, **{"Content-Encoding": "identity"}).status_code == 413
+    assert _count(server, wf) == 1

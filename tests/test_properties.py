@@ -144,3 +144,31 @@ def test_property_read_routes_never_5xx_for_any_query(live_server):
         run()
     finally:
         client.close()
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(pieces=st.lists(st.sampled_from(["a", "\\", '"', "é", "\n", "\U0001f600", "\\u"]),
+                       min_size=1, max_size=20),
+       repeat=st.integers(2000, 20000), chunk=st.integers(1000, 70000),
+       sort_keys=st.booleans(), several=st.booleans())
+def test_property_over_cap_event_is_cut_exactly_or_refused(pieces, repeat, chunk, sort_keys,
+                                                           several):
+    from reana_log_sse.body import Edges, salvage
+
+    wf = uuid.uuid4()
+    message = "".join(pieces) * repeat
+    events = [event(wf, message, step="s")] + ([event(wf, "after")] if several else [])
+    body = json.dumps(events, sort_keys=sort_keys).encode()
+    keep = 20_000
+    edges = Edges(body[:keep])
+    for i in range(keep, len(body), chunk):
+        edges.feed(body[i:i + chunk])
+    got = salvage(edges)
+    if got is None:  # refused whole: allowed only when the message ends near the head
+        assert len(body) < keep + 70_000
+        return
+    assert len(got) == len(events)
+    assert message.startswith(got[0]["message"]) and len(got[0]["message"]) > 1000
+    assert {k: v for k, v in got[0].items() if k != "message"} == \
+        {k: v for k, v in events[0].items() if k != "message"}
+    assert got[1:] == events[1:]
