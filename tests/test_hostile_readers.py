@@ -34,12 +34,15 @@ def test_stream_head_requests_leave_no_feed_behind(live_server):
     wf = uuid.uuid4()
     post_batch(live_server.url, live_server.ingest_token, [event(wf, "x")])
     hub = live_server.app.state.hub
+    rss_before = _rss_mb()
     with httpx.Client(timeout=30) as client:
         for _ in range(100):
             response = client.head(f"{live_server.url}/api/workflows/{wf}/logs/stream")
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
     _wait(lambda: not hub.feeds)
+    print(f"\n100 HEADs on a stream: feeds left {len(hub.feeds)}; RSS {rss_before:.0f} -> "
+          f"{_rss_mb():.0f} MB")
     metrics = live_server.get("/metrics").text
     assert "reana_log_sse_followed_workflows 0.0" in metrics
 
