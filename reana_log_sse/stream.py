@@ -80,14 +80,20 @@ class Follower:
 
     def __init__(
         self, store: Store, workflow_id: uuid.UUID, filters: Filters, cursor: int,
-        status_cursor: int, chunk: int, metrics: Any,
+        status_cursor: int, chunk: int, metrics: Any, *, budget: int = 8 * 1024 * 1024,
+        line_bytes: int = 64 * 1024,
     ) -> None:
         self.store = store
         self.workflow_id = workflow_id
         self.filters = filters
         self.cursor = cursor  # every matching line with seq <= cursor has been sent
         self.status_cursor = status_cursor
-        self.chunk = chunk
+        self.max_chunk = chunk
+        # A catch-up read holds about `budget` bytes (the follower queue's bound), not
+        # `chunk` lines of any size: it starts at what fits if every line is as long as
+        # allowed, doubles while full reads stay under half the budget, shrinks past it.
+        self.budget = budget
+        self.chunk = max(16, min(chunk, budget // (line_bytes + 256)))
         self.metrics = metrics
         self.unfiltered = not filters.jobs and filters.kind is None
         self.sent_delay = metrics.stage_delay.labels("committed_to_sent")
@@ -125,6 +131,12 @@ class Follower:
                     out.append(status_frame(self.workflow_id, status))
             self.cursor = max(self.cursor, snap.horizon)
             self.status_cursor = max(self.status_cursor, snap.status_cursor)
+            if snap.lines:
+                size = sum([len(line.message) for line in snap.lines]) + 256 * len(snap.lines)
+                if size > self.budget:  # shrink to what fits
+                    self.chunk = max(16, self.chunk * self.budget // size)
+                elif len(snap.lines) >= self.chunk and 2 * size <= self.budget:
+                    self.chunk = min(self.max_chunk, 2 * self.chunk)
             data = b"".join(out)
             if data:
                 yield data
@@ -238,7 +250,8 @@ async def stream_logs(request: Request) -> EventSourceResponse:
         sub.close()
         raise
     follower = Follower(store, workflow_id, filters, cursor, status_cursor,
-                        state.hub.read_chunk, state.metrics)
+                        state.hub.read_chunk, state.metrics, budget=state.hub.queue_bytes,
+                        line_bytes=state.settings.max_line_bytes)
     if snap is not None and cursor < snap.last_seq:
         # the catch-up runs inside the stream, ahead of anything live
         sub.items.appendleft(Batch(snap.last_seq, snap.last_seq, [], time.monotonic(), None))
