@@ -98,6 +98,7 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
         state.store = Store(pool)
         state.hub = Hub(state.store, url, state.metrics, queue_lines=settings.follower_queue_lines,
                         queue_bytes=settings.follower_queue_bytes,
+                        line_bytes=settings.max_line_bytes,
                         end_grace=settings.end_grace_seconds)
         await state.maintain()
         await state.hub.start()

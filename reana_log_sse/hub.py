@@ -78,6 +78,29 @@ class Leave:
 Item = Batch | StatusItem | End | Leave
 
 
+class ReadSize:
+    """How many lines the next read of a workflow asks for, so that it holds about
+    `budget` bytes rather than `most` lines of any size: it starts with what fits if
+    every line is as long as allowed, doubles while full reads stay under half the
+    budget, and shrinks to fit when a read was over it."""
+
+    __slots__ = ("budget", "lines", "most")
+
+    def __init__(self, most: int, budget: int, line_bytes: int) -> None:
+        self.most = most
+        self.budget = budget
+        self.lines = max(16, min(most, budget // (line_bytes + 256)))
+
+    def observe(self, lines: list[Line]) -> None:
+        if not lines:
+            return
+        size = sum([len(line.message) for line in lines]) + 256 * len(lines)
+        if size > self.budget:
+            self.lines = max(16, self.lines * self.budget // size)
+        elif len(lines) >= self.lines and 2 * size <= self.budget:
+            self.lines = min(self.most, 2 * self.lines)
+
+
 class Subscription:
     """A follower's queue of items from its workflow's Feed, bounded in lines and in
     bytes of frames (a few long lines weigh as much as many short ones)."""
@@ -151,6 +174,9 @@ class Feed:
         self._end_at: float | None = None
         self._end_status = ""
         self._was_unknown = False
+        # a read fits half a follower's queue, so a burst reaches live followers as
+        # batches they can queue, not as one overflow that sends them all to the database
+        self.read_size = ReadSize(hub.read_chunk, hub.queue_bytes // 2, hub.line_bytes)
         self.task = asyncio.create_task(self._run(), name=f"feed-{workflow_id}")
 
     def subscribe(self, limit: int, limit_bytes: int) -> Subscription:
@@ -232,10 +258,11 @@ class Feed:
         while True:
             snap = await store.snapshot(
                 self.workflow_id, after=self.last, status_after=self.status_cursor,
-                limit=self.hub.read_chunk,
+                limit=self.read_size.lines,
             )
             if snap is None:
                 return
+            self.read_size.observe(snap.lines)
             start = self.last
             for lines, status in snap.parts():  # lines committed before a status go first
                 upto = snap.horizon if status is None else status.after_seq
@@ -262,13 +289,14 @@ class Hub:
     def __init__(
         self, store: Store, database_url: str, metrics: Metrics, *,
         queue_lines: int, end_grace: float, read_chunk: int = 2000,
-        queue_bytes: int = 8 * 1024 * 1024,
+        queue_bytes: int = 8 * 1024 * 1024, line_bytes: int = 64 * 1024,
     ) -> None:
         self.store = store
         self.database_url = database_url
         self.metrics = metrics
         self.queue_lines = queue_lines
         self.queue_bytes = queue_bytes
+        self.line_bytes = line_bytes
         self.end_grace = end_grace
         self.read_chunk = read_chunk
         self.feeds: dict[uuid.UUID, Feed] = {}

@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from .auth import authorized_workflow
 from .errors import ServiceError
-from .hub import Batch, End, Leave, StatusItem, Subscription
+from .hub import Batch, End, Leave, ReadSize, StatusItem, Subscription
 from .lines import Line, event_frame
 from .store import Filters, StatusRow, Store
 
@@ -88,12 +88,7 @@ class Follower:
         self.filters = filters
         self.cursor = cursor  # every matching line with seq <= cursor has been sent
         self.status_cursor = status_cursor
-        self.max_chunk = chunk
-        # A catch-up read holds about `budget` bytes (the follower queue's bound), not
-        # `chunk` lines of any size: it starts at what fits if every line is as long as
-        # allowed, doubles while full reads stay under half the budget, shrinks past it.
-        self.budget = budget
-        self.chunk = max(16, min(chunk, budget // (line_bytes + 256)))
+        self.read_size = ReadSize(chunk, budget, line_bytes)  # catch-up reads: ~budget bytes
         self.metrics = metrics
         self.unfiltered = not filters.jobs and filters.kind is None
         self.sent_delay = metrics.stage_delay.labels("committed_to_sent")
@@ -120,7 +115,7 @@ class Follower:
             self.metrics.catchup_reads.inc()
             snap = await self.store.snapshot(
                 self.workflow_id, after=self.cursor, status_after=self.status_cursor,
-                limit=self.chunk, filters=self.filters, upto=until,
+                limit=self.read_size.lines, filters=self.filters, upto=until,
             )
             if snap is None:
                 return
@@ -131,12 +126,7 @@ class Follower:
                     out.append(status_frame(self.workflow_id, status))
             self.cursor = max(self.cursor, snap.horizon)
             self.status_cursor = max(self.status_cursor, snap.status_cursor)
-            if snap.lines:
-                size = sum([len(line.message) for line in snap.lines]) + 256 * len(snap.lines)
-                if size > self.budget:  # shrink to what fits
-                    self.chunk = max(16, self.chunk * self.budget // size)
-                elif len(snap.lines) >= self.chunk and 2 * size <= self.budget:
-                    self.chunk = min(self.max_chunk, 2 * self.chunk)
+            self.read_size.observe(snap.lines)
             data = b"".join(out)
             if data:
                 yield data

@@ -196,3 +196,36 @@ def test_metrics_open_on_purpose_or_behind_its_own_token(server_factory):
     assert guarded.get("/metrics", headers={"Authorization": "Bearer reader"}).status_code == 401
     ok = guarded.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
     assert ok.status_code == 200 and "reana_log_sse_" in ok.text
+
+
+async def test_stream_feed_reads_a_big_burst_in_pieces_that_fit_a_queue(server_factory):
+    # One batch of 12 MiB in 64 KiB lines: the feed reads it in pieces that fit a
+    # follower's queue (so a live follower is not sent to the database for all of it).
+    bound = 2 * 1024 * 1024
+    server = server_factory(follower_queue_bytes=bound, max_body_bytes=32 * 1024 * 1024)
+    store = server.app.state.store
+    reads: list[int] = []
+    snapshot = store.snapshot
+
+    async def recording_snapshot(*args: Any, **kwargs: Any) -> Any:
+        snap = await snapshot(*args, **kwargs)
+        if snap is not None and kwargs.get("upto") is None and kwargs.get("limit"):
+            reads.append(sum(len(line.message) for line in snap.lines))  # the feed's reads
+        return snap
+
+    store.snapshot = recording_snapshot
+    wf = uuid.uuid4()
+    post_batch(server.url, server.ingest_token, [event(wf, "first")])
+    from tests.helpers import Follower
+
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        await follower.wait_logs(1)
+        line = "y" * (64 * 1024 - 100)
+        await asyncio.to_thread(post_batch, server.url, server.ingest_token,
+                                [event(wf, f"{i} {line}") for i in range(200)])
+        await follower.wait_logs(201, timeout=60)
+        assert follower.ids == list(range(1, 202))
+    overflows = server.get("/metrics").text.count("follower_overflows_total 0.0") == 0
+    print(f"\n12.5 MiB burst: feed reads {len(reads)}, largest {max(reads) / 2**20:.2f} MiB "
+          f"(queue bound {bound >> 20} MiB); a follower overflowed: {overflows}")
+    assert max(reads) <= bound // 2 + 64 * 1024
