@@ -272,8 +272,10 @@ def test_ship_service_down_20s_nothing_lost_spool_bounded(live_server, tmp_path)
 def test_ship_refused_batch_is_logged_and_shipping_goes_on(server_factory, tmp_path):
     server = server_factory(max_body_bytes=4000)
     wf = str(uuid.uuid4())
-    script = ("import os, sys, time; print(os.urandom(3000).hex(), flush=True); "
-              "time.sleep(1); print('small', flush=True)")
+    # two long lines in one batch are over the cap and cannot be cut into it: refused
+    # (one line alone over the cap would be cut and stored: test_hostile.py)
+    script = ("import os, sys, time; print(os.urandom(1500).hex() + '\\n' + "
+              "os.urandom(1500).hex(), flush=True); time.sleep(1); print('small', flush=True)")
     shipper = Shipper(server, tmp_path, wf, "--", sys.executable, "-c", script)
     assert shipper.wait() == 0
     assert stored(server, wf) == [("small", "stdout")]
