@@ -243,6 +243,27 @@ def test_ship_killed_with_9_three_times_every_line_once(live_server, tmp_path):
     assert duplicates_counted(live_server) > 0  # the resent batch was stored once
 
 
+def test_ship_restarted_after_a_rotation_reads_the_old_file_to_its_end(live_server, tmp_path):
+    wf = str(uuid.uuid4())
+    out, done = tmp_path / "job.out", tmp_path / "job.exit"
+    args = (str(out), "--exit-code-file", str(done))
+    expected = [f"before {i}" for i in range(100)]
+    with open(out, "w") as f:
+        f.write("".join(m + "\n" for m in expected))
+        f.flush()
+        shipper = Shipper(live_server, tmp_path, wf, *args)
+        wait_for(lambda: count(live_server, wf) == 100, "the first lines")
+        shipper.kill9()
+        os.rename(out, tmp_path / "job.out.1")  # rotated while no shipper ran
+        late = [f"old file {i}" for i in range(30)]
+        f.write("".join(m + "\n" for m in late))
+    new = [f"new file {i}" for i in range(30)]
+    out.write_text("".join(m + "\n" for m in new))
+    done.write_text("0")
+    assert Shipper(live_server, tmp_path, wf, *args).wait() == 0
+    assert [m for m, _ in stored(live_server, wf)] == expected + late + new
+
+
 def test_ship_service_down_20s_nothing_lost_spool_bounded(live_server, tmp_path):
     wf, cap = str(uuid.uuid4()), 32 * 1024
     out, done = tmp_path / "job.out", tmp_path / "job.exit"
@@ -270,16 +291,21 @@ def test_ship_service_down_20s_nothing_lost_spool_bounded(live_server, tmp_path)
 
 
 def test_ship_refused_batch_is_logged_and_shipping_goes_on(server_factory, tmp_path):
+    # A batch that can never succeed (several lines, together over the service's body cap:
+    # 413; a single line over the cap would be cut and stored, not refused) is logged and
+    # dropped, and the lines after it still go.
     server = server_factory(max_body_bytes=4000)
     wf = str(uuid.uuid4())
-    # two long lines in one batch are over the cap and cannot be cut into it: refused
-    # (one line alone over the cap would be cut and stored: test_hostile.py)
-    script = ("import os, sys, time; print(os.urandom(1500).hex() + '\\n' + "
-              "os.urandom(1500).hex(), flush=True); time.sleep(1); print('small', flush=True)")
-    shipper = Shipper(server, tmp_path, wf, "--", sys.executable, "-c", script)
+    out, done = tmp_path / "job.out", tmp_path / "job.exit"
+    out.write_text("".join(f"{i} {'x' * 1500}\n" for i in range(4)))  # one batch, ~6.5 kB
+    shipper = Shipper(server, tmp_path, wf, str(out), "--exit-code-file", str(done))
+    wait_for(lambda: "refused for good: 413" in shipper.logged(), "the 413 logged")
+    with out.open("a") as f:
+        f.write("small\n")
+    wait_for(lambda: count(server, wf) == 1, "the line after the refused batch")
+    done.write_text("0")
     assert shipper.wait() == 0
     assert stored(server, wf) == [("small", "stdout")]
-    assert "refused for good: 413" in shipper.logged()
 
 
 def test_ship_forwards_sigterm_and_exits_with_the_command_code(live_server, tmp_path):
@@ -328,6 +354,16 @@ def test_ship_single_file_runs_alone_with_python_isolated(live_server, tmp_path,
     assert shipper.wait() == 0, shipper.stderr.read_text()
     assert sorted(stored(live_server, wf)) == [("hello", "stdout"), ("oops", "stderr")]
     assert [s for s, _ in job_statuses(live_server, wf)] == ["finished"]
+    # and following a file, with a spool of its own
+    (alone / "job.out").write_text("from a file\nlast, no newline")
+    (alone / "job.exit").write_text("2")
+    follower = Shipper(live_server, alone, wf, "job.out", "--exit-code-file", "job.exit",
+                       "--spool-dir", str(alone / "spool2"), name="follow",
+                       argv0=[python, "-I", "-S", str(alone / "ship.py")])
+    assert follower.wait() == 0, follower.stderr.read_text()
+    assert [m for m, _ in stored(live_server, wf)][2:] == ["from a file", "last, no newline"]
+    assert [(s, d.get("exit_code")) for s, d in job_statuses(live_server, wf)][1:] == [
+        ("failed", 2)]
     version = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"],
                              capture_output=True, text=True).stdout
     if which == "python3.9":
@@ -339,5 +375,9 @@ def test_ship_usage_errors_are_clear(tmp_path):
                           "not-a-uuid", "--spool-dir", str(tmp_path), "--", "true"],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "workflow UUID" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "reana_log_sse", "ship", "--workflow",
+                          str(uuid.uuid4()), "--server", "localhost:8000", "--spool-dir",
+                          str(tmp_path), "--", "true"], capture_output=True, text=True)
+    assert run.returncode == 2 and "http:// or https://" in run.stderr
     assert json.dumps(ship.rfc3339(1_700_000_000_123_456_789)) == \
         '"2023-11-14T22:13:20.123456789Z"'
