@@ -292,10 +292,14 @@ def test_ship_service_down_20s_nothing_lost_spool_bounded(live_server, tmp_path)
 
 def test_ship_refused_batch_is_logged_and_shipping_goes_on(server_factory, tmp_path):
     server = server_factory(max_body_bytes=4000)
-    wf = str(uuid.uuid4())
-    script = ("import os, sys, time; print(os.urandom(3000).hex(), flush=True); "
-              "time.sleep(1); print('small', flush=True)")
+    wf, go = str(uuid.uuid4()), tmp_path / "go"
+    # the small line only once the big one was refused: else both could share a batch
+    script = ("import os, sys, time; print(os.urandom(3000).hex(), flush=True)\n"
+              f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+              "print('small', flush=True)")
     shipper = Shipper(server, tmp_path, wf, "--", sys.executable, "-c", script)
+    wait_for(lambda: "refused for good: 413" in shipper.logged(), "the big line refused")
+    go.touch()
     assert shipper.wait() == 0
     assert stored(server, wf) == [("small", "stdout")]
     assert "refused for good: 413" in shipper.logged()
