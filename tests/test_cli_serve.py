@@ -53,13 +53,13 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> httpx.Response:
     raise AssertionError("serve did not become ready in 60 s")
 
 
-def _wait_gone(data_dir: Path) -> list[psutil.Process]:
-    for _ in range(100):
-        left = _postmasters(data_dir)
-        if not left:
-            return left
+def _wait_gone(data_dir: Path, timeout: float = 60) -> list[psutil.Process]:
+    """The embedded postmasters still running under data_dir once they had `timeout` to
+    stop (a busy machine may take its time; a postmaster left running stays forever)."""
+    deadline = time.monotonic() + timeout
+    while (left := _postmasters(data_dir)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    return _postmasters(data_dir)
+    return left
 
 
 @pytest.fixture

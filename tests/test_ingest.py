@@ -153,9 +153,14 @@ def test_ingest_notifies_once_per_committed_batch(live_server):
         listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         post_batch(live_server.url, live_server.ingest_token,
                    [event(wf, f"l{i}") for i in range(500)])
-        payloads = [n.payload for n in listener.notifies(timeout=1.0)]
-    assert len(payloads) == 1
-    assert json.loads(payloads[0])["w"] == {str(wf): 500}
+        marker = uuid.uuid4()  # notifies arrive in commit order: all of wf's come before
+        post_batch(live_server.url, live_server.ingest_token, [event(marker, "after")])
+        payloads = []
+        for n in listener.notifies(timeout=60):
+            payloads.append(json.loads(n.payload)["w"])
+            if str(marker) in payloads[-1]:
+                break
+    assert payloads == [{str(wf): 500}, {str(marker): 1}]
 
 
 def test_ingest_answers_503_with_retry_after_when_the_database_is_down(live_server):
