@@ -25,6 +25,11 @@ _COPY = (
     "COPY incoming (workflow_id, ord, ts, dedupe, kind, job_id, step, pod, container,"
     " stream, message, truncated, collected_at) FROM STDIN (FORMAT BINARY)"
 )
+# The same columns straight into log_lines, seq in place of ord (see Store.ingest).
+_COPY_LINES = (
+    "COPY log_lines (workflow_id, seq, ts, dedupe, kind, job_id, step, pod, container,"
+    " stream, message, truncated, collected_at) FROM STDIN (FORMAT BINARY)"
+)
 _COPY_TYPES = ["uuid", "int8", "timestamptz", "uuid", "text", "text", "text", "text", "text",
                "text", "text", "bool", "timestamptz"]
 _LINE_COLUMNS = "seq, kind, job_id, step, stream, ts, message, truncated"
@@ -133,21 +138,21 @@ class Store:
             async with conn.transaction():
                 if lines:
                     async with conn.cursor() as cur:
-                        async with cur.copy(_COPY) as copy:
-                            copy.set_types(_COPY_TYPES)
-                            for line in lines:
-                                await copy.write_row(line)
                         ids = sorted(counts)
                         await cur.execute(
                             _ALLOCATE,
                             {"workflow_ids": ids, "counts": [counts[w] for w in ids]},
                         )
                         last = {row[0]: row[1] for row in await cur.fetchall()}
-                        await cur.execute(
-                            _INSERT,
-                            {"workflow_ids": ids, "bases": [last[w] - counts[w] for w in ids]},
-                        )
-                        inserted = cur.rowcount
+                        bases = {w: last[w] - counts[w] for w in ids}
+                        # read where ingest.sql's join read it: after the allocation
+                        steps = await _job_steps(cur, lines)
+                        try:
+                            inserted = await _copy_lines(conn, cur, lines, bases, steps)
+                        except psycopg.errors.UniqueViolation:
+                            # some lines are stored already (a retry): the staged path
+                            # skips exactly those (its savepoint was rolled back)
+                            inserted = await _stage_lines(cur, lines, ids, bases)
                         await _notify(cur, last)
                 if rejected:
                     async with conn.cursor() as cur:
@@ -292,6 +297,52 @@ class Store:
     async def ping(self) -> None:
         async with translated(), self.pool.connection() as conn:
             await conn.execute("SELECT 1")
+
+
+async def _job_steps(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine]
+                     ) -> dict[tuple[uuid.UUID, str], str]:
+    """The steps REANA named for the jobs of the lines that carry none (pods do not)."""
+    wanted = {(line.workflow_id, line.job_id) for line in lines
+              if line.step is None and line.job_id is not None}
+    if not wanted:
+        return {}
+    await cur.execute(
+        "SELECT workflow_id, job_id, step FROM job_steps"
+        " WHERE workflow_id = ANY(%s) AND job_id = ANY(%s)",
+        (list({w for w, _ in wanted}), list({j for _, j in wanted})),
+    )
+    return {(w, j): step for w, j, step in await cur.fetchall()}
+
+
+async def _copy_lines(conn: psycopg.AsyncConnection[Any], cur: psycopg.AsyncCursor[Any],
+                      lines: Sequence[PreparedLine], bases: dict[uuid.UUID, int],
+                      steps: dict[tuple[uuid.UUID, str], str]) -> int:
+    """COPY the lines straight into log_lines with their ids (the common case: no line
+    is stored yet), in a savepoint: a line already stored makes the whole COPY fail with
+    a unique violation and leaves nothing behind."""
+    async with conn.transaction(), cur.copy(_COPY_LINES) as copy:
+        copy.set_types(_COPY_TYPES)
+        write = copy.write_row
+        for line in lines:
+            step = line.step
+            if step is None and steps and line.job_id is not None:
+                step = steps.get((line.workflow_id, line.job_id))
+            await write((line.workflow_id, bases[line.workflow_id] + line.ord, line.ts,
+                         line.dedupe, line.kind, line.job_id, step, line.pod, line.container,
+                         line.stream, line.message, line.truncated, line.collected_at))
+    return len(lines)
+
+
+async def _stage_lines(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine],
+                       ids: list[uuid.UUID], bases: dict[uuid.UUID, int]) -> int:
+    """COPY into the staging table, then INSERT .. ON CONFLICT DO NOTHING: stores the
+    lines not stored yet; returns how many."""
+    async with cur.copy(_COPY) as copy:
+        copy.set_types(_COPY_TYPES)
+        for line in lines:
+            await copy.write_row(line)
+    await cur.execute(_INSERT, {"workflow_ids": ids, "bases": [bases[w] for w in ids]})
+    return cur.rowcount
 
 
 async def _notify(cur: psycopg.AsyncCursor[Any], last: dict[uuid.UUID, int]) -> None:

@@ -57,7 +57,7 @@ async def run(opts: dict[str, Any]) -> str:
         cores = int(machine["cores"] or 1)
         echo(SHARED_MACHINE.format(cores=cores))
         tree = opts.get("service_tree")
-        server = h.Server(url, {"PYTHONPATH": str(tree.resolve())} if tree else None).start()
+        server = h.Server(url, tree=tree.resolve() if tree else None).start()
         try:
             results = await _scenarios(server, url, sizes, only, out if opts["profile"] else None,
                                        echo)
