@@ -130,6 +130,17 @@ class Store:
     async def ingest(
         self, lines: Sequence[PreparedLine], rejected: Sequence[tuple[str, str]]
     ) -> IngestResult:
+        try:
+            return await self._ingest(lines, rejected, direct=True)
+        except psycopg.errors.UniqueViolation:
+            # some lines are stored already (a retry): that transaction left nothing;
+            # the staged path skips exactly the stored lines
+            return await self._ingest(lines, rejected, direct=False)
+
+    async def _ingest(
+        self, lines: Sequence[PreparedLine], rejected: Sequence[tuple[str, str]], *,
+        direct: bool,
+    ) -> IngestResult:
         counts: dict[uuid.UUID, int] = {}
         for line in lines:
             counts[line.workflow_id] = line.ord  # ords count up within a workflow
@@ -145,13 +156,11 @@ class Store:
                         )
                         last = {row[0]: row[1] for row in await cur.fetchall()}
                         bases = {w: last[w] - counts[w] for w in ids}
-                        # read where ingest.sql's join read it: after the allocation
-                        steps = await _job_steps(cur, lines)
-                        try:
-                            inserted = await _copy_lines(conn, cur, lines, bases, steps)
-                        except psycopg.errors.UniqueViolation:
-                            # some lines are stored already (a retry): the staged path
-                            # skips exactly those (its savepoint was rolled back)
+                        if direct:
+                            # read where ingest.sql's join reads it: after the allocation
+                            steps = await _job_steps(cur, lines)
+                            inserted = await _copy_lines(cur, lines, bases, steps)
+                        else:
                             inserted = await _stage_lines(cur, lines, ids, bases)
                         await _notify(cur, last)
                 if rejected:
@@ -314,13 +323,13 @@ async def _job_steps(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine
     return {(w, j): step for w, j, step in await cur.fetchall()}
 
 
-async def _copy_lines(conn: psycopg.AsyncConnection[Any], cur: psycopg.AsyncCursor[Any],
-                      lines: Sequence[PreparedLine], bases: dict[uuid.UUID, int],
+async def _copy_lines(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine],
+                      bases: dict[uuid.UUID, int],
                       steps: dict[tuple[uuid.UUID, str], str]) -> int:
     """COPY the lines straight into log_lines with their ids (the common case: no line
-    is stored yet), in a savepoint: a line already stored makes the whole COPY fail with
-    a unique violation and leaves nothing behind."""
-    async with conn.transaction(), cur.copy(_COPY_LINES) as copy:
+    is stored yet). A line already stored makes the COPY fail with a unique violation,
+    which rolls the whole transaction back (Store.ingest then takes the staged path)."""
+    async with cur.copy(_COPY_LINES) as copy:
         copy.set_types(_COPY_TYPES)
         write = copy.write_row
         for line in lines:
