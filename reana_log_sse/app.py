@@ -67,6 +67,12 @@ def _static_dir() -> str:
     return str(resources.files("reana_log_sse").joinpath("static"))
 
 
+def app_from_env() -> Starlette:
+    """The app of one `serve --workers N` process: its settings from the environment,
+    which the parent filled in (uvicorn imports this factory in every worker)."""
+    return create_app(Settings.from_env())
+
+
 def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None) -> Starlette:
     """Build the app. `settings.database_url` must be set (serve resolves the embedded one)."""
     if not settings.database_url:

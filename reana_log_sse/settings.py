@@ -40,6 +40,11 @@ class Settings:
     log_level: str = dataclasses.field(
         default="info", metadata={"help": "debug, info, warning or error"}
     )
+    workers: int = dataclasses.field(
+        default=1,
+        metadata={"help": "serve: processes sharing the port, each with its own pool, "
+                  "LISTEN connection and followers (uvicorn's workers)"},
+    )
     ingest_tokens: str = dataclasses.field(
         default="", metadata={"help": "comma-separated bearer tokens accepted by the ingest "
                               "and status endpoints"}
