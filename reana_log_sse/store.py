@@ -33,6 +33,9 @@ _COPY_LINES = (
 _COPY_TYPES = ["uuid", "int8", "timestamptz", "uuid", "text", "text", "text", "text", "text",
                "text", "text", "bool", "timestamptz"]
 _LINE_COLUMNS = "seq, kind, job_id, step, stream, ts, message, truncated"
+# (seq, frame bytes): the frames of a catch-up read, built by PostgreSQL (frame.sql)
+_FRAME = "\n".join(x for x in load_sql("frame.sql").splitlines() if not x.startswith("--"))
+_FRAME_COLUMNS = f"seq, convert_to({_FRAME}, 'UTF8')"
 
 
 class PreparedLine(NamedTuple):
@@ -107,6 +110,18 @@ class Snapshot:
     statuses: list[StatusRow]
     status_cursor: int  # highest status id covered
     job_statuses: list[StatusRow] = dataclasses.field(default_factory=list)
+    frames: list[tuple[int, bytes]] = dataclasses.field(default_factory=list)
+
+    def frame_parts(self) -> Iterator[tuple[bytes, StatusRow | None]]:
+        """As parts(), for a read with frames=True: the joined frames up to each status."""
+        frames, i = self.frames, 0
+        for status in self.statuses:
+            j = i
+            while j < len(frames) and frames[j][0] <= status.after_seq:
+                j += 1
+            yield b"".join([f for _, f in frames[i:j]]), status
+            i = j
+        yield b"".join([f for _, f in frames[i:]]), None
 
     def parts(self) -> Iterator[tuple[list[Line], StatusRow | None]]:
         """The lines in order, cut at each status: (lines up to it, status) for each status,
@@ -229,8 +244,12 @@ class Store:
         tail: int | None = None,
         upto: int | None = None,
         job_statuses: bool = False,
+        frames: bool = False,
     ) -> Snapshot | None:
         """One REPEATABLE READ view of a workflow: its counters, lines and statuses.
+
+        frames: the lines come as (seq, SSE frame) in `frames`, built by PostgreSQL
+        (the catch-up: no Python object per line), not as Line objects in `lines`.
 
         Lines: seq > after (at most `limit`, or the last `tail` matching); statuses:
         id > status_after (None: none are read); job_statuses: the latest status of each
@@ -264,10 +283,11 @@ class Store:
                 horizon = ceiling
             else:
                 await cur.execute(
-                    f"SELECT {_LINE_COLUMNS} FROM log_lines WHERE workflow_id = %(wf)s"
+                    f"SELECT {_FRAME_COLUMNS if frames else _LINE_COLUMNS} FROM log_lines"
+                    " WHERE workflow_id = %(wf)s"
                     " AND seq > %(after)s AND seq <= %(upto)s" + _FILTER_SQL +
                     " ORDER BY seq LIMIT %(limit)s",
-                    {**params, "limit": limit},
+                    {**params, "limit": limit}, binary=frames,
                 )
                 rows = await cur.fetchall()
                 if limit == 0:
@@ -298,6 +318,9 @@ class Store:
                 )
                 jobs = sorted((StatusRow(*r) for r in await cur.fetchall()),
                               key=lambda r: r.id)
+        if frames:
+            return Snapshot(last_seq, status, status_age, horizon, [], statuses,
+                            status_cursor, jobs, rows)  # type: ignore[arg-type]
         name = str(workflow_id)
         lines = [Line.from_row(name, r) for r in rows]
         return Snapshot(last_seq, status, status_age, horizon, lines, statuses, status_cursor,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -16,7 +17,7 @@ from .auth import authorized_workflow
 from .errors import ServiceError
 from .hub import Batch, End, StatusItem, Subscription
 from .lines import Line, event_frame
-from .store import Filters, StatusRow, Store
+from .store import Filters, Snapshot, StatusRow, Store
 
 logger = logging.getLogger("reana_log_sse")
 
@@ -89,27 +90,48 @@ class Follower:
         return out
 
     async def catch_up(self, until: int | None) -> AsyncIterator[bytes]:
-        """Read from the database what lies between our cursor and `until` (None: now)."""
-        while until is None or self.cursor < until:
-            self.metrics.catchup_reads.inc()
-            snap = await self.store.snapshot(
-                self.workflow_id, after=self.cursor, status_after=self.status_cursor,
-                limit=self.chunk, filters=self.filters, upto=until,
-            )
-            if snap is None:
-                return
-            out = []
-            for lines, status in snap.parts():
-                out.append(self.frames(lines))
-                if status is not None:
-                    out.append(status_frame(self.workflow_id, status))
-            self.cursor = max(self.cursor, snap.horizon)
-            self.status_cursor = max(self.status_cursor, snap.status_cursor)
-            data = b"".join(out)
-            if data:
-                yield data
-            if snap.horizon >= (snap.last_seq if until is None else min(until, snap.last_seq)):
-                return
+        """Read from the database what lies between our cursor and `until` (None: now).
+        The next chunk is read while this one is being sent (one read in flight)."""
+        pending: asyncio.Task[Snapshot | None] | None = None
+        try:
+            while until is None or self.cursor < until:
+                snap = await (pending or self._read(until))
+                pending = None
+                if snap is None:
+                    return
+                out = []
+                # frames built by PostgreSQL, filtered there: every one is past our cursor
+                for frames, status in snap.frame_parts():
+                    out.append(frames)
+                    if status is not None:
+                        out.append(status_frame(self.workflow_id, status))
+                self.cursor = max(self.cursor, snap.horizon)
+                self.status_cursor = max(self.status_cursor, snap.status_cursor)
+                done = snap.horizon >= (snap.last_seq if until is None
+                                        else min(until, snap.last_seq))
+                if not done:
+                    pending = asyncio.ensure_future(self._read(until))
+                data = b"".join(out)
+                if data:
+                    yield data
+                if done:
+                    return
+        finally:
+            if pending is not None:  # the stream closed: the read ahead is not wanted
+                pending.cancel()
+                pending.add_done_callback(_retrieve)
+
+    async def _read(self, until: int | None) -> Snapshot | None:
+        self.metrics.catchup_reads.inc()
+        return await self.store.snapshot(
+            self.workflow_id, after=self.cursor, status_after=self.status_cursor,
+            limit=self.chunk, filters=self.filters, upto=until, frames=True,
+        )
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # an abandoned read's error is not worth a warning
 
 
 async def follow(

@@ -236,7 +236,11 @@ def rows_and_notes(r: dict[str, Any], s: Any, cores: int) -> tuple[list[Row], li
         rows.append(Row("4 catch-up", f"one follower joining {c['lines']:,} stored lines, "
                         f"then live ({c['live_ms']:.0f} ms)", c["rate"], "lines/s",
                         "COPY TO of the same rows", c["copy_rate"], ">= 0.5x",
-                        c["rate"] >= 0.5 * c["copy_rate"], c["cpu"]))
+                        c["rate"] >= 0.5 * c["copy_rate"], c["cpu"],
+                        "CPU per line: " + ", ".join(
+                            f"{who} {c['cpu'][k] / 100 * c['seconds'] / c['lines'] * 1e6:.2f} µs"
+                            for k, who in (("service", "service"),
+                                           ("postgres", "PostgreSQL")))))
         notes.append(f"Catch-up: {_limit(c['cpu'], cores)}.")
     sse_by_n = {x["followers"]: x for x in r.get("latency", []) if x["layout"] == "one workflow"}
     for p in r.get("polling", []):
