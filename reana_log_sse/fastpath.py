@@ -45,7 +45,7 @@ class _Event(msgspec.Struct, frozen=True):
     stream: Literal["stdout", "stderr"]
     timestamp: str
     message: str
-    kind: Literal["job", "workflow"] = "job"
+    kind: Literal["job", "workflow", "service"] = "job"
     job_id: _Name | None = None
     step: _Name | None = None
     pod: _Name | None = None

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 
 from .errors import PartitionMissing
 from .fastpath import prepare_fast
+from .identity import LineKeys, parse_ns
 from .models import LogEvent
 from .partitions import Window
 from .store import PreparedLine
@@ -134,7 +135,7 @@ class Preparer:
     stored, and its digest, cannot depend on which of them decoded the batch."""
 
     __slots__ = ("lines", "max_line_bytes", "window", "_start", "_end", "_ords", "_names",
-                 "_seen")
+                 "_seen", "_keys")
 
     def __init__(self, *, max_line_bytes: int, window: Window) -> None:
         self.lines: list[PreparedLine] = []
@@ -144,6 +145,7 @@ class Preparer:
         self._ords: dict[int, int] = {}  # keyed by the UUID's int: uuid.UUID hashes in Python
         self._names: dict[int, str] = {}
         self._seen: set[bytes] = set()
+        self._keys = LineKeys()  # line_key: the identity the live tap can reproduce
 
     def add(self, wid: uuid.UUID, event: Any, ts: dt.datetime, collected: dt.datetime | None,
             ts_text: str) -> str | None:
@@ -176,9 +178,14 @@ class Preparer:
             digest = hashlib.blake2b(key + b"\x1f%d" % occurrence, digest_size=16).digest()
         seen.add(digest)
         n = self._ords[key_int] = self._ords.get(key_int, 0) + 1
+        line_key = None
+        if event.pod and event.container:  # identity.py: what Vector and the tap agree on
+            ns = parse_ns(ts_text)
+            if ns is not None:
+                line_key = self._keys.key(name, event.pod, event.container, ns, message)
         self.lines.append(PreparedLine(
             wid, n, ts, _uuid(digest), event.kind, event.job_id, event.step,
-            event.pod, event.container, event.stream, message, cut, collected,
+            event.pod, event.container, event.stream, message, cut, collected, line_key,
         ))
         return None
 
@@ -251,6 +258,7 @@ async def ingest_vector(request: Request) -> JSONResponse:
     _observe(metrics, lines, result.committed_at)
     metrics.lines_ingested.inc(result.accepted)
     metrics.duplicates.inc(result.duplicates)
+    metrics.tap_duplicates.inc(result.adopted)
     metrics.ingest_requests.labels("200").inc()
     if rejected:
         for reason, _ in rejected:

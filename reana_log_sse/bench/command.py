@@ -29,19 +29,21 @@ class Sizes:
     fanout_workflows: int = 100
     catchup_lines: int = 1_000_000
     cli_lines: int = 200_000
+    tap_samples: int = 100
 
 
 SIZES = {
     "full": Sizes(),
     "quick": Sizes(ingest_lines=30_000, floor_samples=100, followers=(1, 100, 1000),
                    spread=((1000, 100),), duration=4.0, polling=(100,), fanout=2000,
-                   fanout_workflows=20, catchup_lines=100_000, cli_lines=20_000),
+                   fanout_workflows=20, catchup_lines=100_000, cli_lines=20_000,
+                   tap_samples=30),
     "tiny": Sizes(ingest_lines=2000, senders=2, floor_samples=10, followers=(1, 3),
                   spread=((4, 2),), duration=1.0, live_batch=10, rate=100.0, polling=(3,),
                   poll_interval=0.5, fanout=10, fanout_workflows=2, catchup_lines=3000,
-                  cli_lines=500),
+                  cli_lines=500, tap_samples=5),
 }
-SCENARIOS = ("ingest", "latency", "fanout", "catchup", "polling", "cli")
+SCENARIOS = ("ingest", "latency", "fanout", "catchup", "polling", "cli", "tap")
 
 
 @click.command()

@@ -15,6 +15,7 @@ from . import fanout as fo
 from . import harness as h
 from . import latency as lat
 from . import socketfloor as sf
+from . import tap
 from . import throughput as tp
 from .profile import py_spy
 from .report import (
@@ -146,6 +147,9 @@ async def _scenarios(server: h.Server, url: str, s: Any, only: set[str], prof: A
                     r["cli"] = await tp.cli(server, meter, lines=s.cli_lines)
             else:
                 r["cli"] = None
+        if "tap" in only:
+            with step("tap"):
+                r["tap"] = await tap.tap_vs_vector(url, samples=s.tap_samples)
     await asyncio.sleep(0)
     return r
 
@@ -276,6 +280,25 @@ def rows_and_notes(r: dict[str, Any], s: Any, cores: int) -> tuple[list[Row], li
                             if c.get("startup") is not None else ""))
             notes.append(f"CLI: {_limit(c['cpu'], cores)} (the CLI's own process is "
                          "counted as load generator).")
+    if "tap" in r:
+        t = r["tap"]
+        if "skipped" in t:
+            rows.append(Row("7 tap", "quiet line, write -> follower", math.nan, "ms",
+                            note=f"NOT MEASURED: {t['skipped']}"))
+        else:
+            v = t["vector"]
+            rows.append(Row("7 tap", f"quiet line, write -> follower through the tap, p99 "
+                            f"({t['samples']} lines, p50 {t['tap']['p50']:.1f} ms)",
+                            t["tap"]["p99"], "ms", "Vector after >= 10 s idle, p99", v["p99"],
+                            "well under 1 s", t["tap"]["p99"] < 1000,
+                            note=f"Vector p50 {v['p50']:,.0f} ms (simulated read wait + "
+                            f"measured ingest p50 {t['ingest']['p50']:.1f} ms)"))
+            notes.append("Tap: Vector's idle read is simulated from its source "
+                         "(file_watcher/mod.rs should_read: an idle file is tried every 10 s; "
+                         "file_server.rs backoff up to 2,048 ms: U(0, 10.24 s)), plus up to "
+                         "the 0.2 s batch timeout and a measured POST -> follower; the tap "
+                         "is measured end to end through the fake apiserver and "
+                         "kubernetes-asyncio.")
     return rows, notes
 
 
