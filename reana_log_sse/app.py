@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -93,7 +94,9 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
         state.pool = pool
         state.store = Store(pool)
         state.hub = Hub(state.store, url, state.metrics, queue_lines=settings.follower_queue_lines,
-                        end_grace=settings.end_grace_seconds)
+                        end_grace=settings.end_grace_seconds,
+                        ping_seconds=settings.ping_seconds,
+                        send_timeout=settings.send_timeout_seconds)
         await state.maintain()
         await state.hub.start()
         await state.hub.wait_listening(10)
@@ -160,8 +163,20 @@ async def _maintenance_loop(state: object) -> None:
             logger.exception("partition maintenance failed")
 
 
+class GZipExceptStreams(GZipMiddleware):
+    """GZip for every answer but the event streams (which GZip would not compress anyway,
+    text/event-stream being excluded, yet would wrap every send of): the stream route
+    sees only pure ASGI middleware that touch its start, not each of its writes."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/logs/stream"):
+            await self.app(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def _middleware(settings: Settings) -> list[Middleware]:
-    middleware = [Middleware(GZipMiddleware, minimum_size=4096)]
+    middleware = [Middleware(GZipExceptStreams, minimum_size=4096)]
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # REANA's web UI on another origin embeds <reana-live-log>
         middleware.insert(0, Middleware(

@@ -60,7 +60,15 @@ class End:
     status: str
 
 
-Item = Batch | StatusItem | End
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ping:
+    """Keep-alive for an idle follower: the hub's one ping timer queues it (Hub._pings)."""
+
+    after: int = 0
+
+
+PING = Ping()
+Item = Batch | StatusItem | End | Ping
 
 
 class Subscription:
@@ -72,7 +80,8 @@ class Subscription:
         self.items: collections.deque[Item] = collections.deque()
         self.queued_lines = 0
         self.ending = False
-        self._wakeup = asyncio.Event()
+        self.response: Any = None  # the stream's response (stream.LeanEventSourceResponse)
+        self._waiter: asyncio.Future[None] | None = None
 
     def push(self, item: Item) -> None:
         if self.ending:  # nothing after `end` matters, and it must never be dropped
@@ -90,12 +99,26 @@ class Subscription:
                 size = 0
         self.items.append(item)
         self.queued_lines += size
-        self._wakeup.set()
+        self._wake()
+
+    def ping(self) -> None:
+        """Queue a keep-alive if nothing else is queued (a busy stream needs none)."""
+        if not self.items and not self.ending:
+            self.items.append(PING)
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def get(self) -> Item:
         while not self.items:
-            self._wakeup.clear()
-            await self._wakeup.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         item = self.items.popleft()
         if isinstance(item, Batch):
             self.queued_lines -= len(item.lines)
@@ -233,7 +256,11 @@ class Hub:
     def __init__(
         self, store: Store, database_url: str, metrics: Metrics, *,
         queue_lines: int, end_grace: float, read_chunk: int = 2000,
+        ping_seconds: float = 15.0, send_timeout: float = 60.0,
     ) -> None:
+        self.ping_seconds = ping_seconds
+        self.send_timeout = send_timeout
+        self._pinger: asyncio.Task[None] | None = None
         self.store = store
         self.database_url = database_url
         self.metrics = metrics
@@ -265,6 +292,22 @@ class Hub:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="listen")
+        if self.ping_seconds > 0:
+            self._pinger = asyncio.create_task(self._pings(), name="pings")
+
+    async def _pings(self) -> None:
+        """One timer for every stream: each tick queues a ping for the idle followers
+        and ends the streams whose client has read nothing for `send_timeout` seconds
+        (their write has been waiting that long; they resume from their last id)."""
+        while True:
+            await asyncio.sleep(self.ping_seconds)
+            now = time.monotonic()
+            for feed in list(self.feeds.values()):
+                for sub in list(feed.subscribers):
+                    sub.ping()
+                    response = sub.response
+                    if response is not None:
+                        response.abort_if_stalled(now, self.send_timeout)
 
     async def wait_listening(self, timeout: float) -> bool:
         try:
@@ -274,6 +317,8 @@ class Hub:
         return True
 
     async def stop(self) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
         for feed in list(self.feeds.values()):
             feed.task.cancel()
         if self._task is not None:

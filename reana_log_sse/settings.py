@@ -105,7 +105,14 @@ class Settings:
                   "instead of 404"},
     )
     ping_seconds: float = dataclasses.field(
-        default=15.0, metadata={"help": "seconds between `: ping` comments on a stream"}
+        default=15.0,
+        metadata={"help": "seconds between `: ping` comments on an idle stream (one timer "
+                  "for all streams)"},
+    )
+    send_timeout_seconds: float = dataclasses.field(
+        default=60.0,
+        metadata={"help": "a stream whose client has read nothing this long is ended (checked "
+                  "at each ping tick; the client resumes from its last id)"},
     )
     retry_ms: int = dataclasses.field(
         default=2000, metadata={"help": "the `retry:` sent to EventSource clients"}

@@ -9,13 +9,14 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
+from sse_starlette.sse import SendTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from .auth import authorized_workflow
 from .errors import ServiceError
-from .hub import Batch, End, StatusItem, Subscription
+from .hub import Batch, End, Ping, StatusItem, Subscription
 from .lines import Line, event_frame
 from .store import Filters, Snapshot, StatusRow, Store
 
@@ -158,6 +159,8 @@ async def follow(
                 if item.status.id > follower.status_cursor:
                     follower.status_cursor = item.status.id
                     yield status_frame(follower.workflow_id, item.status)
+            elif isinstance(item, Ping):
+                yield b": ping\n\n"
             elif isinstance(item, End):
                 yield event_frame("end", {"workflow_id": str(follower.workflow_id),
                                           "status": item.status})
@@ -217,11 +220,52 @@ async def stream_logs(request: Request) -> EventSourceResponse:
     if snap is not None and cursor < snap.last_seq:
         # the catch-up runs inside the stream, ahead of anything live
         sub.items.appendleft(Batch(snap.last_seq, snap.last_seq, [], time.monotonic(), None))
-    return EventSourceResponse(
+    response = LeanEventSourceResponse(
         follow(follower, sub, b"".join(first), state.settings.retry_ms),
-        ping=state.settings.ping_seconds,
-        ping_message_factory=lambda: ServerSentEvent(comment="ping", sep="\n"),  # default CRLF
+        ping=0,  # the hub's one timer pings idle streams (Hub._pings)
         sep="\n",
-        send_timeout=60,  # a client that reads nothing for a minute is dropped; it resumes
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+    sub.response = response
+    return response
+
+
+class LeanEventSourceResponse(EventSourceResponse):
+    """sse-starlette's EventSourceResponse with a lean send.
+
+    Its per-send timeout (`send_timeout`) wraps every write in an anyio cancel scope and
+    timer, which cost more than the write itself at 1,000 followers (docs/performance.md).
+    Here a send only notes when it started; the hub's one timer (Hub._pings) calls
+    abort_if_stalled, and a write that has waited longer than the timeout (a client that
+    reads nothing) ends the stream as sse-starlette's own timeout would (SendTimeoutError;
+    the client resumes from its last id). Its per-stream ping task is off (ping=0): the
+    same timer queues the pings. Everything else (disconnects, shutdown, HEAD) is
+    sse-starlette's.
+    """
+
+    sending_since: float | None = None
+    _task: asyncio.Task[Any] | None = None
+    _stalled = False
+
+    async def _send_with_timeout(self, send: Any, message: Any) -> None:
+        if self._task is None:
+            self._task = asyncio.current_task()
+        self.sending_since = time.monotonic()
+        try:
+            await send(message)
+        except asyncio.CancelledError:
+            if not self._stalled:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # our own cancel, turned into sse-starlette's timeout
+            raise SendTimeoutError() from None
+        finally:
+            self.sending_since = None
+
+    def abort_if_stalled(self, now: float, timeout: float) -> None:
+        since = self.sending_since
+        if since is not None and now - since > timeout and self._task is not None \
+                and not self._stalled:
+            self._stalled = True
+            self._task.cancel()
