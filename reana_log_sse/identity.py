@@ -28,19 +28,44 @@ _RFC3339 = re.compile(
 )
 
 
+_blake2b = hashlib.blake2b
+_SECONDS: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> epoch seconds, for the fast path
+
+
 def parse_ns(text: str) -> int | None:
     """Nanoseconds since the epoch of an RFC3339 timestamp with up to nine fraction digits
     (Python's datetime keeps only microseconds); None when it is not one, or has no zone."""
-    m = _RFC3339.match(text.strip())
+    # fast path, the shape every CRI runtime and the kubelet write: ...SS[.fffffffff]Z
+    if 20 <= len(text) <= 30 and text[-1] == "Z" and (len(text) == 20 or text[19] == "."):
+        seconds = _SECONDS.get(text[:19])
+        if seconds is None:
+            seconds = _slow(text[:19] + "Z")
+            if seconds is None:
+                return None
+            seconds //= 1_000_000_000
+            if len(_SECONDS) > 4096:
+                _SECONDS.clear()
+            _SECONDS[text[:19]] = seconds
+        fraction = text[20:-1]
+        if not fraction:
+            return None if len(text) == 21 else seconds * 1_000_000_000
+        if fraction.isdigit() and fraction.isascii():
+            return seconds * 1_000_000_000 + int(fraction.ljust(9, "0"))
+        return None
+    return _slow(text.strip())
+
+
+def _slow(text: str) -> int | None:
+    m = _RFC3339.match(text)
     if m is None:
         return None
     year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
     fraction = m.group(7) or ""
+    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
+        return None
     try:
         seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
     except (ValueError, OverflowError):
-        return None
-    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
         return None
     if m.group(9):
         offset = (int(m.group(10)) * 60 + int(m.group(11))) * 60
@@ -66,9 +91,14 @@ class LineKeys:
 
     def key(self, workflow_id: str, pod: str, container: str, ns: int,
             message: str) -> uuid.UUID:
-        base = "\x1f".join((workflow_id, pod, container, str(ns), message)).encode(
+        base = f"{workflow_id}\x1f{pod}\x1f{container}\x1f{ns}\x1f{message}".encode(
             "utf-8", "replace")
-        ordinal = self._seen.get(base, 0)
-        self._seen[base] = ordinal + 1
-        return uuid.UUID(bytes=hashlib.blake2b(base + b"\x1f%d" % ordinal,
-                                               digest_size=16).digest())
+        seen = self._seen
+        ordinal = seen.get(base, 0)
+        seen[base] = ordinal + 1
+        digest = _blake2b(base + (b"\x1f0" if ordinal == 0 else b"\x1f%d" % ordinal),
+                          digest_size=16).digest()
+        u = object.__new__(uuid.UUID)  # uuid.UUID(bytes=...) without its argument checks
+        object.__setattr__(u, "int", int.from_bytes(digest))
+        object.__setattr__(u, "is_safe", uuid.SafeUUID.unknown)
+        return u

@@ -40,7 +40,8 @@ class Metrics:
         # the Kubernetes API (reana_log_sse/kubernetes/)
         self.kubernetes_up = Gauge(p + "kubernetes_api_up", "1 while the pod watch reaches "
                                    "the Kubernetes API, 0 when it cannot (tap and pod "
-                                   "statuses down), absent when off", registry=r)
+                                   "statuses down; also 0 when the link is off)",
+                                   registry=r)
         self.pod_statuses = Counter(p + "pod_statuses", "Job and workflow statuses derived "
                                     "from pods and stored (each change once)", registry=r)
         self.tap_follows = Gauge(p + "tap_follows", "Open pods/log follows of the live tap",

@@ -86,8 +86,12 @@ class FakeApiserver:
         self.open_follows: dict[tuple[str, str], int] = {}
         self.follow_requests: list[dict[str, str]] = []
         self.open_watches = 0
+        self._transports: set[Any] = set()  # of open watch and log streams
         self.watch_requests: list[dict[str, str]] = []
-        self._generation = 0  # bumped to end open watches
+        self.list_requests: list[dict[str, str]] = []
+        self._generation = 0  # bumped to expire open watches (ERROR 410)
+        self._ended = 0  # bumped to end open watches normally, as timeoutSeconds does
+        self.bookmarks: list[tuple[str, int]] = []  # (selector, resourceVersion) sent
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -191,6 +195,12 @@ class FakeApiserver:
             self._generation += 1
         self._wake()
 
+    def end_watches(self) -> None:
+        """Open watches end normally, as when their timeoutSeconds is up."""
+        with self._lock:
+            self._ended += 1
+        self._wake()
+
     def write(self, pod: str, container: str, message: str, ns: int) -> None:
         with self._lock:
             self.logs.setdefault((pod, container), []).append((ns, message))
@@ -201,6 +211,16 @@ class FakeApiserver:
         with self._lock:
             self.rotations[(pod, container)] = self.rotations.get((pod, container), 0) + 1
         self._wake()
+
+    def drop_connections(self) -> None:
+        """An apiserver restart: every open watch and log stream is cut (TCP reset)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._drop)
+
+    def _drop(self) -> None:
+        for transport in list(self._transports):
+            transport.abort()
+        self._transports.clear()
 
     def follows(self) -> int:
         with self._lock:
@@ -216,6 +236,7 @@ class FakeApiserver:
             return web.json_response(_status(401, "Unauthorized", "Unauthorized"), status=401)
         selector = request.query.get("labelSelector", "")
         if not _flag(request.query.get("watch")):
+            self.list_requests.append(dict(request.query))
             with self._lock:
                 items = [p for p in self.pods.values()
                          if _matches(p["metadata"].get("labels") or {}, selector)]
@@ -232,6 +253,7 @@ class FakeApiserver:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         await response.prepare(request)
+        self._transports.add(request.transport)
         self.open_watches += 1
         try:
             return await self._watch_events(request, response, selector, since, bookmarks,
@@ -245,7 +267,7 @@ class FakeApiserver:
                             selector: str, since: int, bookmarks: bool,
                             timeout: float) -> web.StreamResponse:
         if True:
-            generation = self._generation
+            generation, ended = self._generation, self._ended
             if since < self.compacted:
                 await self._send(response, {"type": "ERROR", "object": _status(
                     410, "Expired", f"too old resource version: {since} ({self.compacted})")})
@@ -268,11 +290,18 @@ class FakeApiserver:
                     await self._send(response, event)
                 if done:
                     return response
+                if events:  # the client knows it is at the last event's resourceVersion
+                    since = int(events[-1]["object"]["metadata"]["resourceVersion"])
+                # nothing for this selector, but the store moved on (other pods changed):
+                # a BOOKMARK carries the newer resourceVersion (watch.go, cacher.go)
                 if bookmarks and not events and sent > since:
                     await self._send(response, {"type": "BOOKMARK", "object": {
                         "kind": "Pod", "apiVersion": "v1",
                         "metadata": {"resourceVersion": str(sent)}}})
                     since = sent
+                    self.bookmarks.append((selector, sent))
+                if self._ended != ended:
+                    return response
                 await self._wait(min(1.0, deadline - asyncio.get_running_loop().time()))
             return response
 
@@ -304,6 +333,7 @@ class FakeApiserver:
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         response.enable_chunked_encoding()
         await response.prepare(request)
+        self._transports.add(request.transport)
         with self._lock:
             self.open_follows[key] = self.open_follows.get(key, 0) + 1
             rotation = self.rotations.get(key, 0)

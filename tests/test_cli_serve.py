@@ -172,3 +172,14 @@ def test_cli_serve_workers_share_the_port_and_each_follows_every_line(data_dir):
     assert proc.returncode == 0, out
     assert "with 2 worker processes" in out
     assert _wait_gone(data_dir) == []
+
+
+def test_cli_wait_gives_up_plainly_when_nothing_gets_ready():
+    url = f"http://127.0.0.1:{free_port()}"
+    result = subprocess.run([sys.executable, "-m", "reana_log_sse", "wait", "--timeout", "0.3"],
+                            capture_output=True, text=True,
+                            env={**os.environ, "REANA_LOG_SSE_URL": url})
+    assert result.returncode == 5
+    assert result.stderr.splitlines() == [
+        f"reana-log-sse wait: {url} is not ready after 0.3 s (connection refused: nothing "
+        "listens on that port)"]

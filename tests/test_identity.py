@@ -55,3 +55,12 @@ def test_identity_prepare_gives_vector_and_kubelet_text_one_key_and_keeps_dedupe
     assert v.dedupe != k.dedupe  # the digest still covers stream and timestamp text
     no_pod, _ = prepare([{**vector, "pod": None}], max_line_bytes=1000, window=window)
     assert no_pod[0].line_key is None
+
+
+def test_identity_line_key_never_changes_between_versions():
+    # stored keys must keep matching the copies that arrive after an upgrade
+    keys = LineKeys()
+    args = ("7b2e5c0a-0000-4000-8000-000000000001", "reana-run-job-1-abcde", "job",
+            1795521600123456789, "fit done")
+    assert str(keys.key(*args)) == "7a93bfdc-2353-2bf2-3b69-2e753f3d6d92"
+    assert str(keys.key(*args)) == "ce5c13cc-7d7f-71e2-2f17-674cbfeba24d"

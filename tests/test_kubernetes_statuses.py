@@ -141,6 +141,34 @@ async def test_kubernetes_watch_resumes_after_bookmarks_and_lists_again_after_41
     assert [s for j, s in _statuses(follower) if j == JOB] == ["pending", "running"]
 
 
+async def test_kubernetes_watch_resumes_from_a_bookmark_without_listing_again(
+        apiserver, server_factory):
+    server = server_factory(kubernetes="on", wait_for_unknown=True)
+    wf = uuid.uuid4()
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        apiserver.put_pod(job_pod(wf, JOB))
+        await follower.wait_for(lambda f: (JOB, "pending") in _statuses(f))
+        lists = len(apiserver.list_requests)
+        # a pod the job watch does not select moves the resourceVersion on; the job watch
+        # hears of it only by a BOOKMARK
+        dask = batch_pod(wf)
+        dask["metadata"] = {"name": "reana-run-dask-x-scheduler", "namespace": "default",
+                            "labels": {"reana-run-dask-workflow-uuid": str(wf)}}
+        apiserver.put_pod(dask)
+        bookmarked = apiserver.version
+        watches = len(apiserver.watch_requests)
+        selector = "reana-run-job-workflow-uuid"
+        await until(lambda: (selector, bookmarked) in apiserver.bookmarks)
+        apiserver.end_watches()  # as timeoutSeconds does: watch again, from where?
+        await until(lambda: len(apiserver.watch_requests) >= watches + 3)
+        job_watches = [r for r in apiserver.watch_requests[watches:]
+                       if r["labelSelector"] == selector]
+        assert job_watches and job_watches[0]["resourceVersion"] == str(bookmarked)
+        assert len(apiserver.list_requests) == lists  # no relist: the version was current
+        apiserver.put_pod(job_pod(wf, JOB, phase="Running", state="running"))
+        await follower.wait_for(lambda f: (JOB, "running") in _statuses(f))
+
+
 async def test_kubernetes_apiserver_unreachable_streams_work_from_vector_and_readyz_ok(
         tmp_path, monkeypatch, server_factory):
     fake = FakeApiserver()  # never started: nothing listens on its port

@@ -40,10 +40,12 @@ def compact(wf: uuid.UUID, message: str, ns: int, stream: str = "stdout") -> dic
 
 
 def _metric(server, name: str) -> float:
+    """A series' value, summed over its labels."""
+    total = 0.0
     for line in httpx.get(f"{server.url}/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
+        if line.startswith(name) and line[len(name)] in " {":
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 async def test_kubernetes_tap_quiet_line_reaches_the_follower_and_vectors_copy_is_a_duplicate(
@@ -144,6 +146,25 @@ async def test_kubernetes_tap_resumes_after_log_rotation_with_no_line_doubled(
     resumed = apiserver.follow_requests[1]
     assert resumed["sinceTime"] == format_ns(second)  # second precision, as the API has it
     assert server.sql("SELECT count(*) FROM log_lines WHERE workflow_id = %s", (wf,)) == [(5,)]
+
+
+async def test_kubernetes_tap_resumes_after_an_apiserver_restart_with_no_line_doubled(
+        apiserver, server_factory):
+    server = server_factory(kubernetes="on", wait_for_unknown=True)
+    wf = uuid.uuid4()
+    apiserver.put_pod(job_pod(wf, JOB, phase="Running", state="running"))
+    second = (time.time_ns() // 1_000_000_000) * 1_000_000_000
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        await until(lambda: apiserver.follows() == 1)
+        apiserver.write(POD, "job", "before", second + 10)
+        await follower.wait_logs(1)
+        apiserver.drop_connections()  # watches and follows are cut mid-stream
+        await until(lambda: len(apiserver.follow_requests) >= 2 and apiserver.follows() == 1)
+        apiserver.write(POD, "job", "after", second + 20)
+        await follower.wait_logs(2)
+    assert [line["message"] for line in follower.logs] == ["before", "after"]
+    assert _metric(server, "reana_log_sse_tap_lines_total") == 2
+    assert _metric(server, "reana_log_sse_tap_errors_total") >= 1  # the cut follow
 
 
 async def test_kubernetes_tap_follows_only_while_someone_follows_and_up_to_the_cap(

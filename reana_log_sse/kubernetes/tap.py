@@ -78,6 +78,7 @@ class Tap:
         self.followed: set[uuid.UUID] = set()
         self.follows: dict[Key, asyncio.Task[None]] = {}
         self.cursors: dict[Key, Cursor] = {}
+        self.gone: set[Key] = set()  # answered 404: not asked again while the pod is listed
         self.open = 0
 
     # -- what to follow ----------------------------------------------------------------
@@ -108,11 +109,13 @@ class Tap:
                 task.cancel()
                 del self.follows[key]
         for key in wanted:
-            if key not in self.follows and len(self.follows) < self.max_follows:
+            if (key not in self.follows and key not in self.gone
+                    and len(self.follows) < self.max_follows):
                 self.follows[key] = asyncio.create_task(self._follow(key), name=f"tap-{key}")
         live = {pod.uid for pod in self.pods.pods.values()}
         for key in [k for k in self.cursors if k[0] not in live]:
             del self.cursors[key]
+        self.gone = {k for k in self.gone if k[0] in live}
 
     async def stop(self) -> None:
         tasks = list(self.follows.values())
@@ -136,7 +139,8 @@ class Tap:
                 try:
                     got = await self._follow_once(pod, key[1], cursor)
                 except ApiError as exc:
-                    if exc.code == 404:  # the pod is gone
+                    if exc.code == 404:  # the pod is gone (the watch will say so too)
+                        self.gone.add(key)
                         return
                     self.metrics.tap_errors.labels(f"http {exc.code}").inc()
                     got = False
