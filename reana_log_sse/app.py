@@ -97,7 +97,7 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
                         end_grace=settings.end_grace_seconds,
                         ping_seconds=settings.ping_seconds,
                         send_timeout=settings.send_timeout_seconds)
-        await state.maintain()
+        await state.maintain(wait=True)  # another process may be creating them right now
         await state.hub.start()
         await state.hub.wait_listening(10)
         task = asyncio.create_task(_maintenance_loop(state), name="maintenance")
@@ -118,8 +118,8 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
             await state.hub.stop()
             await pool.close()
 
-    async def maintain() -> partitions.MaintenanceReport:
-        return await partitions.maintain(url, window())
+    async def maintain(*, wait: bool = False) -> partitions.MaintenanceReport:
+        return await partitions.maintain(url, window(), wait=wait)
 
     def window() -> partitions.Window:
         return partitions.Window.around(clock(), retention_days=settings.retention_days,
