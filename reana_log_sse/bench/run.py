@@ -22,6 +22,7 @@ from .report import (
     SHARED_MACHINE,
     Row,
     docs,
+    kept_changes,
     plot,
     readme_block,
     replace_block,
@@ -80,8 +81,10 @@ async def run(opts: dict[str, Any]) -> str:
         d.mkdir(parents=True, exist_ok=True)
         if (out / "perf-latency.png").exists():
             shutil.copyfile(out / "perf-latency.png", d / "perf-latency.png")
-        (d / "performance.md").write_text(
-            docs(machine, rows, notes, "perf-latency.png", opts["command"]))
+        page = d / "performance.md"
+        changes = kept_changes(page.read_text()) if page.exists() else ""
+        page.write_text(docs(machine, rows, notes, "perf-latency.png", opts["command"],
+                             changes))
         echo(_update_readme(opts["readme"], d, machine, rows, notes))
     footer = [f"{machine['date']} | {machine['cpu']} | {cores} cores | "
               f"PostgreSQL {machine['postgresql']} | Python {machine['python']}",
