@@ -40,6 +40,18 @@ class Batch:
     notified_at: float  # monotonic time the NOTIFY arrived
     committed_at: float | None  # wall-clock epoch the ingest sent with the NOTIFY
     _frames: bytes | None = None
+    pending: int = 0  # followers that have yet to write it (or drop it): see settle()
+
+    def settle(self, metrics: Metrics) -> None:
+        """One follower is done with this batch (written, filtered out or dropped). When
+        the last one is, the batch's delays are observed once: the delay to its slowest
+        follower (metrics per batch, not per follower per batch)."""
+        self.pending -= 1
+        if self.pending == 0 and self.lines:
+            metrics.notify_to_send.observe(time.monotonic() - self.notified_at)
+            if self.committed_at is not None:
+                metrics.stage_delay.labels("committed_to_sent").observe(
+                    max(0.0, time.time() - self.committed_at))
 
     def frames(self) -> bytes:
         """Every line's frame in one bytes object, joined once for all the followers."""
@@ -85,16 +97,19 @@ class Subscription:
 
     def push(self, item: Item) -> None:
         if self.ending:  # nothing after `end` matters, and it must never be dropped
+            if isinstance(item, Batch):
+                item.settle(self.feed.hub.metrics)
             return
         self.ending = isinstance(item, End)
         size = len(item.lines) if isinstance(item, Batch) else 0
         if self.queued_lines + size > self.limit:
             # Too far behind: forget what is queued. The next item's `after` is then
             # ahead of the follower, which reads the gap from the database instead.
-            self.items.clear()
+            self._settle_all()
             self.queued_lines = 0
             self.feed.hub.metrics.follower_overflows.inc()
             if size > self.limit:
+                item.settle(self.feed.hub.metrics)  # type: ignore[union-attr]
                 item = Batch(item.upto, item.upto, [], item.notified_at, item.committed_at)  # type: ignore[union-attr]
                 size = 0
         self.items.append(item)
@@ -124,7 +139,15 @@ class Subscription:
             self.queued_lines -= len(item.lines)
         return item
 
+    def _settle_all(self) -> None:
+        metrics = self.feed.hub.metrics
+        for queued in self.items:
+            if isinstance(queued, Batch):
+                queued.settle(metrics)
+        self.items.clear()
+
     def close(self) -> None:
+        self._settle_all()
         self.feed.unsubscribe(self)
 
 
@@ -170,7 +193,10 @@ class Feed:
         self.dirty.set()
 
     def _broadcast(self, item: Item) -> None:
-        for sub in list(self.subscribers):
+        subscribers = list(self.subscribers)
+        if isinstance(item, Batch):
+            item.pending = len(subscribers)
+        for sub in subscribers:
             sub.push(item)
 
     async def _run(self) -> None:

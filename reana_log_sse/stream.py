@@ -72,7 +72,6 @@ class Follower:
         self.chunk = chunk
         self.metrics = metrics
         self.unfiltered = not filters.jobs and filters.kind is None
-        self.sent_delay = metrics.stage_delay.labels("committed_to_sent")
 
     def batch_frames(self, batch: Batch) -> bytes:
         """A live batch: an unfiltered follower that has not seen any of its lines sends
@@ -140,9 +139,11 @@ async def follow(
 ) -> AsyncIterator[bytes]:
     metrics = follower.metrics
     metrics.active_streams.inc()
+    item: Any = None
     try:
         yield b"retry: %d\n\n" % retry_ms + first
         while True:
+            item = None
             item = await sub.get()
             if item.after > follower.cursor:
                 async for data in follower.catch_up(item.after):
@@ -152,9 +153,8 @@ async def follow(
                 follower.cursor = max(follower.cursor, item.upto)
                 if data:
                     yield data
-                    metrics.notify_to_send.observe(time.monotonic() - item.notified_at)
-                    if item.committed_at is not None:
-                        follower.sent_delay.observe(max(0.0, time.time() - item.committed_at))
+                batch, item = item, None
+                batch.settle(metrics)
             elif isinstance(item, StatusItem):
                 if item.status.id > follower.status_cursor:
                     follower.status_cursor = item.status.id
@@ -169,6 +169,8 @@ async def follow(
         # The database went away mid-stream: close it; the client resumes with its last id.
         logger.warning("stream of %s closed: %s", follower.workflow_id, exc.detail)
     finally:
+        if isinstance(item, Batch):  # closed while writing it
+            item.settle(metrics)
         metrics.active_streams.dec()
         sub.close()
 

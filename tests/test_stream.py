@@ -308,3 +308,24 @@ async def test_stream_client_that_reads_nothing_is_dropped_and_resumes(server_fa
     async with Follower(stream_url(server, wf), headers={"Last-Event-ID": "1"}) as f:
         await f.wait_logs(200)  # resuming gets every line
     assert f.ids == list(range(2, 202))
+
+
+async def test_stream_delay_histograms_count_batches_not_batches_times_followers(live_server):
+    wf = uuid.uuid4()
+    await apost(live_server, [event(wf, "first")])
+    name = 'reana_log_sse_stage_delay_seconds_count{stage="committed_to_sent"}'
+    before = await asyncio.to_thread(_metric, live_server, name)
+    async with Follower(stream_url(live_server, wf)) as a, \
+            Follower(stream_url(live_server, wf)) as b, \
+            Follower(stream_url(live_server, wf)) as c:
+        for f in (a, b, c):
+            await f.wait_logs(1)
+        for k in range(2):
+            await apost(live_server, [event(wf, f"batch {k} line {i}") for i in range(5)])
+            for f in (a, b, c):
+                await f.wait_logs(1 + 5 * (k + 1))
+        for _ in range(200):  # observed once the last follower has written each batch
+            if await asyncio.to_thread(_metric, live_server, name) >= before + 2:
+                break
+            await asyncio.sleep(0.02)
+    assert await asyncio.to_thread(_metric, live_server, name) == before + 2
