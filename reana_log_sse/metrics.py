@@ -35,8 +35,8 @@ class Metrics:
         self.listen_reconnects = Counter(p + "listen_reconnects", "LISTEN connection "
                                          "(re)connect attempts after a loss", registry=r)
         self.notify_to_send = Histogram(p + "notify_to_send_seconds", "NOTIFY received -> "
-                                        "a batch written to all its followers", buckets=_DELAY_BUCKETS,
-                                        registry=r)
+                                        "a batch written to all its followers",
+                                        buckets=_DELAY_BUCKETS, registry=r)
         # the Kubernetes API (reana_log_sse/kubernetes/)
         self.kubernetes_up = Gauge(p + "kubernetes_api_up", "1 while the pod watch reaches "
                                    "the Kubernetes API, 0 when it cannot (tap and pod "
