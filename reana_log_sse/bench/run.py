@@ -325,7 +325,16 @@ def _latency_row(run: dict[str, Any], sockets: dict[str, Any] | None,
         f"{run['undelivered']:,} batch deliveries missing" if run["undelivered"] else "",
         f"{run['refused']:,} streams refused ({', '.join(run['refusals'])})"
         if run["refused"] else "",
-        f"commit + NOTIFY p50 {run['notify']['p50']:.1f} ms") if x)
+        f"commit + NOTIFY p50 {run['notify']['p50']:.1f} ms",
+        _per_frame(run, achieved)) if x)
     return Row("2 latency", f"p99, {_n(run['followers'], 'follower')}, {where}, "
                f"{achieved:,.0f} of {run['rate']:,.0f} lines/s ({_ms(run)})", run["p99"], "ms",
                label, base["p99"] if base else None, goal, ok, run["cpu"], note)
+
+
+def _per_frame(run: dict[str, Any], achieved: float) -> str:
+    """Service CPU per line written to one follower: what a busy machine disturbs least."""
+    frames = achieved * run["followers"] / max(1, run["workflows"])
+    if not run.get("cpu") or frames <= 0:
+        return ""
+    return f"service CPU {run['cpu']['service'] / 100 / frames * 1e6:.2f} µs per line per follower"
