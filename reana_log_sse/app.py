@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from . import db, kubernetes, partitions
-from .auth import IngestAuth, make_reader_auth
+from .auth import IngestAuth, make_reader_auth, make_status_auth
 from .errors import ServiceError, service_error_handler
 from .hub import Hub
 from .ingest import ingest_vector
@@ -117,6 +117,9 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
                 await state.kubernetes.stop()
             await state.hub.stop()
             await pool.close()
+            server = getattr(app.state.reader_auth, "server", None)
+            if server is not None:  # auth=reana's client of reana-server
+                await server.close()
 
     async def maintain(*, wait: bool = False) -> partitions.MaintenanceReport:
         return await partitions.maintain(url, window(), wait=wait)
@@ -145,6 +148,7 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.ingest_auth = IngestAuth(settings.ingest_token_list())
+    app.state.status_auth = make_status_auth(settings, app.state.ingest_auth)
     app.state.reader_auth = reader_auth
     app.state.maintain = maintain
     app.state.window = window

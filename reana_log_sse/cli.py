@@ -105,6 +105,7 @@ def serve(host: str, port: int, workers: int, database_url: str | None, data_dir
             "REANA_LOG_SSE_READ_TOKENS) or reana.")
     _check_port(host, port)
     with _stopped_by_signals(), database(settings) as url:
+        _refuse_unsupported(url)
         try:
             app = create_app(settings.replace(database_url=url))
         except ValueError as exc:
@@ -175,6 +176,21 @@ def _announcing_server(config: Any, banner: str) -> Any:
     return Server(config)
 
 
+def _refuse_unsupported(url: str) -> None:
+    """Refuse, at start and in plain words, a PostgreSQL too old to serve. A database
+    that cannot be reached yet is left to the service (it answers 503 until it can)."""
+    import psycopg
+
+    from . import db
+
+    try:
+        asyncio.run(db.check_server(url))
+    except db.UnsupportedServer as exc:
+        raise click.ClickException(str(exc)) from None
+    except psycopg.OperationalError:
+        pass
+
+
 class _Stop(Exception):
     pass
 
@@ -207,6 +223,7 @@ def migrate(database_url: str | None, data_dir: str | None, log_level: str) -> N
     _setup_logging(log_level)
     settings = _settings(database_url=database_url, data_dir=data_dir)
     with database(settings) as url:
+        _refuse_unsupported(url)
         applied = asyncio.run(db.migrate(url))
     click.echo(f"applied migrations: {applied}" if applied else "migrations up to date")
 

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from .auth import authorized_workflow
 from .models import StatusUpdate
+from .reana_logs import is_reana_request, reana_server_logs
 from .store import Store
 from .stream import filters_param, int_param, workflow_id_param
 
@@ -21,6 +22,10 @@ TEXT_CHUNK = 5_000
 
 async def read_logs(request: Request) -> Response:
     state = request.app.state
+    server = getattr(state.reader_auth, "server", None)
+    if server is not None and is_reana_request(request):
+        # REANA's own logs path routed here: reana-server's answer, with our lines in it
+        return await reana_server_logs(request, server)
     workflow_id = await authorized_workflow(request)
     filters = filters_param(request)
     since = int_param(request, "since") or 0
@@ -67,12 +72,16 @@ async def read_logs(request: Request) -> Response:
 
 async def post_status(request: Request) -> JSONResponse:
     state = request.app.state
-    state.ingest_auth.check(request)
+    any_status = state.status_auth.check(request)
     workflow_id = workflow_id_param(request)
     try:
         update = StatusUpdate.model_validate_json(await request.body())
     except pydantic.ValidationError as exc:
         raise HTTPException(422, str(exc)) from None
+    if not any_status and (update.is_workflow_level or update.status == "deleted"):
+        raise HTTPException(403, "a workflow's status and `deleted` take a status token "
+                            "(REANA_LOG_SSE_STATUS_TOKENS); an ingest token may post only "
+                            "a job's status")
     details = update.model_dump(mode="json", exclude={"status", "job_id", "step"},
                                 exclude_none=True)
     event_id = await state.store.set_status(

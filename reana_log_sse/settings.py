@@ -84,6 +84,26 @@ class Settings:
     reana_server_url: str | None = dataclasses.field(
         default=None, metadata={"help": "reana-server base URL for auth=reana"}
     )
+    reana_server_host: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "the Host header sent to reana-server, which answers 400 to any "
+                  "Host but its REANA_HOSTNAME (reana-server config.py TRUSTED_HOSTS)",
+                  "default_doc": "REANA_HOSTNAME if set, else the URL's host"},
+    )
+    reana_session_cookie: str = dataclasses.field(
+        default="session",
+        metadata={"help": "the name of REANA's web session cookie (what reana-ui sends); "
+                  "a reader with it and no token is checked by asking reana-server"},
+    )
+    status_tokens: str = dataclasses.field(
+        default="",
+        metadata={"help": "comma-separated bearer tokens for POST /api/workflows/{id}/status; "
+                  "when set (or the file), a workflow's status and `deleted` take one of "
+                  "them, and ingest tokens may post only a job's status"},
+    )
+    status_tokens_file: str | None = dataclasses.field(
+        default=None, metadata={"help": "file with more status tokens, one per line"}
+    )
     reana_auth_cache_seconds: float = dataclasses.field(
         default=30.0,
         metadata={"help": "auth=reana: how long reana-server's yes or no for a token and "
@@ -154,6 +174,9 @@ class Settings:
     def ingest_token_list(self) -> list[str]:
         return _tokens(self.ingest_tokens, self.ingest_tokens_file)
 
+    def status_token_list(self) -> list[str]:
+        return _tokens(self.status_tokens, self.status_tokens_file)
+
     def read_token_list(self) -> list[str]:
         return _tokens(self.read_tokens, self.read_tokens_file)
 
@@ -178,6 +201,8 @@ class Settings:
                 raw = environ.get("DATABASE_URL")
             if raw is not None and raw != "":
                 values[f.name] = _convert(f, raw)
+        if "reana_server_host" not in values and environ.get("REANA_HOSTNAME"):
+            values["reana_server_host"] = environ["REANA_HOSTNAME"]  # what REANA itself uses
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -73,7 +73,8 @@ def test_bench_tiny_run_prints_every_row_and_writes_its_files(database_url, tmp_
     )
     print(proc.stdout, proc.stderr[-3000:])
     assert proc.returncode == 0
-    for scenario in ("1 ingest", "2 latency", "3 fan-out", "4 catch-up", "5 polling", "6 CLI"):
+    for scenario in ("1 ingest", "2 latency", "3 fan-out", "4 catch-up", "5 polling", "6 CLI",
+                     "8 ship"):
         assert scenario in proc.stdout
     assert "compete" in proc.stdout  # says that everything shares this machine
     data = json.loads((out / "results.json").read_text())

@@ -1,7 +1,7 @@
-"""README's shell blocks work as pasted: those of "Quick start", "Try it with curl" and
-"Follow from the terminal" run, in order, in one bash (as a newcomer pastes them into one
-terminal), against this install on a free port with a fresh home; every other shell block is
-at least valid bash.
+"""README's shell blocks work as pasted: those of "Quick start", "Try it with curl",
+"Follow from the terminal" and "HTCondor and Slurm" run, in order, in one bash (as a
+newcomer pastes them into one terminal), against this install on a free port with a fresh
+home; every other shell block is at least valid bash.
 
 A block is marked by an HTML comment on the line before its fence:
 `<!-- not-run: why -->` (syntax-checked only: it needs a cluster, or it is CI itself), or
@@ -29,7 +29,8 @@ from tests.test_cli_serve import _wait_gone
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-RUN_SECTIONS = ("Quick start", "Try it with curl", "Follow from the terminal")
+RUN_SECTIONS = ("Quick start", "Try it with curl", "Follow from the terminal",
+                "HTCondor and Slurm")
 SHELLS = ("sh", "bash", "shell", "console")
 # what the quick start installs; here the test's own environment is that install
 INSTALL = re.compile(r"^python3 -m venv \.venv && \.venv/bin/pip install -e [^&]+&& ")
@@ -173,6 +174,7 @@ def test_readme_blocks_of_the_first_sections_run_as_pasted(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     (tmp_path / ".venv").symlink_to(sys.prefix)  # the clone's venv: this one
+    (tmp_path / "reana_log_sse").symlink_to(ROOT / "reana_log_sse")  # the shipper's file
     port = free_port()
     env = _env(home, port)
     said: list[str] = []
@@ -205,6 +207,7 @@ def test_readme_blocks_of_the_first_sections_run_as_pasted(tmp_path):
     assert '"status":"finished"' in out
     assert "[fitdata] hello\n" in out  # reana-log-sse logs
     assert "\nhello\n" in out  # ... --json | jq
+    assert "exit code 3\n" in out and "line 2\n" in out  # ship: a command, then files
     assert "Traceback" not in out, out
     assert _wait_gone(home) == [], "the embedded PostgreSQL was left running"
 

@@ -14,8 +14,8 @@ from typing import Any
 from . import fanout as fo
 from . import harness as h
 from . import latency as lat
+from . import shipper, tap
 from . import socketfloor as sf
-from . import tap
 from . import throughput as tp
 from .profile import py_spy
 from .report import (
@@ -153,6 +153,11 @@ async def _scenarios(server: h.Server, url: str, s: Any, only: set[str], prof: A
         if "tap" in only:
             with step("tap"):
                 r["tap"] = await tap.tap_vs_vector(url, samples=s.tap_samples)
+        if "ship" in only:
+            with step("ship"):
+                r["ship"] = await shipper.throughput(server, meter, lines=s.ship_lines)
+                r["ship"]["latency"] = await shipper.latency(server, meter, rate=s.ship_rate,
+                                                             duration=s.duration)
     await asyncio.sleep(0)
     return r
 
@@ -302,6 +307,21 @@ def rows_and_notes(r: dict[str, Any], s: Any, cores: int) -> tuple[list[Row], li
                          "the 0.2 s batch timeout and a measured POST -> follower; the tap "
                          "is measured end to end through the fake apiserver and "
                          "kubernetes-asyncio.")
+    if "ship" in r:
+        sh, sl = r["ship"], r["ship"]["latency"]
+        rows.append(Row("8 ship", f"`ship.py` following a {sh['lines']:,}-line file, "
+                        f"start to exit ({sh['stored']:,} stored, exit {sh['exit']})",
+                        sh["rate"], "lines/s", "5,000-line POSTs of the same lines",
+                        sh["direct_rate"], cpu=sh["cpu"]))
+        rows.append(Row("8 ship", f"write to file -> follower, p99, {sl['rate']:,.0f} lines/s "
+                        f"for {sl['duration']:g} s ({_ms(sl)})", sl["p99"], "ms",
+                        "POSTed straight, p99", sl["direct"]["p99"], cpu=sl["cpu"],
+                        note=f"{sl['undelivered']:,} lines missing" if sl["undelivered"]
+                        else ""))
+        notes.append("Shipper: its lines/s include the interpreter's start-up and the final "
+                     "status POST; above the direct path, a line waits for the 50 ms file "
+                     "poll and for its batch (sent at once when the sender is idle, else "
+                     f"within 0.2 s). {_limit(sh['cpu'], cores)}.")
     return rows, notes
 
 
