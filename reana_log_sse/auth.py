@@ -83,8 +83,11 @@ class ReaderAuth(Protocol):
     async def authorize(self, request: Request, workflow_id: uuid.UUID) -> None: ...
 
 
+READER_TOKEN_PARAMETER = "access_token"  # the access log redacts it (cli.RedactTokens)
+
+
 def reader_token(request: Request) -> str | None:
-    return request.query_params.get("access_token") or bearer_token(request)
+    return request.query_params.get(READER_TOKEN_PARAMETER) or bearer_token(request)
 
 
 class OpenAuth:

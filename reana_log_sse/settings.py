@@ -58,6 +58,25 @@ class Settings:
         metadata={"help": "cap on a decompressed ingest body; past it 413 (admits Vector's "
                   "default 10 MB batch)"},
     )
+    max_status_body_bytes: int = dataclasses.field(
+        default=64 * 1024,
+        metadata={"help": "cap on a status POST's body; past it 413"},
+    )
+    body_timeout_seconds: float = dataclasses.field(
+        default=60.0,
+        metadata={"help": "an ingest or status body must arrive within this; past it 408 "
+                  "(a sender retries)"},
+    )
+    header_timeout_seconds: float = dataclasses.field(
+        default=10.0,
+        metadata={"help": "a request's headers must arrive within this after the "
+                  "connection opens or the previous answer ends; past it the connection "
+                  "is closed"},
+    )
+    max_header_bytes: int = dataclasses.field(
+        default=64 * 1024,
+        metadata={"help": "cap on a request's line and headers; past it 431 and close"},
+    )
     max_line_bytes: int = dataclasses.field(
         default=64 * 1024,
         metadata={"help": "a longer message is cut there and marked truncated"},
@@ -141,6 +160,16 @@ class Settings:
         default=10_000,
         metadata={"help": "lines buffered per follower; a slower follower catches up from "
                   "the database"},
+    )
+    follower_queue_bytes: int = dataclasses.field(
+        default=8 * 1024 * 1024,
+        metadata={"help": "bytes of frames buffered per follower; past it the follower "
+                  "leaves live delivery and catches up from the database"},
+    )
+    metrics_token: str = dataclasses.field(
+        default="",
+        metadata={"help": "bearer token GET /metrics requires; empty: /metrics is open "
+                  "(counts only: no log text, no workflow ids, no tokens)"},
     )
     end_grace_seconds: float = dataclasses.field(
         default=3.0,

@@ -9,15 +9,16 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sse_starlette import EventSourceResponse
-from sse_starlette.sse import SendTimeoutError
+import anyio
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 
 from .auth import authorized_workflow
 from .errors import ServiceError
-from .hub import Batch, End, Ping, StatusItem, Subscription
+from .hub import Batch, End, Leave, Ping, ReadSize, StatusItem, Subscription
 from .lines import Line, event_frame
+from .sse import LeanEventSourceResponse
 from .store import Filters, Snapshot, StatusRow, Store
 
 logger = logging.getLogger("reana_log_sse")
@@ -31,24 +32,42 @@ def workflow_id_param(request: Request) -> uuid.UUID:
         raise HTTPException(404, f"unknown workflow {raw!r} (expected a workflow UUID)") from None
 
 
+MAX_ID = 2**63 - 1  # PostgreSQL bigint: ids, tails and limits past it can never match
+
+
+def parse_int(raw: str, name: str, *, minimum: int = 0) -> int:
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
+            raise HTTPException(400, f"{name} must be >= {minimum}")
+        raise HTTPException(400, f"{name} must be an integer from {minimum} to {MAX_ID}, "
+                            f"not {raw[:40]!r}")
+    value = int(text)
+    if not minimum <= value <= MAX_ID:
+        raise HTTPException(400, f"{name} must be an integer from {minimum} to {MAX_ID}")
+    return value
+
+
 def int_param(request: Request, name: str, *, minimum: int = 0) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise HTTPException(400, f"{name} must be an integer, not {raw!r}") from None
-    if value < minimum:
-        raise HTTPException(400, f"{name} must be >= {minimum}")
-    return value
+    return parse_int(raw, name, minimum=minimum)
+
+
+def text_param(request: Request, name: str) -> list[str]:
+    """Every non-empty value of a text parameter; NUL can never match a stored line."""
+    values = [v for v in request.query_params.getlist(name) if v]
+    if any("\x00" in v for v in values):
+        raise HTTPException(400, f"{name} must not contain NUL")
+    return values
 
 
 def filters_param(request: Request) -> Filters:
     kind = request.query_params.get("kind")
     if kind not in (None, "", "job", "workflow", "service"):
         raise HTTPException(400, "kind must be job, workflow or service")
-    jobs = tuple(j for j in request.query_params.getlist("job") if j)
+    jobs = tuple(text_param(request, "job"))
     return Filters(jobs=jobs, kind=kind or None)
 
 
@@ -62,14 +81,17 @@ class Follower:
 
     def __init__(
         self, store: Store, workflow_id: uuid.UUID, filters: Filters, cursor: int,
-        status_cursor: int, chunk: int, metrics: Any,
+        status_cursor: int, chunk: int, metrics: Any, *, budget: int = 8 * 1024 * 1024,
+        line_bytes: int = 64 * 1024,
     ) -> None:
         self.store = store
         self.workflow_id = workflow_id
         self.filters = filters
         self.cursor = cursor  # every matching line with seq <= cursor has been sent
         self.status_cursor = status_cursor
-        self.chunk = chunk
+        # catch-up reads of about half the budget each: one is sent while the next is read
+        # (catch_up), so a catching-up follower holds about its queue's bound in bytes
+        self.read_size = ReadSize(chunk, budget // 2, line_bytes)
         self.metrics = metrics
         self.unfiltered = not filters.jobs and filters.kind is None
 
@@ -91,7 +113,8 @@ class Follower:
 
     async def catch_up(self, until: int | None) -> AsyncIterator[bytes]:
         """Read from the database what lies between our cursor and `until` (None: now).
-        The next chunk is read while this one is being sent (one read in flight)."""
+        The next chunk is read while this one is being sent (one read ahead); both
+        together hold about the follower's byte budget (see __init__)."""
         pending: asyncio.Task[Snapshot | None] | None = None
         try:
             while until is None or self.cursor < until:
@@ -99,6 +122,7 @@ class Follower:
                 pending = None
                 if snap is None:
                     return
+                self.read_size.observe_frames(snap.frames)
                 out = []
                 # frames built by PostgreSQL, filtered there: every one is past our cursor
                 for frames, status in snap.frame_parts():
@@ -125,7 +149,7 @@ class Follower:
         self.metrics.catchup_reads.inc()
         return await self.store.snapshot(
             self.workflow_id, after=self.cursor, status_after=self.status_cursor,
-            limit=self.chunk, filters=self.filters, upto=until, frames=True,
+            limit=self.read_size.lines, filters=self.filters, upto=until, frames=True,
         )
 
 
@@ -165,6 +189,8 @@ async def follow(
                 yield event_frame("end", {"workflow_id": str(follower.workflow_id),
                                           "status": item.status})
                 return
+            elif isinstance(item, Leave):
+                return  # the response then ends with its last chunk; the client resumes
     except ServiceError as exc:
         # The database went away mid-stream: close it; the client resumes with its last id.
         logger.warning("stream of %s closed: %s", follower.workflow_id, exc.detail)
@@ -175,17 +201,44 @@ async def follow(
         sub.close()
 
 
-async def stream_logs(request: Request) -> EventSourceResponse:
+SHUTDOWN_GRACE_SECONDS = 2.0  # below serve's uvicorn timeout_graceful_shutdown (5 s)
+
+
+class FollowResponse(LeanEventSourceResponse):
+    """An SSE response that owns its subscription: closed when the response ends, however
+    it ends. A HEAD (sse-starlette answers it with headers only), or a client gone before
+    the body started, never runs the body generator, so its `finally` cannot be relied
+    on to unsubscribe. On server shutdown (sse-starlette sees uvicorn's exit signal and
+    sets `shutdown_event`) the stream is finished cleanly: its last chunk, then close.
+    Its sends are lean (sse.LeanEventSourceResponse: the hub's one timer pings and
+    times out stalled sends)."""
+
+    def __init__(self, sub: Subscription, content: AsyncIterator[bytes], **kwargs: Any) -> None:
+        self.sub = sub
+        self.shutdown = anyio.Event()
+        super().__init__(content, shutdown_event=self.shutdown,
+                         shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+                         data_sender_callable=self._leave_on_shutdown, **kwargs)
+
+    async def _leave_on_shutdown(self) -> None:
+        await self.shutdown.wait()
+        self.sub.leave()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.sub.close()
+
+
+async def stream_logs(request: Request) -> FollowResponse:
     state = request.app.state
     workflow_id = await authorized_workflow(request)
     filters = filters_param(request)
     since = int_param(request, "since")
     last_event_id = request.headers.get("last-event-id", "").strip()
     if last_event_id:
-        try:
-            since = int(last_event_id)
-        except ValueError:
-            raise HTTPException(400, "Last-Event-ID must be an integer id") from None
+        since = parse_int(last_event_id, "Last-Event-ID")
     tail = int_param(request, "tail")
     store: Store = state.store
 
@@ -218,56 +271,16 @@ async def stream_logs(request: Request) -> EventSourceResponse:
         sub.close()
         raise
     follower = Follower(store, workflow_id, filters, cursor, status_cursor,
-                        state.hub.read_chunk, state.metrics)
+                        state.hub.read_chunk, state.metrics, budget=state.hub.queue_bytes,
+                        line_bytes=state.settings.max_line_bytes)
     if snap is not None and cursor < snap.last_seq:
         # the catch-up runs inside the stream, ahead of anything live
         sub.items.appendleft(Batch(snap.last_seq, snap.last_seq, [], time.monotonic(), None))
-    response = LeanEventSourceResponse(
-        follow(follower, sub, b"".join(first), state.settings.retry_ms),
+    response = FollowResponse(
+        sub, follow(follower, sub, b"".join(first), state.settings.retry_ms),
         ping=0,  # the hub's one timer pings idle streams (Hub._pings)
         sep="\n",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
     sub.response = response
     return response
-
-
-class LeanEventSourceResponse(EventSourceResponse):
-    """sse-starlette's EventSourceResponse with a lean send.
-
-    Its per-send timeout (`send_timeout`) wraps every write in an anyio cancel scope and
-    timer, which cost more than the write itself at 1,000 followers (docs/performance.md).
-    Here a send only notes when it started; the hub's one timer (Hub._pings) calls
-    abort_if_stalled, and a write that has waited longer than the timeout (a client that
-    reads nothing) ends the stream as sse-starlette's own timeout would (SendTimeoutError;
-    the client resumes from its last id). Its per-stream ping task is off (ping=0): the
-    same timer queues the pings. Everything else (disconnects, shutdown, HEAD) is
-    sse-starlette's.
-    """
-
-    sending_since: float | None = None
-    _task: asyncio.Task[Any] | None = None
-    _stalled = False
-
-    async def _send_with_timeout(self, send: Any, message: Any) -> None:
-        if self._task is None:
-            self._task = asyncio.current_task()
-        self.sending_since = time.monotonic()
-        try:
-            await send(message)
-        except asyncio.CancelledError:
-            if not self._stalled:
-                raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()  # our own cancel, turned into sse-starlette's timeout
-            raise SendTimeoutError() from None
-        finally:
-            self.sending_since = None
-
-    def abort_if_stalled(self, now: float, timeout: float) -> None:
-        since = self.sending_since
-        if since is not None and now - since > timeout and self._task is not None \
-                and not self._stalled:
-            self._stalled = True
-            self._task.cancel()

@@ -149,6 +149,9 @@ def test_cli_serve_workers_share_the_port_and_each_follows_every_line(data_dir):
         assert len(workers) == 2
         wf = uuid.uuid4()
         assert post_batch(url, "ingest-secret", [event(wf, "first")]).status_code == 200
+        # each worker logs as one process does: its access log, tokens redacted
+        assert httpx.get(f"{url}/api/workflows/{wf}/logs?access%5Ftoken=SECRET-XYZ"
+                         ).status_code == 200
 
         async def follow() -> int:
             # streams land on both processes; a line ingested by either reaches all
@@ -171,6 +174,7 @@ def test_cli_serve_workers_share_the_port_and_each_follows_every_line(data_dir):
         out = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode == 0, out
     assert "with 2 worker processes" in out
+    assert "access%5Ftoken=***" in out and "SECRET-XYZ" not in out
     assert _wait_gone(data_dir) == []
 
 
