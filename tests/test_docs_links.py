@@ -26,9 +26,11 @@ _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
 
 def markdown_files() -> list[Path]:
-    """The Markdown files git tracks (falls back to a walk outside a git checkout)."""
+    """The Markdown files git tracks or would track (not ignored), or, outside a git
+    checkout, every one under the root but the virtualenv."""
     try:
-        out = subprocess.run(["git", "ls-files", "*.md"], cwd=ROOT, check=True,
+        out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard",
+                              "*.md"], cwd=ROOT, check=True,
                              capture_output=True, text=True).stdout
         files = [ROOT / p for p in out.split()]
     except (OSError, subprocess.CalledProcessError):
