@@ -7,12 +7,15 @@ import contextlib
 import logging
 import re
 import signal
+import socket
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
 from .bench.command import bench
+from .client import DEFAULT_SERVER
 from .logs_cli import logs
 from .settings import Settings, env_name
 
@@ -97,14 +100,53 @@ def serve(host: str, port: int, database_url: str | None, data_dir: str | None,
             f"REANA_LOG_SSE_AUTH=none lets anyone read every log; it is refused on {host}. "
             "Listen on 127.0.0.1, or set REANA_LOG_SSE_AUTH=tokens (with "
             "REANA_LOG_SSE_READ_TOKENS) or reana.")
+    _check_port(host, port)
     with _stopped_by_signals(), database(settings) as url:
         try:
             app = create_app(settings.replace(database_url=url))
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
-        logger.info("serving on http://%s:%d (auth=%s)", host, port, settings.auth)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on",
-                    timeout_graceful_shutdown=5, log_config=None)
+        config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                                lifespan="on", timeout_graceful_shutdown=5, log_config=None)
+        server = _announcing_server(config, f"serving on http://{host}:{port} "
+                                            f"(auth={settings.auth})")
+        server.run()
+        if not server.started:  # as uvicorn.run() does (its STARTUP_FAILURE is 3 too)
+            sys.exit(EXIT_NOT_STARTED)
+
+
+EXIT_NOT_STARTED = 3  # serve/demo: the port is taken, or the service could not start
+
+
+def _check_port(host: str, port: int) -> None:
+    """A taken port is said before the embedded PostgreSQL starts, in plain words."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise click.UsageError(f"cannot listen on {host}: {exc.strerror or exc}") from exc
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            click.echo(f"reana-log-sse: cannot listen on {host}:{port}: "
+                       f"{(exc.strerror or str(exc)).lower()} (another service? choose "
+                       "another with --port or REANA_LOG_SSE_PORT)", err=True)
+            sys.exit(EXIT_NOT_STARTED)
+
+
+def _announcing_server(config: Any, banner: str) -> Any:
+    """A uvicorn.Server that logs the banner once it really listens (after the bind)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                logger.info("%s", banner)
+
+    return Server(config)
 
 
 class _Stop(Exception):
@@ -171,17 +213,114 @@ def partitions_cmd(database_url: str | None, data_dir: str | None, log_level: st
 @_db_options
 @click.option("--lines-per-second", default=8.0, show_default=True, envvar=env_name("demo_rate"),
               show_envvar=True, help="pace of each simulated job")
+@click.option("--open", "open_browser", is_flag=True, envvar="REANA_LOG_SSE_OPEN",
+              show_envvar=True, help="open the demo page in a web browser")
 def demo(host: str, port: int, database_url: str | None, data_dir: str | None,
-         log_level: str, lines_per_second: float) -> None:
-    """The service plus a simulated running REANA workflow, to watch lines flow."""
+         log_level: str, lines_per_second: float, open_browser: bool) -> None:
+    """The service plus a simulated running REANA workflow, to watch lines flow.
+
+    It prints the page to open and the commands to try; requests are logged only with
+    --log-level debug. Ctrl-C stops it (and its embedded PostgreSQL).
+    """
     from .demo import run_demo
 
     _setup_logging(log_level)
+    demo_logging(log_level)
     settings = _settings(host=host, port=port, database_url=database_url, data_dir=data_dir,
                          log_level=log_level)
+    _check_port(host, port)
+    where = "" if settings.database_url else f" (under {settings.data_dir})"
+    click.echo(f"reana-log-sse demo: starting the service on http://{host}:{port} with "
+               f"{'your' if settings.database_url else 'an embedded'} PostgreSQL{where} ...")
     with _stopped_by_signals(), database(settings) as url:
-        asyncio.run(run_demo(settings.replace(database_url=url), lines_per_second))
+        asyncio.run(run_demo(settings.replace(database_url=url), lines_per_second,
+                             open_browser=open_browser))
+
+
+def demo_logging(level: str) -> None:
+    """The demo's own lines stay readable: uvicorn's start-up chatter and one access-log
+    line per request (about 13 a second while a page follows) only with debug."""
+    if level != "debug":  # uvicorn's own loggers: run_demo's uvicorn.Config
+        for name in ("httpx", "reana_log_sse"):
+            logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(
+                name).getEffectiveLevel()))
+
+
+@main.command("wait")
+@click.option("--server", envvar="REANA_LOG_SSE_URL", default=DEFAULT_SERVER,
+              show_default=True, show_envvar=True, help="reana-log-sse base URL")
+@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              envvar="REANA_LOG_SSE_WAIT_TIMEOUT", show_envvar=True, metavar="SECONDS",
+              help="give up after this long (exit 5)")
+def wait_ready(server: str, timeout: float) -> None:
+    """Wait until the service is ready (GET /readyz answers 200), e.g. after `serve &`.
+
+    Exit status: 0 ready, 5 not ready within --timeout.
+    """
+    import time
+
+    import httpx
+
+    from .client import describe
+
+    url = server.rstrip("/") + "/readyz"
+    deadline = time.monotonic() + timeout
+    why = "no answer"
+    while True:
+        try:
+            response = httpx.get(url, timeout=max(0.5, min(5.0, timeout)))
+            if response.status_code == 200:
+                return
+            why = f"it answered HTTP {response.status_code}: {response.text.strip()[:200]}"
+        except httpx.HTTPError as exc:
+            why = describe(exc)
+        if time.monotonic() >= deadline:
+            click.echo(f"reana-log-sse wait: {server.rstrip('/')} is not ready after "
+                       f"{timeout:g} s ({why})", err=True)
+            sys.exit(5)
+        time.sleep(0.2)
 
 
 main.add_command(logs)
 main.add_command(bench)
+
+
+class _ShipCommand(click.Command):
+    """Everything after `--` is the command to run, passed on untouched."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            i = args.index("--")
+            ctx.meta["ship_command"] = tuple(args[i + 1:])
+            args = args[:i]
+        return super().parse_args(ctx, args)
+
+
+def _ship_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    from . import ship as shipper
+
+    for flag, env, default, kind, text in reversed(shipper.OPTIONS):
+        f = click.option(flag, envvar=env, show_envvar=True, default=default,
+                         show_default=default is not None,
+                         type=click.Choice(kind) if isinstance(kind, tuple) else kind,
+                         help=text)(f)
+    return f
+
+
+@main.command(cls=_ShipCommand)
+@_ship_options
+@click.argument("files", nargs=-1, metavar="[FILE[:stdout|:stderr]]... | -- CMD [ARGS]...")
+@click.pass_context
+def ship(ctx: click.Context, files: tuple[str, ...], **options: Any) -> None:
+    """Follow files (tail -F) or run a command, and post its lines to the ingest,
+    exactly once across the shipper's own crash. The same code runs alone as
+    `python3 -I reana_log_sse/ship.py` on a worker node."""
+    from . import ship as shipper
+
+    cfg = shipper.Config(files=files, command=ctx.meta.get("ship_command", ()), **options)
+    shipper.setup_logging(cfg)
+    try:
+        code = shipper.run(cfg)
+    except shipper.UsageError as exc:
+        raise click.UsageError(str(exc)) from exc
+    ctx.exit(code)

@@ -12,7 +12,10 @@ It reconnects by itself (exponential backoff with jitter) after network errors, 
 and 5xx answers, and streams that close without `end`, always resuming after the last
 line id it yielded: no line is lost or repeated across reconnects. It stops after `end`.
 401/403 raise `AuthError`, 404 `NotFound`, other 4xx `RequestError`; `Unreachable` when
-`retries` attempts in a row made no progress. `async for` works the same way.
+`retries` attempts in a row made no progress, or at once when a one-shot read
+(follow=False) never reached the server. `on_retry` hears of each failed attempt (the cause
+in plain words), `on_reconnect` of the first stream back after failures. `async for` works
+the same way.
 
 Lines from pods carry the Kubernetes Job name, not the step name: when `jobs` names a step,
 the status event that pairs it with a job id (REANA's status POST) widens the filter to
@@ -27,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -256,6 +260,9 @@ class SSEDecoder:
 # -- the follower --------------------------------------------------------------------------
 
 RetryHook = Callable[[str, float, int], None]  # (reason, delay seconds, attempt)
+DEFAULT_RETRIES = 10  # about 30 s of backoff (0.25 s doubling to 8 s, with jitter)
+DEFAULT_TIMEOUT = 10.0  # seconds to connect, and for a one-shot read's answer
+STREAM_READ_TIMEOUT = 60.0  # a stream silent this long (4 missed pings) is reconnected
 
 
 class LogFollower:
@@ -280,13 +287,14 @@ class LogFollower:
         tail: int | None = None,
         since: int | None = None,
         follow: bool = True,
-        retries: int = 10,
+        retries: int = DEFAULT_RETRIES,
         backoff: float = 0.25,
         max_backoff: float = 8.0,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 60.0,
+        connect_timeout: float = DEFAULT_TIMEOUT,
+        read_timeout: float | None = None,
         verify: bool | ssl.SSLContext = True,
         on_retry: RetryHook | None = None,
+        on_reconnect: Callable[[], None] | None = None,
         transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.server = server.rstrip("/")
@@ -299,14 +307,20 @@ class LogFollower:
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        if read_timeout is None:
+            read_timeout = STREAM_READ_TIMEOUT if follow else connect_timeout
         self.timeout = httpx.Timeout(connect_timeout, read=read_timeout)
         self.verify = verify
         self.on_retry = on_retry
+        self.on_reconnect = on_reconnect
         self.transport = transport
         self.last_id: int | None = since  # every line up to here was yielded (or skipped)
         self.status: str | None = None  # the workflow's last known status
         self.ended = False
         self.reconnects = 0
+        self.reached = False  # the server answered at least once
+        self._failures = 0  # failed attempts in a row without progress
+        self._lost = False  # an attempt failed since the last stream opened
         self._statuses: dict[tuple[str | None, str | None], str] = {}
         self._progress = False
         # Lines from pods carry the Kubernetes Job name, not the step: a status event that
@@ -359,7 +373,7 @@ class LogFollower:
         if status == 404:
             return NotFound(message, status)
         if status in (408, 429) or status >= 500:
-            return _Retry(f"HTTP {status}: {message}")
+            return _Retry(f"it answered HTTP {status}: {message}")
         return RequestError(message, status)
 
     def _events(self, raw: list[RawEvent]) -> list[Event]:
@@ -414,15 +428,34 @@ class LogFollower:
         self.tail = None
         return out, more
 
-    def _give_up_or_wait(self, failures: int, reason: str) -> float:
-        if failures > self.retries:
-            raise Unreachable(f"{self.server}: {reason} (gave up after {failures} attempts)")
-        delay = min(self.max_backoff, self.backoff * 2 ** (failures - 1))
+    def _failed(self, exc: Exception) -> float:
+        """After a failed attempt: the seconds to wait before the next, or raise."""
+        if isinstance(exc, httpx.UnsupportedProtocol):
+            raise RequestError(f"{self.server} is not an http:// or https:// URL") from None
+        reason = describe(exc, self.timeout)
+        if not self.follow and not self.reached and isinstance(exc, httpx.TransportError):
+            # a one-shot read that never had an answer: say so now, not after retries
+            raise Unreachable(f"cannot reach {self.server}: {reason}") from None
+        if self._progress:
+            self._failures, self._progress = 0, False
+        self._failures += 1
+        if self._failures > self.retries:
+            attempts = f"{self._failures} attempt{'s' if self._failures > 1 else ''}"
+            raise Unreachable(f"gave up on {self.server} after {attempts}: {reason}") from None
+        delay = min(self.max_backoff, self.backoff * 2 ** (self._failures - 1))
         delay *= 0.5 + random.random() / 2  # jitter: [delay/2, delay)
         self.reconnects += 1
+        self._lost = True
         if self.on_retry is not None:
-            self.on_retry(reason, delay, failures)
+            self.on_retry(reason, delay, self._failures)
         return delay
+
+    def _answered(self, status: int) -> None:
+        self.reached = True
+        if status == 200 and self.follow and self._lost:
+            self._lost = False
+            if self.on_reconnect is not None:
+                self.on_reconnect()
 
     def _client_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"timeout": self.timeout, "verify": self.verify}
@@ -438,7 +471,6 @@ class LogFollower:
 
     def batches(self) -> Iterator[list[Event]]:
         """Events as they arrive, one list per network read (write, then flush, per list)."""
-        failures = 0
         with httpx.Client(**self._client_kwargs()) as client:
             while True:
                 try:
@@ -449,22 +481,20 @@ class LogFollower:
                         if self._refilter:
                             self._refilter = False
                             continue
-                        raise _Retry("the stream closed before the end")
+                        raise _Retry(CLOSED)
                     more = yield from self._read_once(client)
                     if not more:
                         return
-                    failures = 0
+                    self._failures = 0
                     continue
                 except (_Retry, httpx.TransportError) as exc:
-                    reason = _describe(exc)
-                if self._progress:
-                    failures, self._progress = 0, False
-                failures += 1
-                time.sleep(self._give_up_or_wait(failures, reason))
+                    delay = self._failed(exc)
+                time.sleep(delay)
 
     def _stream_once(self, client: httpx.Client) -> Iterator[list[Event]]:
         url, params, headers = self._stream_request()
         with client.stream("GET", url, params=params, headers=headers) as response:
+            self._answered(response.status_code)
             if response.status_code != 200:
                 raise self._refusal(response.status_code, response.read())
             decoder = SSEDecoder()
@@ -478,6 +508,7 @@ class LogFollower:
     def _read_once(self, client: httpx.Client) -> Iterator[list[Event]]:
         url, params, headers = self._read_request()
         response = client.get(url, params=params, headers=headers)
+        self._answered(response.status_code)
         if response.status_code != 200:
             raise self._refusal(response.status_code, response.content)
         events, more = self._page(response.content)
@@ -494,7 +525,6 @@ class LogFollower:
 
     async def abatches(self) -> AsyncIterator[list[Event]]:
         """`batches()` for asyncio."""
-        failures = 0
         async with httpx.AsyncClient(**self._client_kwargs()) as client:
             while True:
                 try:
@@ -506,9 +536,10 @@ class LogFollower:
                         if self._refilter:
                             self._refilter = False
                             continue
-                        raise _Retry("the stream closed before the end")
+                        raise _Retry(CLOSED)
                     url, params, headers = self._read_request()
                     response = await client.get(url, params=params, headers=headers)
+                    self._answered(response.status_code)
                     if response.status_code != 200:
                         raise self._refusal(response.status_code, response.content)
                     events, more = self._page(response.content)
@@ -516,18 +547,16 @@ class LogFollower:
                         yield events
                     if not more:
                         return
-                    failures = 0
+                    self._failures = 0
                     continue
                 except (_Retry, httpx.TransportError) as exc:
-                    reason = _describe(exc)
-                if self._progress:
-                    failures, self._progress = 0, False
-                failures += 1
-                await asyncio.sleep(self._give_up_or_wait(failures, reason))
+                    delay = self._failed(exc)
+                await asyncio.sleep(delay)
 
     async def _astream_once(self, client: httpx.AsyncClient) -> AsyncIterator[list[Event]]:
         url, params, headers = self._stream_request()
         async with client.stream("GET", url, params=params, headers=headers) as response:
+            self._answered(response.status_code)
             if response.status_code != 200:
                 raise self._refusal(response.status_code, await response.aread())
             decoder = SSEDecoder()
@@ -539,8 +568,40 @@ class LogFollower:
                     return
 
 
-def _describe(exc: BaseException) -> str:
+CLOSED = "the server closed the stream"
+
+
+def describe(exc: BaseException, timeout: httpx.Timeout | None = None) -> str:
+    """What went wrong, in plain words (no exception class names), for the user."""
     if isinstance(exc, _Retry):
         return str(exc)
     text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    low = text.lower()
+    if isinstance(exc, httpx.ConnectTimeout):
+        after = f" within {timeout.connect:g} s" if timeout and timeout.connect else ""
+        return f"no answer to the connection{after}"
+    if isinstance(exc, httpx.TimeoutException):
+        after = f" for {timeout.read:g} s" if timeout and timeout.read else ""
+        return f"the server sent nothing{after}"
+    if isinstance(exc, httpx.ConnectError):
+        if "refused" in low:
+            return "connection refused: nothing listens on that port"
+        if any(w in low for w in ("name or service", "nodename", "name resolution",
+                                  "getaddrinfo", "no address")):
+            return "unknown host name"
+        if "certificate" in low:
+            return "its TLS certificate is not trusted"
+        if "unreachable" in low:
+            return "network unreachable"
+        return f"could not connect ({_plain(text)})" if text else "could not connect"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return CLOSED
+    if isinstance(exc, httpx.ReadError | httpx.WriteError):
+        return "the connection was cut"
+    return _plain(text) or "a network error"
+
+
+def _plain(text: str) -> str:
+    """'[Errno 99] Cannot assign requested address' -> 'cannot assign requested address'."""
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text.strip())
+    return text[:1].lower() + text[1:]

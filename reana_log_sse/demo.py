@@ -6,9 +6,13 @@ import asyncio
 import datetime as dt
 import gzip
 import logging
+import os
 import random
 import secrets
+import sys
 import uuid
+import webbrowser
+from collections.abc import Callable
 
 import click
 import httpx
@@ -30,11 +34,13 @@ def _now() -> str:
 class SimulatedWorkflow:
     """A REANA-like run: engine lines, three jobs one after another, then finished."""
 
-    def __init__(self, base_url: str, token: str, rate: float) -> None:
+    def __init__(self, base_url: str, token: str, rate: float,
+                 say: Callable[[str], None] = lambda text: None) -> None:
         self.workflow_id = uuid.uuid4()
         self.base_url = base_url
         self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         self.rate = rate
+        self.say = say  # one line when each job starts
 
     def event(self, message: str, *, step: str | None = None, stream: str = "stdout") -> dict:
         job = f"reana-run-job-{uuid.uuid5(self.workflow_id, step)}" if step else None
@@ -68,6 +74,7 @@ class SimulatedWorkflow:
             for step in STEPS:
                 await self.post(client, [self.event(f"Publishing step:{step} to job controller")])
                 await self.status(client, "running", step)
+                self.say(f"  job {step} is running")
                 await self.job(client, step)
                 await self.status(client, "finished", step)
             await self.post(client, [self.event("Workflow finished. Publishing status.")])
@@ -85,14 +92,22 @@ class SimulatedWorkflow:
             await asyncio.sleep(random.expovariate(self.rate))
 
 
-async def run_demo(settings: Settings, rate: float) -> None:
+def _command() -> str:
+    """How the user called us (`.venv/bin/reana-log-sse`), for commands to paste."""
+    called = sys.argv[0] if sys.argv else ""
+    return called if os.path.basename(called) == "reana-log-sse" else "reana-log-sse"
+
+
+async def run_demo(settings: Settings, rate: float, *, open_browser: bool = False) -> None:
     tokens = settings.ingest_token_list()
     token = tokens[0] if tokens else secrets.token_urlsafe(16)
     settings = settings.replace(ingest_tokens=token, end_grace_seconds=1.0)
     app = create_app(settings)
+    debug = settings.log_level == "debug"  # else only warnings: the demo's lines stay in view
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                            log_level=settings.log_level, log_config=None,
-                            timeout_graceful_shutdown=2)
+                            log_level=settings.log_level if debug or settings.log_level in (
+                                "warning", "error") else "warning",
+                            access_log=debug, log_config=None, timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
     while not server.started:
@@ -101,21 +116,28 @@ async def run_demo(settings: Settings, rate: float) -> None:
             return
         await asyncio.sleep(0.05)
     base = f"http://{settings.host}:{settings.port}"
-    sim = SimulatedWorkflow(base, token, rate)
+    sim = SimulatedWorkflow(base, token, rate, say=click.echo)
     wf = sim.workflow_id
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         await sim.status(client, "queued")  # known before anyone opens its URL
+    page = f"{base}/?workflow={wf}"
     click.echo(f"""
-reana-log-sse demo: a simulated workflow {wf} is running.
-  browser: {base}/?workflow={wf}
-  curl:    curl -N {base}/api/workflows/{wf}/logs/stream
-  text:    curl {base}/api/workflows/{wf}/logs?format=text
-  ingest:  curl -H 'Authorization: Bearer {token}' ... {base}/ingest/vector
-Ctrl-C to stop.
+A simulated REANA workflow is running: its engine and three jobs ({", ".join(STEPS)}) post
+their lines to the service as Vector would, then the workflow finishes.
+
+  open in a browser:   {page}
+  follow with curl:    curl -N {base}/api/workflows/{wf}/logs/stream
+  or from a terminal:  {_command()} logs {wf} --follow --server {base}
+  the whole log:       curl {base}/api/workflows/{wf}/logs?format=text
+  post lines yourself: POST {base}/ingest/vector with 'Authorization: Bearer {token}'
+
+Ctrl-C to stop (every request is logged with --log-level debug).
 """)
+    if open_browser and not webbrowser.open(page):
+        click.echo("  (--open: no web browser found here; open the page yourself)")
     try:
         await sim.run()
-        click.echo(f"workflow {wf} finished; the service keeps running (Ctrl-C to stop).")
+        click.echo("The workflow finished; the service keeps running (Ctrl-C to stop).")
         await serving
     except asyncio.CancelledError:
         pass

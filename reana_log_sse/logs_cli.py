@@ -2,7 +2,8 @@
 
 Exit status: 0 the workflow finished (or, without --follow, is not over), 1 it failed,
 was stopped or deleted, 2 usage, 3 not allowed (401/403), 4 unknown workflow, 5 server
-unreachable after retries, 130 Ctrl-C.
+unreachable (without --follow at once when it was never reached; with --follow after
+--retries attempts in a row), 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import click
 import orjson
 
 from .client import (
+    DEFAULT_RETRIES,
     DEFAULT_SERVER,
+    DEFAULT_TIMEOUT,
     TERMINAL_STATUSES,
     AuthError,
     ClientError,
@@ -172,11 +175,18 @@ def _wants_color(stream: IO[Any], no_color: bool) -> bool:
               show_default=True, show_envvar=True, help="reana-log-sse base URL")
 @click.option("--token", envvar="REANA_ACCESS_TOKEN", show_envvar=True,
               help="your REANA access token (or a reader token)")
-@click.option("--retries", type=click.IntRange(min=0), default=10, show_default=True,
-              help="failed reconnects in a row before giving up (exit 5)")
+@click.option("--retries", type=click.IntRange(min=0), default=DEFAULT_RETRIES,
+              envvar="REANA_LOG_SSE_RETRIES", show_default=True, show_envvar=True,
+              help="--follow: failed reconnects in a row (about 30 s for 10) before giving "
+                   "up with exit 5")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT_TIMEOUT, envvar="REANA_LOG_SSE_TIMEOUT", show_default=True,
+              show_envvar=True, metavar="SECONDS",
+              help="wait this long to connect (and, without --follow, for the answer)")
 def logs(workflow: str, follow: bool, jobs: tuple[str, ...], kind: str | None,
          tail: int | None, since: int | None, as_json: bool, timestamps: bool,
-         no_color: bool, server: str, token: str | None, retries: int) -> None:
+         no_color: bool, server: str, token: str | None, retries: int,
+         timeout: float) -> None:
     """Print the logs of WORKFLOW (a UUID, or with REANA auth a name such as
     myanalysis.42; default $REANA_WORKON), and with --follow keep printing until it ends.
 
@@ -192,12 +202,30 @@ def logs(workflow: str, follow: bool, jobs: tuple[str, ...], kind: str | None,
     def note(text: str) -> None:
         click.echo(click.style(text, fg="yellow") if err_color else text, err=True)
 
+    where = server.rstrip("/")
+    outage = False
+
     def on_retry(reason: str, delay: float, attempt: int) -> None:
-        note(f"reana-log-sse: {reason}; reconnecting in {delay:.1f} s (attempt {attempt})")
+        nonlocal outage
+        then = f"retry {attempt} of {retries} in {delay:.1f} s"
+        if outage:
+            note(f"reana-log-sse: still no connection to {where} ({reason}); {then}")
+        elif follower.reached:
+            note(f"reana-log-sse: connection to {where} lost ({reason}); reconnecting")
+        else:
+            note(f"reana-log-sse: cannot reach {where} ({reason}); {then}")
+        outage = True
+
+    def on_reconnect() -> None:
+        nonlocal outage
+        outage = False
+        note(f"reana-log-sse: reconnected to {where}")
 
     follower = LogFollower(server, workflow, token=token, jobs=jobs,
                            kind=kind, tail=tail,  # type: ignore[arg-type]
-                           since=since, follow=follow, retries=retries, on_retry=on_retry)
+                           since=since, follow=follow, retries=retries,
+                           connect_timeout=timeout, on_retry=on_retry,
+                           on_reconnect=on_reconnect)
     code = EXIT_OK
     try:
         for batch in follower.batches():
@@ -212,9 +240,23 @@ def logs(workflow: str, follow: bool, jobs: tuple[str, ...], kind: str | None,
     except ClientError as exc:
         code = {AuthError: EXIT_AUTH, NotFound: EXIT_NOT_FOUND, Unreachable: EXIT_UNREACHABLE,
                 RequestError: EXIT_USAGE}.get(type(exc), EXIT_UNREACHABLE)
-        what = f"HTTP {exc.status_code}: " if exc.status_code else ""
-        click.echo(f"reana-log-sse logs: {what}{exc.message}", err=True)
+        click.echo(f"reana-log-sse logs: {_explain(exc, where, workflow)}", err=True)
     sys.exit(code)
+
+
+def _explain(exc: ClientError, server: str, workflow: str) -> str:
+    """The refusal in plain words, naming the server; the server's own reason after it."""
+    why = f" (HTTP {exc.status_code}: {exc.message})" if exc.status_code else ""
+    if exc.status_code == 401:
+        return f"{server} wants a valid token to read {workflow}{why}; set --token or " \
+               "REANA_ACCESS_TOKEN"
+    if exc.status_code == 403:
+        return f"{server} does not let this token read {workflow}{why}"
+    if isinstance(exc, NotFound):
+        return f"{server} knows no workflow {workflow}{why}"
+    if isinstance(exc, RequestError) and exc.status_code:
+        return f"{server} refused the request{why}"
+    return exc.message
 
 
 def _silence_stdout() -> None:

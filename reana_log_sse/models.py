@@ -20,7 +20,8 @@ class LogEvent(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     workflow_id: uuid.UUID
-    kind: Literal["job", "workflow"] = "job"
+    # "service": Dask and other per-workflow service pods (vector/vector.yaml).
+    kind: Literal["job", "workflow", "service"] = "job"
     job_id: str | None = Field(default=None, max_length=253)
     step: str | None = Field(default=None, max_length=253)
     pod: str | None = Field(default=None, max_length=253)
@@ -49,6 +50,8 @@ class StatusUpdate(BaseModel):
     cmd: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # A batch job's exit code (`reana-log-sse ship` sends it with finished/failed).
+    exit_code: int | None = None
 
     @property
     def is_workflow_level(self) -> bool:

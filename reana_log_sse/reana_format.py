@@ -138,6 +138,8 @@ def build_logs(workflow_id: uuid.UUID, statuses: Iterable[JobStatusRow],
         if line.kind == "workflow":
             engine.append(line.text())
             continue
+        if line.kind == "service":  # REANA's service_logs come from its own records
+            continue
         if line.job_id:
             key = ("job", line.job_id)
         elif line.step:

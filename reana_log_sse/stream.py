@@ -44,8 +44,8 @@ def int_param(request: Request, name: str, *, minimum: int = 0) -> int | None:
 
 def filters_param(request: Request) -> Filters:
     kind = request.query_params.get("kind")
-    if kind not in (None, "", "job", "workflow"):
-        raise HTTPException(400, "kind must be job or workflow")
+    if kind not in (None, "", "job", "workflow", "service"):
+        raise HTTPException(400, "kind must be job, workflow or service")
     jobs = tuple(j for j in request.query_params.getlist("job") if j)
     return Filters(jobs=jobs, kind=kind or None)
 
@@ -198,7 +198,7 @@ async def stream_logs(request: Request) -> EventSourceResponse:
     return EventSourceResponse(
         follow(follower, sub, b"".join(first), state.settings.retry_ms),
         ping=state.settings.ping_seconds,
-        ping_message_factory=lambda: ServerSentEvent(comment="ping"),
+        ping_message_factory=lambda: ServerSentEvent(comment="ping", sep="\n"),  # default CRLF
         sep="\n",
         send_timeout=60,  # a client that reads nothing for a minute is dropped; it resumes
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

@@ -128,3 +128,20 @@ class Follower:
 
     async def wait_closed(self, timeout: float = 20.0) -> None:
         await self.wait_for(lambda f: f.closed_by_server, timeout)
+
+
+async def settle(follower: Follower, base_url: str, token: str,
+                 workflow_id: uuid.UUID | str) -> None:
+    """Wait until the follower has everything the service sent it so far: a job status
+    posted now reaches every stream of the workflow (statuses are not filtered) after the
+    lines committed before it. Instead of sleeping to see that nothing more arrives."""
+    marker = f"settle-{uuid.uuid4()}"
+    response = await asyncio.to_thread(post_status, base_url, token, workflow_id, "running",
+                                       job_id=marker, step=marker)
+    assert response.status_code == 200, response.text
+    await follower.wait_for(lambda f: any(s.get("job_id") == marker for s in f.named("status")))
+
+
+async def wait_connected(follower: Follower) -> None:
+    """The stream answered (its subscription exists: a line committed now reaches it)."""
+    await follower.wait_for(lambda f: f.status_code is not None)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +24,7 @@ from tests.fake_reana import FakeReanaServer
 from tests.helpers import event, post_batch, post_status
 
 JOB = "reana-run-job-1"  # tests.helpers.event's default job
+_CLASS_NAME = re.compile(r"\b[A-Z][a-z]+(?:[A-Z][a-z]+)*(?:Error|Exception|Timeout)\b|Errno")
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -174,7 +177,13 @@ def test_cli_logs_follow_survives_a_server_restart_with_every_line_once(server_f
                                              + [f"last {i}" for i in range(10)])
     assert [o["id"] for o in logs_] == list(range(1, 1011))
     assert objs[-1] == {"event": "end", "workflow_id": wf, "status": "finished"}
-    assert "reconnecting" in cli.stderr()
+    notes = cli.stderr().splitlines()
+    # one calm line when the stream is cut, the cause in plain words; one when it is back
+    assert notes[0] == f"reana-log-sse: connection to {url} lost (the server closed the " \
+                       "stream); reconnecting", notes
+    assert notes[-1] == f"reana-log-sse: reconnected to {url}", notes
+    assert all(line.startswith("reana-log-sse: ") for line in notes), notes
+    assert not any(_CLASS_NAME.search(line) for line in notes), notes
 
 
 # -- 3. --json and escape codes ------------------------------------------------------------
@@ -244,17 +253,54 @@ def test_cli_logs_exit_statuses_for_refusals(server_factory):
     url, wf = server.url, str(uuid.uuid4())
     _ok(post_batch(url, server.ingest_token, [event(wf, "x")]))
     run = logs(wf, "--server", url, "--token", "wrong")
-    assert (run.returncode, b"HTTP 401" in run.stderr) == (3, True)
+    assert run.returncode == 3
+    assert run.stderr.decode().startswith(
+        f"reana-log-sse logs: {url} wants a valid token to read {wf} (HTTP 401: "), run.stderr
     run = logs(wf, "--server", url, REANA_ACCESS_TOKEN="reader-secret")
     assert run.returncode == 0 and run.stdout == f"[{JOB}] x\n".encode()
-    run = logs(str(uuid.uuid4()), "--follow", "--server", url, "--token", "reader-secret")
-    assert (run.returncode, b"HTTP 404" in run.stderr) == (4, True)
+    unknown = str(uuid.uuid4())
+    run = logs(unknown, "--follow", "--server", url, "--token", "reader-secret")
+    assert run.returncode == 4
+    assert run.stderr.decode().startswith(
+        f"reana-log-sse logs: {url} knows no workflow {unknown} (HTTP 404: "), run.stderr
     assert logs(wf, "--kind", "nope", "--server", url).returncode == 2
     assert logs("--server", url).returncode == 2  # no workflow
-    run = logs(wf, "--follow", "--retries", "1",
+    run = logs(wf, "--follow", REANA_LOG_SSE_RETRIES="1",
                REANA_LOG_SSE_URL=f"http://127.0.0.1:{free_port()}")
     assert run.returncode == 5
-    assert b"gave up" in run.stderr and b"Traceback" not in run.stderr
+    notes = run.stderr.decode().splitlines()
+    assert len(notes) == 2, notes  # retries=1: one retry, then the verdict
+    assert "cannot reach http://127.0.0.1:" in notes[0] and "retry 1 of 1" in notes[0]
+    assert notes[-1].startswith("reana-log-sse logs: gave up on http://127.0.0.1:"), notes
+    assert "connection refused" in notes[-1]
+    assert not any(_CLASS_NAME.search(line) for line in notes), notes
+
+
+def test_cli_logs_without_follow_fails_at_once_when_the_service_was_never_reached():
+    # no --follow and nothing ever answered: one clear line, exit 5, no retries
+    url = f"http://127.0.0.1:{free_port()}"
+    run = logs(str(uuid.uuid4()), "--server", url)
+    assert run.returncode == 5
+    assert run.stderr.decode().splitlines() == [
+        f"reana-log-sse logs: cannot reach {url}: connection refused: nothing listens on "
+        "that port"]
+    run = logs(str(uuid.uuid4()), "--server", "http://no-such-host.invalid")
+    assert (run.returncode, run.stderr.decode().splitlines()) == (5, [
+        "reana-log-sse logs: cannot reach http://no-such-host.invalid: unknown host name"])
+    run = logs(str(uuid.uuid4()), "--server", "ftp://127.0.0.1")
+    assert run.returncode == 2 and b"not an http:// or https:// URL" in run.stderr
+
+
+def test_cli_logs_timeout_bounds_the_wait_for_a_silent_server():
+    # a socket that accepts connections and never answers (a hung proxy)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        run = logs(str(uuid.uuid4()), "--server", url, REANA_LOG_SSE_TIMEOUT="0.3")
+        assert run.returncode == 5
+        assert run.stderr.decode().splitlines() == [
+            f"reana-log-sse logs: cannot reach {url}: the server sent nothing for 0.3 s"]
 
 
 def test_cli_logs_ctrl_c_exits_quietly(live_server, cli_procs):
@@ -392,6 +438,6 @@ def test_client_follower_gives_up_when_nothing_answers():
                            backoff=0.01)
     from reana_log_sse.client import Unreachable
 
-    with pytest.raises(Unreachable, match="gave up after 3 attempts"):
+    with pytest.raises(Unreachable, match="gave up on .* after 3 attempts"):
         list(follower)
     assert follower.reconnects == 2

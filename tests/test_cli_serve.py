@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -115,3 +116,17 @@ def test_cli_serve_refuses_open_auth_off_loopback(tmp_path):
     )
     assert result.returncode == 2
     assert "REANA_LOG_SSE_AUTH=none" in result.stderr
+
+
+def test_cli_serve_on_a_busy_port_says_so_and_exits_3(data_dir):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = _serve(data_dir, port)
+        out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 3, out
+    assert out.splitlines() == [
+        f"reana-log-sse: cannot listen on 127.0.0.1:{port}: address already in use (another "
+        "service? choose another with --port or REANA_LOG_SSE_PORT)"]
+    assert not data_dir.exists()  # said before any database was started

@@ -16,23 +16,32 @@ from tests.test_cli_serve import _postmasters, _wait_gone
 async def test_demo_streams_a_simulated_workflow_to_its_end(tmp_path):
     port = free_port()
     data_dir = tmp_path / "demo"
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser"  # what webbrowser runs for --open, given $BROWSER
+    browser.write_text(f"#!/bin/sh\necho \"$1\" > {opened}\n")
+    browser.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("REANA_LOG_SSE_")}
-    proc = subprocess.Popen(
+    env.update(BROWSER=str(browser), REANA_LOG_SSE_OPEN="1")
+    proc = subprocess.Popen(  # the default log level: info
         [sys.executable, "-m", "reana_log_sse", "demo", "--port", str(port), "--data-dir",
-         str(data_dir), "--lines-per-second", "400", "--log-level", "warning"],
+         str(data_dir), "--lines-per-second", "400"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    printed: list[str] = []
     try:
-        workflow, printed = None, []
         assert proc.stdout is not None
         for line in proc.stdout:
             printed.append(line)
-            match = re.search(r"curl -N (\S+/logs/stream)", line)
-            if match:
-                workflow = match.group(1)
+            if line.startswith("Ctrl-C to stop"):
                 break
-        assert workflow, "demo printed no stream URL:\n" + "".join(printed)
-        async with Follower(workflow) as f:
+        said = "".join(printed)
+        stream = re.search(r"follow with curl: +curl -N (\S+/logs/stream)\n", said)
+        page = re.search(r"open in a browser: +(http://127\.0\.0\.1:\d+/\?workflow=\S+)\n",
+                         said)
+        assert stream and page, "demo printed no URLs:\n" + said
+        assert f"logs {page.group(1).split('=')[1]} --follow --server http://127.0.0.1:{port}" \
+            in said
+        async with Follower(stream.group(1)) as f:
             await f.wait_closed(timeout=90)
         assert f.named("end"), (f.status_code, f.events[-3:])
         assert f.named("end")[-1]["status"] == "finished"
@@ -42,8 +51,27 @@ async def test_demo_streams_a_simulated_workflow_to_its_end(tmp_path):
         assert len(f.ids) > 180
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(60)
+        rest, _ = proc.communicate(timeout=60)
+        printed.append(rest)
         for p in _postmasters(data_dir):
             p.kill()
     assert proc.returncode == 0
     assert _wait_gone(data_dir) == []
+    said = "".join(printed)
+    assert opened.read_text().strip() == page.group(1)  # --open (REANA_LOG_SSE_OPEN)
+    # what it is doing, in a few lines; no access log (only with --log-level debug)
+    assert [line.strip() for line in said.splitlines() if line.startswith("  job ")] == [
+        "job gendata is running", "job fitdata is running", "job plot is running"]
+    assert "The workflow finished" in said
+    assert "HTTP/1.1" not in said and "uvicorn" not in said, said
+    assert len(said.splitlines()) < 25, said
+
+
+def test_demo_page_has_a_favicon(live_server):
+    # the page names one (so browsers ask for nothing else), and /favicon.ico is there too
+    page = live_server.get("/").text
+    assert '<link rel="icon" href="static/favicon.svg" type="image/svg+xml">' in page
+    svg = live_server.get("/static/favicon.svg")
+    assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+    ico = live_server.get("/favicon.ico")
+    assert ico.status_code == 200 and ico.content[:4] == b"\0\0\1\0"  # an ICO header

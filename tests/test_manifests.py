@@ -25,6 +25,8 @@ KUSTOMIZATION_DIRS = [BASE, OVERLAY, ROOT / "vector"]
 K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 NAMESPACED = {"ServiceAccount", "DaemonSet", "Deployment", "Service", "Secret", "ConfigMap",
               "PodDisruptionBudget", "NetworkPolicy", "Ingress"}
+# Namespaced, but in REANA's runtime namespace rather than the service's.
+IN_REANA_NAMESPACE = {"Role", "RoleBinding"}
 
 
 def _resource_files() -> list[Path]:
@@ -47,15 +49,26 @@ def _kustomization(directory: Path) -> dict[str, Any]:
     return yaml.safe_load((directory / "kustomization.yaml").read_text(encoding="utf-8"))
 
 
-@pytest.fixture(scope="module")
-def built() -> list[dict[str, Any]]:
-    """The example overlay as `kubectl apply -k` would send it."""
+def _kustomize(directory: Path) -> list[dict[str, Any]]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl (with its built-in kustomize) is not installed")
-    out = subprocess.run([kubectl, "kustomize", str(OVERLAY)], check=True,
+    out = subprocess.run([kubectl, "kustomize", str(directory)], check=True,
                          capture_output=True, text=True, timeout=60).stdout
     return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.fixture(scope="module")
+def built() -> list[dict[str, Any]]:
+    """The example overlay as `kubectl apply -k` would send it."""
+    return _kustomize(OVERLAY)
+
+
+def _env(workload: dict[str, Any], name: str) -> dict[str, Any]:
+    (container,) = [c for c in workload["spec"]["template"]["spec"]["containers"]
+                    if c["name"] == workload["metadata"]["name"]]
+    (env,) = [e for e in container["env"] if e["name"] == name]
+    return env
 
 
 def _built(built: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -123,17 +136,62 @@ def test_kustomization_base_builds_vector_configmap_from_vector_yaml():
 def test_kustomization_overlay_builds_a_valid_namespaced_whole(built):
     kinds = sorted(d["kind"] for d in built)
     assert kinds == sorted(["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-                            "ConfigMap", "Secret", "Service", "Deployment", "DaemonSet",
-                            "PodDisruptionBudget", "NetworkPolicy", "NetworkPolicy",
-                            "Ingress"])
+                            "PriorityClass", "ConfigMap", "Secret", "Service", "Deployment",
+                            "DaemonSet", "PodDisruptionBudget", "NetworkPolicy",
+                            "NetworkPolicy", "NetworkPolicy", "Ingress", "ServiceAccount",
+                            "Role", "RoleBinding"])
     for doc in built:
         for version in K8S_VERSIONS:
             kubernetes_validate.validate(doc, version, strict=True)
         if doc["kind"] in NAMESPACED:
             assert doc["metadata"]["namespace"] == "reana-log-sse", doc["metadata"]["name"]
+        elif doc["kind"] in IN_REANA_NAMESPACE:
+            assert doc["metadata"]["namespace"] == "default", doc["metadata"]["name"]
+        else:
+            assert "namespace" not in doc["metadata"], doc["metadata"]["name"]
     (binding,) = _built(built, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "reana-log-sse-vector",
                                     "namespace": "reana-log-sse"}]
+
+
+def test_kustomization_overlay_grants_pod_reads_in_reana_namespace_only(built):
+    (deployment,) = _built(built, "Deployment")
+    runtime = _env(deployment, "REANA_LOG_SSE_KUBERNETES_NAMESPACE")["value"]
+    assert runtime == "default"  # REANA's default runtime namespace
+    (role,) = _built(built, "Role")
+    (binding,) = _built(built, "RoleBinding")
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == runtime
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    # the subject is the service's account, in the service's namespace
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account,
+                                    "namespace": deployment["metadata"]["namespace"]}]
+    assert deployment["metadata"]["namespace"] == "reana-log-sse" != runtime
+    # nothing cluster-wide grants pod logs
+    for cluster_role in _built(built, "ClusterRole"):
+        for rule in cluster_role["rules"]:
+            assert "pods/log" not in rule["resources"]
+
+
+def test_kustomization_overlay_rbac_follows_a_patched_runtime_namespace(tmp_path):
+    # An admin whose REANA runs jobs in `reana-runtime` patches only the env var.
+    shutil.copytree(MANIFESTS, tmp_path / "manifests")
+    shutil.copytree(ROOT / "vector", tmp_path / "vector")
+    overlay = tmp_path / "manifests" / "overlays" / "example"
+    k = _kustomization(overlay)
+    k["patches"].append({"patch": yaml.safe_dump({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "reana-log-sse"},
+        "spec": {"template": {"spec": {"containers": [{"name": "reana-log-sse", "env": [
+            {"name": "REANA_LOG_SSE_KUBERNETES_NAMESPACE", "value": "reana-runtime"}]}]}}}})})
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(k), encoding="utf-8")
+    out = _kustomize(overlay)
+    (deployment,) = _built(out, "Deployment")
+    assert _env(deployment, "REANA_LOG_SSE_KUBERNETES_NAMESPACE")["value"] == "reana-runtime"
+    (role,) = _built(out, "Role")
+    (binding,) = _built(out, "RoleBinding")
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "reana-runtime"
+    assert binding["subjects"][0]["namespace"] == "reana-log-sse"
 
 
 def test_kustomization_overlay_ships_vector_yaml_verbatim(built):
@@ -192,6 +250,7 @@ def test_deployment_selectors_match_its_pods():
         _base("Service", "reana-log-sse")["spec"]["selector"],
         _base("PodDisruptionBudget", "reana-log-sse")["spec"]["selector"]["matchLabels"],
         _base("NetworkPolicy", "reana-log-sse")["spec"]["podSelector"]["matchLabels"],
+        _base("NetworkPolicy", "reana-log-sse-egress")["spec"]["podSelector"]["matchLabels"],
     ]
     for selector in selectors:
         assert selector.items() <= pod_labels.items()
@@ -209,6 +268,48 @@ def test_networkpolicy_admits_vector_pods_to_the_ingest_port():
     assert rules[0]["ports"] == [{"port": 8000, "protocol": "TCP"}]
     # no rule admits everyone
     assert all(r.get("from") for r in policy["spec"]["ingress"])
+
+
+def test_networkpolicy_egress_allows_dns_database_reana_server_and_apiserver():
+    policy = _base("NetworkPolicy", "reana-log-sse-egress")
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    # the ingress policy stays ingress-only: egress is decided in one place
+    assert _base("NetworkPolicy", "reana-log-sse")["spec"]["policyTypes"] == ["Ingress"]
+    allowed = {(p["port"], p["protocol"]): rule.get("to")
+               for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert set(allowed) == {(53, "UDP"), (53, "TCP"), (5432, "TCP"), (5000, "TCP"),
+                            (80, "TCP"), (443, "TCP"), (6443, "TCP")}
+    # the apiserver's endpoint addresses vary per cluster: any address, those ports only
+    assert allowed[(443, "TCP")] is None and allowed[(6443, "TCP")] is None
+    # reana-server only in REANA's namespace (its pods listen on 5000 behind port 80)
+    assert allowed[(5000, "TCP")] == [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "default"}}}]
+    url = _env(_base("Deployment", "reana-log-sse"), "REANA_LOG_SSE_REANA_SERVER_URL")["value"]
+    assert url == "http://reana-server.default.svc.cluster.local"
+
+
+def test_service_role_grants_exactly_pods_list_watch_and_log_get():
+    role = _base("Role", "reana-log-sse")
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    ]
+    deployment = _base("Deployment", "reana-log-sse")
+    assert role["metadata"]["namespace"] == _env(
+        deployment, "REANA_LOG_SSE_KUBERNETES_NAMESPACE")["value"] == "default"
+    binding = _base("RoleBinding", "reana-log-sse")
+    assert binding["metadata"]["namespace"] == role["metadata"]["namespace"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": "reana-log-sse"}
+    account = _base("ServiceAccount", "reana-log-sse")
+    assert binding["subjects"] == [{"kind": "ServiceAccount",
+                                    "name": account["metadata"]["name"],
+                                    "namespace": "default"}]  # kustomize sets the overlay's
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == account["metadata"]["name"]
+    # the token is mounted, so REANA_LOG_SSE_KUBERNETES=auto turns the pod watch on
+    assert spec["automountServiceAccountToken"] is True
+    assert _env(deployment, "REANA_LOG_SSE_KUBERNETES")["value"] == "auto"
 
 
 def test_ingress_routes_only_the_read_api_with_sse_settings():
@@ -251,6 +352,17 @@ def test_vector_daemonset_mounts_what_vector_yaml_uses():
         ds["spec"]["template"]["metadata"]["labels"].items()
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert f"0.0.0.0:{ports['metrics']}" == load_config()["sinks"]["vector_prometheus"]["address"]
+
+
+def test_vector_daemonset_has_a_priority_class_that_never_preempts():
+    # as REANA's Fluent Bit (reanahub/reana helm/reana/templates/priority-classes.yaml)
+    priority = _base("PriorityClass", "reana-log-sse-vector")
+    spec = _base("DaemonSet", "reana-log-sse-vector")["spec"]["template"]["spec"]
+    assert spec["priorityClassName"] == priority["metadata"]["name"]
+    assert priority["value"] == 1000000
+    assert priority["preemptionPolicy"] == "Never"
+    assert priority["globalDefault"] is False
+    assert "namespace" not in priority["metadata"]  # cluster-scoped
 
 
 def test_vector_clusterrole_grants_exactly_list_watch_pods_nodes():

@@ -189,3 +189,23 @@ def test_reana_format_real_reana_client_prints_it(reana, reana_world):
                          text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert list(json.loads(run.stdout)["job_logs"]) == [RJ_B]
+
+
+def test_reana_format_leaves_service_lines_out_of_job_logs(live_server):
+    # Dask pods' lines (kind "service", vector/vector.yaml) are no job's: REANA answers
+    # them as service_logs from its own database records
+    # (reana_workflow_controller/rest/workflows_status.py get_workflow_logs), which this
+    # service does not reproduce, so they stay out of job_logs and workflow_logs.
+    wf = str(uuid.uuid4())
+    _run_workflow(live_server, wf)
+    scheduler = event(wf, "distributed.scheduler - INFO - Receive client connection",
+                      job=None, kind="service", stream="stderr")
+    assert post_batch(live_server.url, live_server.ingest_token,
+                      [scheduler]).json()["accepted"] == 1
+    logs = json.loads(live_server.get(f"/api/workflows/{wf}/logs?format=reana").json()["logs"])
+    assert logs["job_logs"] == _expected_job_logs(wf)
+    assert "distributed.scheduler" not in logs["workflow_logs"]
+    assert logs["service_logs"] == {}
+    # the other formats carry them, marked
+    lines = live_server.get(f"/api/workflows/{wf}/logs?format=json&kind=service").json()["lines"]
+    assert [(x["kind"], x["message"]) for x in lines] == [("service", scheduler["message"])]

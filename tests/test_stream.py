@@ -8,7 +8,7 @@ import uuid
 import httpx
 import psycopg
 
-from tests.helpers import Follower, event, post_batch, post_status
+from tests.helpers import Follower, event, post_batch, post_status, settle, wait_connected
 
 
 def stream_url(server, wf, query: str = "") -> str:
@@ -50,6 +50,21 @@ async def test_stream_headers_and_frames(live_server):
     assert '"step":"fitdata","stream":"stdout"' in text
 
 
+async def test_stream_ping_frames_end_in_lf_like_every_other_frame(server_factory):
+    server = server_factory(ping_seconds=0.1)
+    wf = uuid.uuid4()
+    await apost(server, [event(wf, "x")])
+    async with httpx.AsyncClient() as client, client.stream(
+        "GET", stream_url(server, wf)
+    ) as response:
+        raw = b""
+        async for chunk in response.aiter_raw():
+            raw += chunk
+            if raw.count(b": ping") >= 2:
+                break
+    assert b"\r" not in raw and b"\n\n: ping\n\n" in raw  # sse-starlette's default: CRLF
+
+
 async def test_stream_resumes_after_last_event_id_exactly_once(live_server):
     wf = uuid.uuid4()
     await apost(live_server, [event(wf, f"a{i}") for i in range(10)])
@@ -65,7 +80,7 @@ async def test_stream_resumes_after_last_event_id_exactly_once(live_server):
     # Last-Event-ID wins over since
     async with Follower(stream_url(live_server, wf, "?since=1"), {"Last-Event-ID": "14"}) as h:
         await h.wait_logs(2)
-        await asyncio.sleep(0.1)
+        await settle(h, live_server.url, live_server.ingest_token, wf)
     assert h.ids == [15, 16]
 
 
@@ -89,7 +104,8 @@ async def test_stream_concurrent_ingest_from_two_replicas_no_gap_no_duplicate(se
         await asyncio.gather(writer(a, "w1"), writer(b, "w2"), writer(a, "w3"), writer(b, "w4"))
         await fa.wait_logs(total, timeout=60)
         await fb.wait_logs(total, timeout=60)
-        await asyncio.sleep(0.3)  # nothing more may arrive
+        await settle(fa, a.url, a.ingest_token, wf)  # nothing more may arrive
+        await settle(fb, b.url, b.ingest_token, wf)
     for f in (fa, fb):
         assert len(f.ids) == total
         assert f.ids == sorted(set(f.ids)), "ids strictly increase, none twice"
@@ -115,7 +131,7 @@ async def test_stream_follower_resumes_across_a_service_restart(live_server):
     await apost(live_server, [event(wf, f"after {i}") for i in range(5)])
     async with Follower(stream_url(live_server, wf), {"Last-Event-ID": str(last)}) as g:
         await g.wait_logs(5)
-        await asyncio.sleep(0.2)
+        await settle(g, live_server.url, live_server.ingest_token, wf)
     assert [x["message"] for x in f.logs + g.logs] == (
         [f"before {i}" for i in range(5)] + [f"after {i}" for i in range(5)])
 
@@ -171,7 +187,7 @@ async def test_stream_filters_tail_since_job_kind(live_server):
     async def first(query, n):
         async with Follower(stream_url(live_server, wf, query)) as f:
             await f.wait_logs(n)
-            await asyncio.sleep(0.1)
+            await settle(f, live_server.url, live_server.ingest_token, wf)
         return [x["message"] for x in f.logs]
 
     assert await first("?tail=3", 3) == ["gen 9", "fit 9", "engine"]
@@ -183,11 +199,11 @@ async def test_stream_filters_tail_since_job_kind(live_server):
     assert both == ["gen 8", "fit 8", "gen 9", "fit 9"]
     # the filters hold for live lines too
     async with Follower(stream_url(live_server, wf, "?job=fitdata&tail=0")) as f:
-        await asyncio.sleep(0.2)
+        await wait_connected(f)
         await apost(live_server, [event(wf, "gen live", step="gendata"),
                                   event(wf, "fit live", step="fitdata")])
         await f.wait_logs(1)
-        await asyncio.sleep(0.2)
+        await settle(f, live_server.url, live_server.ingest_token, wf)
     assert [x["message"] for x in f.logs] == ["fit live"]
 
 
@@ -202,7 +218,7 @@ async def test_stream_slow_follower_catches_up_from_the_database(server_factory)
         for n in range(10):
             await apost(server, [event(wf, f"{n}-{i}") for i in range(100)])
         await f.wait_logs(1001)
-        await asyncio.sleep(0.2)
+        await settle(f, server.url, server.ingest_token, wf)
     assert f.ids == list(range(1, 1002))
     metrics = server.get("/metrics").text
     overflows = [line for line in metrics.splitlines()
@@ -230,7 +246,7 @@ async def test_stream_unknown_workflow_is_404_unless_waiting_is_allowed(server_f
     assert strict.get("/api/workflows/not-a-uuid/logs/stream").status_code == 404
     waiting = server_factory(wait_for_unknown=True)
     async with Follower(stream_url(waiting, wf)) as f:
-        await asyncio.sleep(0.2)
+        await wait_connected(f)
         await apost(waiting, [event(wf, "hello")])
         await f.wait_logs(1)
     assert f.logs[0]["message"] == "hello"

@@ -5,13 +5,15 @@ service -> an SSE follower. And Vector's retry of a batch the service refused wi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import threading
 import uuid
 
 import httpx
 
-from tests.helpers import Follower
+from tests.conftest import LiveServer
+from tests.helpers import Follower, settle
 from tests.vectorsim import (
     VECTOR_USER_AGENT,
     HttpSink,
@@ -86,7 +88,7 @@ async def test_vector_e2e_cri_lines_reach_the_follower(live_server):
         second = await asyncio.to_thread(_post, live_server, sent[1:])
         assert second.json() == {"accepted": 4, "duplicates": 0, "rejected": 0}
         await follower.wait_logs(5)
-        await asyncio.sleep(0.2)  # nothing else arrives
+        await settle(follower, live_server.url, live_server.ingest_token, workflow)
 
     got = follower.logs
     assert follower.ids == [1, 2, 3, 4, 5]
@@ -112,8 +114,8 @@ def test_vector_e2e_headers_are_vectors(live_server):
     assert headers["Content-Type"] == "application/json"
     bad = dict(headers, Authorization="Bearer wrong")
     response = httpx.post(f"{live_server.url}/ingest/vector", content=b"", headers=bad)
-    # 401 is not retried by Vector's default strategy: a wrong token drops the batch, so
-    # the ingest must only use 4xx for requests that can never succeed.
+    # 401 for a wrong token: vector.yaml's retry_strategy retries it (the default would
+    # drop the batch); other 4xx are only for requests that can never succeed.
     assert response.status_code == 401
     # vector.yaml's healthcheck: HEAD on /healthz must answer exactly 200
     # (src/sinks/http/config.rs healthcheck: StatusCode::OK => Ok)
@@ -148,6 +150,46 @@ async def test_vector_e2e_retry_after_503_stores_every_line_once(live_server):
 
     async with Follower(_stream_url(live_server, workflow)) as follower:
         await follower.wait_logs(50)
-        await asyncio.sleep(0.2)
+        await settle(follower, live_server.url, live_server.ingest_token, workflow)
     assert [x["message"] for x in follower.logs] == [f"line {i}" for i in range(50)]
     assert follower.ids == list(range(1, 51))
+
+
+async def test_vector_e2e_rotated_token_is_retried_until_the_service_accepts_it(
+        server_factory):
+    # Token rotation done in the wrong order: Vector restarted with the new token before
+    # the service's replicas were. Each batch is answered 401, retried with the same
+    # request (vector.yaml retry_strategy), and goes through once the service restarts
+    # with the new token; nothing is dropped.
+    old = server_factory(ingest_tokens="old-token")
+    pipeline = Pipeline()
+    workflow = str(uuid.uuid4())
+    job_pod, _, _ = _pods(workflow)
+    lines = [cri_line(f"line {i}", timestamp=_now(i)) for i in range(20)]
+    batch = [o.event for o in pipeline.run_all(kubernetes_logs_events(lines, job_pod, "job"))]
+    url = f"{old.url}/ingest/vector"
+
+    # Vector's default strategy would have dropped this batch at the first 401.
+    dropped = await asyncio.to_thread(
+        HttpSink(url, "new-token", retry_strategy={"type": "default"}).send, batch)
+    assert dropped.status_code == 401
+
+    refused = threading.Event()
+    sink = HttpSink(url, "new-token", initial_backoff=0.1, max_backoff=0.3,
+                    on_response=lambda r: r.status_code == 401 and refused.set())
+    sending = asyncio.ensure_future(asyncio.to_thread(sink.send, batch))
+    assert await asyncio.to_thread(refused.wait, 20)
+    await asyncio.to_thread(old.stop)
+    rotated = LiveServer(dataclasses.replace(old.settings,
+                                             ingest_tokens="old-token,new-token"))
+    await asyncio.to_thread(rotated.start)
+    try:
+        response = await asyncio.wait_for(sending, 30)
+        assert response.status_code == 200
+        assert response.json() == {"accepted": 20, "duplicates": 0, "rejected": 0}
+        assert sink.statuses[0] == 401 and set(sink.statuses[:-1]) == {401}
+        async with Follower(_stream_url(rotated, workflow)) as follower:
+            await follower.wait_logs(20)
+        assert [x["message"] for x in follower.logs] == [f"line {i}" for i in range(20)]
+    finally:
+        await asyncio.to_thread(rotated.stop)

@@ -23,6 +23,8 @@ from tests.vectorsim import (
     interpolate,
     kubernetes_logs_events,
     load_config,
+    should_retry,
+    sink_retry_strategy,
     vector_request,
 )
 
@@ -52,6 +54,24 @@ BATCH_POD = Pod(
         "job-name": f"reana-run-batch-{WORKFLOW}",
     },
 )
+# A Dask cluster's pods: the DaskCluster's labels (reana_workflow_controller/dask.py
+# DaskResourceManager._prepare_cluster), copied onto its pods by the Dask operator with its
+# own (dask/dask-kubernetes dask_kubernetes/operator/controller/controller.py
+# build_scheduler_deployment_spec, build_worker_deployment_spec); the cluster is named
+# reana-run-dask-<workflow uuid cut short> (reana_commons/utils.py get_dask_component_name).
+DASK_CLUSTER = "reana-run-dask-7b2e5c0a-4d1f-4e8a-9c3b-2f1e0d9c"
+DASK_LABELS = {"user-uuid": "00000000-0000-0000-0000-000000000000",
+               "reana-run-dask-workflow-uuid": WORKFLOW,
+               "dask.org/cluster-name": DASK_CLUSTER,
+               "sidecar.istio.io/inject": "false"}
+DASK_SCHEDULER_POD = Pod(
+    name=f"{DASK_CLUSTER}-scheduler-6f7d9c8b5-k2x9q",
+    labels={**DASK_LABELS, "dask.org/component": "scheduler", "pod-template-hash": "6f7d9c8b5"})
+DASK_WORKER_POD = Pod(
+    name=f"{DASK_CLUSTER}-default-worker-3e1f2a4b5c-7c9d8f6b4-p5r7t",
+    labels={**DASK_LABELS, "dask.org/component": "worker",
+            "dask.org/workergroup-name": f"{DASK_CLUSTER}-default",
+            "pod-template-hash": "7c9d8f6b4"})
 TS = "2026-11-24T12:00:00.123456789Z"
 COLLECTED = "2026-11-24T12:00:00.250000000Z"
 
@@ -151,6 +171,25 @@ def test_config_http_sink_batches_fast_in_order_and_durably():
     assert sink["healthcheck"]["uri"] == "http://reana-log-sse:8000/healthz"
 
 
+def test_config_http_sink_retries_token_errors_and_what_default_retries():
+    strategy = load_config()["sinks"]["reana_log_sse"]["retry_strategy"]
+    assert strategy == sink_retry_strategy()
+    assert strategy["type"] == "custom"  # src/sinks/util/http.rs RetryStrategy::Custom
+    # a wrong or rotated token, an auth proxy, a wrong URL: fixable, never dropped
+    for status in (401, 403, 404):
+        assert should_retry(status, strategy), status
+        assert not should_retry(status, {"type": "default"}), status  # why custom
+    # what the default retries and this path can answer (the service, kube-proxy, an
+    # ingress or proxy in between) stays retried
+    for status in (408, 429, 500, 502, 503, 504):
+        assert should_retry(status, {"type": "default"}), status
+        assert should_retry(status, strategy), status
+    # the same body can never succeed: dropped rather than holding back every later batch
+    for status in (400, 413, 415, 422, 501):
+        assert not should_retry(status, strategy), status
+    assert sorted(set(strategy["status_codes"])) == strategy["status_codes"]
+
+
 def test_config_topology_dead_letters_and_metrics_are_wired():
     config = load_config()
     remap = config["transforms"]["to_compact"]
@@ -229,9 +268,73 @@ def test_remap_workflow_engine_pod_gives_workflow_kind(pipeline):
     assert LogEvent.model_validate(out.event).kind == "workflow"
 
 
-def test_remap_workflow_engine_pods_job_controller_sidecar_is_dropped(pipeline):
-    out = _one(pipeline, BATCH_POD, "job-controller", [cri_line("Starting a new stream")])
-    assert out.route == "dropped"
+def _jc(level: str, message: str, thread: str = "Thread-2 (watch_jobs)") -> str:
+    """A reana-job-controller log line: reana-commons' REANA_LOG_FORMAT
+    `%(asctime)s | %(name)s | %(threadName)s | %(levelname)s | %(message)s`."""
+    return f"2026-11-24 12:00:05,321 | root | {thread} | {level} | {message}"
+
+
+def test_remap_job_controller_info_and_debug_lines_are_dropped(pipeline):
+    for line in [_jc("INFO", "Starting a new stream request to watch Jobs"),
+                 _jc("DEBUG", "Job reana-run-job-1 status: Running"),
+                 _jc("INFO", "message mentioning | ERROR | inside it"),
+                 "Starting a new stream",  # no REANA log prefix at all
+                 " * Running on http://0.0.0.0:5000"]:
+        assert _one(pipeline, BATCH_POD, "job-controller", [cri_line(line)]).route == \
+            "dropped", line
+
+
+def test_remap_job_controller_warning_error_critical_lines_are_kept_as_workflow(pipeline):
+    lines = [_jc("WARNING", "Container job failed, error: ImagePullBackOff"),
+             _jc("ERROR", "Error from Kubernetes API while getting job logs: (404)"),
+             _jc("CRITICAL", "Cannot connect to the database")]
+    events = kubernetes_logs_events([cri_line(x, stream="stderr") for x in lines],
+                                    BATCH_POD, "job-controller", collected_at=COLLECTED)
+    outs = pipeline.run_all(events)
+    assert [o.route for o in outs] == ["sent"] * 3
+    for out, line in zip(outs, lines, strict=True):
+        assert out.event == {
+            "workflow_id": WORKFLOW, "kind": "workflow", "job_id": None, "step": None,
+            "pod": BATCH_POD.name, "container": "job-controller", "stream": "stderr",
+            "timestamp": TS, "message": line, "collected_at": COLLECTED}
+        assert LogEvent.model_validate(out.event).kind == "workflow"
+
+
+def test_remap_job_controller_traceback_keeps_every_prefixed_line(pipeline):
+    # logging.error(traceback.format_exc()): reana_job_controller/utils.py
+    # MultilineFormatter prints each line of the message with the full prefix.
+    tb = ["Traceback (most recent call last):",
+          '  File "/code/reana_job_controller/job_monitor.py", line 270, in watch_jobs',
+          "kubernetes.client.exceptions.ApiException: (500)"]
+    lines = [cri_line(_jc("ERROR", x, thread="MainThread"), stream="stderr") for x in tb]
+    lines.append(cri_line(_jc("INFO", "Job finished"), stream="stderr"))
+    outs = pipeline.run_all(kubernetes_logs_events(lines, BATCH_POD, "job-controller"))
+    assert [o.route for o in outs] == ["sent", "sent", "sent", "dropped"]
+    assert [o.event["message"].split(" | ")[-1] for o in outs[:3]] == tb
+
+
+def test_remap_dask_scheduler_and_worker_pods_give_service_kind(pipeline):
+    cases = [(DASK_SCHEDULER_POD, "scheduler", "stderr",
+              "distributed.scheduler - INFO - Register worker tcp://10.1.2.3:40123"),
+             (DASK_WORKER_POD, "worker", "stderr",
+              "distributed.worker - INFO - Starting Worker plugin shuffle"),
+             (DASK_WORKER_POD, "krb5-renew", "stdout", "Renewing Kerberos ticket")]
+    for pod, container, stream, message in cases:
+        out = _one(pipeline, pod, container, [cri_line(message, stream=stream)])
+        assert out.route == "sent", container
+        assert out.event == {
+            "workflow_id": WORKFLOW, "kind": "service", "job_id": None, "step": None,
+            "pod": pod.name, "container": container, "stream": stream, "timestamp": TS,
+            "message": message, "collected_at": COLLECTED}
+        event = LogEvent.model_validate(out.event)
+        assert (event.kind, event.workflow_id) == ("service", uuid.UUID(WORKFLOW))
+
+
+def test_remap_dask_pod_missing_labels_goes_to_dead_letter(pipeline):
+    # Its name holds only a shortened workflow uuid: kept visible, never guessed.
+    out = _one(pipeline, DASK_WORKER_POD, "worker", [cri_line("late")], metadata=False)
+    assert out.route == "dead_letter"
+    assert out.event["file"] == DASK_WORKER_POD.log_file("worker")
 
 
 def test_remap_non_reana_pod_is_dropped(pipeline):
@@ -279,6 +382,11 @@ def test_remap_workflow_engine_pod_missing_labels_is_mapped_from_its_name(pipeli
             out.event["container"]) == (WORKFLOW, "workflow", BATCH_POD.name, "workflow-engine")
     assert _one(pipeline, BATCH_POD, "job-controller", [cri_line("x")],
                 metadata=False).route == "dropped"
+    out = _one(pipeline, BATCH_POD, "job-controller",
+               [cri_line(_jc("ERROR", "Unexpected error: boom"))], metadata=False)
+    assert out.route == "sent"
+    assert (out.event["workflow_id"], out.event["kind"], out.event["container"]) == (
+        WORKFLOW, "workflow", "job-controller")
 
 
 def test_remap_bad_workflow_label_goes_to_dead_letter(pipeline):

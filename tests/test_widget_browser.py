@@ -4,6 +4,7 @@ resuming after a restart and after 503s, `end`, search/follow, and 200,000 lines
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,13 +23,23 @@ from tests.helpers import event, post_batch, post_status
 WIDGET = "reana-live-log"
 
 # Each visible row as {id, cls, text}: the message only (no timestamp, no job column).
-ROWS_JS = """async el => {
-  await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
-  return [...el.shadowRoot.querySelectorAll('.rows .row')].map(r => ({
+ROWS_OF = """(el) => [...el.shadowRoot.querySelectorAll('.rows .row')].map(r => ({
   id: Number(r.dataset.id), cls: r.className,
   text: [...r.childNodes].filter(n => !(n.classList && (n.classList.contains('ts')
-        || n.classList.contains('jobcol')))).map(n => n.textContent).join('')}));
-}"""
+        || n.classList.contains('jobcol')))).map(n => n.textContent).join('')}))"""
+ROWS_JS = f"""async el => {{
+  await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
+  return ({ROWS_OF})(el);
+}}"""
+# Every EventSource the page makes, to check that none is left open (one that is not
+# CLOSED reconnects by itself after the server's `retry:`).
+TRACK_EVENT_SOURCES = """
+window.__sources = [];
+const Original = window.EventSource;
+window.EventSource = class extends Original {
+  constructor(...args) { super(...args); window.__sources.push(this); }
+};
+"""
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +103,28 @@ def wait_state(page: Any, state: str, timeout: float = 20_000) -> None:
                            timeout=timeout)
 
 
+def expect(target: Any) -> Any:
+    """Playwright's auto-waiting assertions (imported late: the module loads without it)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(target)
+
+
 def rows(page: Any) -> list[dict[str, Any]]:
     return page.locator(WIDGET).evaluate(ROWS_JS)
+
+
+def wait_texts(page: Any, texts: list[str], timeout: float = 20_000) -> None:
+    """Wait until the visible rows show exactly these messages (then check, for the
+    message if they never do)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    js = f"""(want) => {{ const el = document.querySelector('{WIDGET}');
+        return el && JSON.stringify(({ROWS_OF})(el).map(r => r.text)) === JSON.stringify(want);
+    }}"""
+    with contextlib.suppress(PlaywrightTimeout):
+        page.wait_for_function(js, arg=texts, timeout=timeout)
+    assert [r["text"] for r in rows(page)] == texts
 
 
 def prop(page: Any, name: str) -> Any:
@@ -108,8 +139,7 @@ def test_widget_shows_posted_lines(live_server, page):
     wait_state(page, "live")
     post(live_server, [event(wf, f"after {i}") for i in range(2)])
     wait_lines(page, 5)
-    assert [r["text"] for r in rows(page)] == [f"before {i}" for i in range(3)] + [
-        f"after {i}" for i in range(2)]
+    wait_texts(page, [f"before {i}" for i in range(3)] + [f"after {i}" for i in range(2)])
     assert [r["id"] for r in rows(page)] == [1, 2, 3, 4, 5]
     assert widget.get_by_role("log").count() == 1
     assert widget.get_by_role("status").first.inner_text().startswith("Live")
@@ -138,26 +168,26 @@ def test_widget_filters_by_job(live_server, page):
     assert "running" in tab.inner_text()
     assert "finished" in widget.get_by_role("tab", name=re.compile(r"^gendata")).inner_text()
     tab.click()
-    assert [r["text"] for r in rows(page)] == ["fitdata 0", "fitdata 1"]
+    wait_texts(page, ["fitdata 0", "fitdata 1"])
     assert widget.get_attribute("job") == fit["job"]
     href = widget.get_by_role("link", name="Download job log").get_attribute("href")
     assert f"job={fit['job']}" in href and "format=text" in href
     # a later line of another job stays out; one of this job comes in
     post(live_server, [event(wf, "gendata late", **gen), event(wf, "fitdata 2", **fit)])
     wait_lines(page, 8)
-    assert [r["text"] for r in rows(page)] == ["fitdata 0", "fitdata 1", "fitdata 2"]
+    wait_texts(page, ["fitdata 0", "fitdata 1", "fitdata 2"])
     # keyboard: arrows move along the job list and select
     tab.focus()
     page.keyboard.press("ArrowUp")
-    assert [r["text"] for r in rows(page)] == ["gendata 0", "gendata 1", "gendata 2",
-                                               "gendata late"]
+    wait_texts(page, ["gendata 0", "gendata 1", "gendata 2", "gendata late"])
     # the job attribute (job id or step name) selects too; all jobs again without it
     widget.evaluate("el => el.setAttribute('job', 'Workflow engine')")  # matches nothing
-    assert rows(page) == []
+    wait_texts(page, [])
     widget.evaluate("el => el.setAttribute('job', '@workflow')")
-    assert [r["text"] for r in rows(page)] == ["engine: started"]
+    wait_texts(page, ["engine: started"])
     widget.evaluate("el => el.removeAttribute('job')")
-    assert len(rows(page)) == 8
+    wait_texts(page, ["engine: started", "gendata 0", "gendata 1", "gendata 2", "fitdata 0",
+                      "fitdata 1", "gendata late", "fitdata 2"])
     assert len(page.stream_requests) == 1  # one EventSource per workflow, never one per job
 
 
@@ -178,7 +208,7 @@ def test_widget_token_and_tail(server_factory, page):
     # without the token: an error, and no retrying
     open_widget(page, server, wf)
     wait_state(page, "error")
-    assert "401" in widget.get_by_role("status").first.inner_text()
+    expect(widget.get_by_role("status").first).to_contain_text("401")
     assert prop(page, "lineCount") == 0
 
 
@@ -193,9 +223,8 @@ def test_widget_renders_ansi_progress_and_stderr(live_server, page):
     ])
     widget = open_widget(page, live_server, wf)
     wait_lines(page, 5)
-    texts = [r["text"] for r in rows(page)]
-    assert texts == ["ERROR plain", "bold 256-green", "Downloading 100%",
-                     "warning: disk almost full", "cleared"]
+    wait_texts(page, ["ERROR plain", "bold 256-green", "Downloading 100%",
+                      "warning: disk almost full", "cleared"])
     red = widget.locator(".row span", has_text="ERROR").evaluate(
         "e => getComputedStyle(e).color")
     r, g, b = map(int, re.findall(r"\d+", red)[:3])
@@ -213,8 +242,9 @@ def test_widget_renders_ansi_progress_and_stderr(live_server, page):
     # timestamps are optional
     assert widget.locator(".row .ts").count() == 0
     widget.get_by_role("checkbox", name="Timestamps").check()
-    assert widget.locator(".row .ts").count() == 5
-    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", widget.locator(".row .ts").first.inner_text())
+    # the rows are drawn again on the next animation frame: wait for them, not for a time
+    expect(widget.locator(".row .ts")).to_have_count(5)
+    expect(widget.locator(".row .ts").first).to_have_text(re.compile(r"^\d\d:\d\d:\d\d\.\d{3}$"))
 
 
 def test_widget_shows_html_as_text(live_server, page):
@@ -226,7 +256,10 @@ def test_widget_shows_html_as_text(live_server, page):
     assert [r["text"] for r in rows(page)] == [nasty]
     row = widget.locator(".rows .row").first
     assert row.evaluate("e => e.children.length") == 0  # a text node, no elements
-    page.wait_for_timeout(200)
+    # no element was made from the text anywhere, so no script or handler can ever run
+    assert widget.evaluate("el => el.shadowRoot.querySelectorAll('script, img, b').length") == 0
+    assert page.locator("img").count() == 0
+    assert not page.evaluate("[...document.scripts].some((s) => s.text.includes('__pwned'))")
     assert page.evaluate("window.__pwned") is None
 
 
@@ -242,11 +275,12 @@ def test_widget_resumes_after_restart_with_every_line_once(live_server, page):
     post(live_server, [event(wf, f"second {i}") for i in range(20)])
     wait_lines(page, 40)
     wait_state(page, "live")
-    page.wait_for_timeout(300)  # nothing more arrives
+    # a line posted last arrives after anything the resumed stream could repeat
+    post(live_server, [event(wf, "last")])
     expected = [f"first {i}" for i in range(20)] + [f"second {i}" for i in range(20)]
-    assert [r["text"] for r in rows(page)] == expected
-    assert [r["id"] for r in rows(page)] == list(range(1, 41))
-    assert prop(page, "lineCount") == 40
+    wait_texts(page, [*expected, "last"])
+    assert [r["id"] for r in rows(page)] == list(range(1, 42))
+    assert prop(page, "lineCount") == 41
     assert len(page.stream_requests) >= 2
 
 
@@ -282,8 +316,8 @@ def test_widget_reconnects_after_503_with_since(live_server, page):
     post(live_server, [event(wf, f"second {i}") for i in range(5)])
     wait_lines(page, 15)
     wait_state(page, "live")
+    wait_texts(page, [f"first {i}" for i in range(10)] + [f"second {i}" for i in range(5)])
     assert [r["id"] for r in rows(page)] == list(range(1, 16))
-    assert [r["text"] for r in rows(page)][-1] == "second 4"
     # resumed from the last id it had, not from the start
     resumed = [u for u in page.api_requests if "since=" in u and "since=0" not in u]
     assert resumed and "since=10" in resumed[0], page.api_requests
@@ -292,6 +326,7 @@ def test_widget_reconnects_after_503_with_since(live_server, page):
 def test_widget_end_shows_ended_and_never_reconnects(live_server, page):
     wf = uuid.uuid4()
     post(live_server, [event(wf, f"line {i}") for i in range(3)])
+    page.add_init_script(TRACK_EVENT_SOURCES)
     widget = open_widget(page, live_server, wf)
     wait_lines(page, 3)
     wait_state(page, "live")
@@ -299,11 +334,12 @@ def test_widget_end_shows_ended_and_never_reconnects(live_server, page):
     post_status(live_server.url, live_server.ingest_token, wf, "finished")
     wait_state(page, "ended")
     assert prop(page, "lineCount") == 4
-    assert widget.get_by_role("status").first.inner_text().startswith("Ended")
+    expect(widget.get_by_role("status").first).to_have_text(re.compile("^Ended"))
     assert prop(page, "workflowStatus") == "finished"
-    requests = len(page.stream_requests)
-    page.wait_for_timeout(3500)  # longer than the server's retry: (2 s) and our backoff
-    assert len(page.stream_requests) == requests == 1
+    # what would reconnect is an EventSource left open (it retries by itself after the
+    # server's `retry:`): every one the page made is CLOSED, at once
+    assert page.evaluate("window.__sources.map((s) => s.readyState)") == [2]
+    assert len(page.stream_requests) == 1
     assert prop(page, "state") == "ended"
 
 
@@ -322,7 +358,7 @@ def test_widget_search_highlights_and_follow_pauses(live_server, page):
     page.keyboard.press("Enter")
     mark = widget.locator("mark", has_text=re.compile("token-017", re.I))
     mark.wait_for()
-    assert widget.locator(".matches").inner_text() == "1 / 1"
+    expect(widget.locator(".matches")).to_have_text("1 / 1")
     assert prop(page, "following") is False
     jump = widget.get_by_role("button", name=re.compile("Jump to latest"))
     assert jump.is_visible()

@@ -289,34 +289,63 @@ def fibonacci_backoff(initial: float, maximum: float) -> Iterator[float]:
         a, b = b, a + b
 
 
-def should_retry(status: int) -> bool:
-    """src/sinks/util/http.rs RetryStrategy::Default: 408, 429 and 5xx except 501."""
+def sink_retry_strategy(config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """vector.yaml's http sink `retry_strategy` (src/sinks/http/config.rs: a top-level
+    option, `#[serde(default)]`, so absent means `type: default`)."""
+    config = load_config() if config is None else config
+    return config["sinks"]["reana_log_sse"].get("retry_strategy", {"type": "default"})
+
+
+def should_retry(status: int, strategy: Mapping[str, Any] | None = None) -> bool:
+    """src/sinks/util/http.rs RetryStrategy::retry_action for a non-2xx status:
+    none -> never; default -> 408, 429 and 5xx except 501; all -> always;
+    custom -> exactly `status_codes`."""
+    kind = (strategy or {"type": "default"})["type"]
+    if kind == "none":
+        return False
+    if kind == "all":
+        return True
+    if kind == "custom":
+        return status in (strategy or {})["status_codes"]
+    assert kind == "default", kind
     return status in (408, 429) or (500 <= status <= 599 and status != 501)
 
 
 class HttpSink:
     """The http sink's request loop for one batch at a time (request.concurrency: 1): the
-    same body is re-sent until a 2xx, or dropped on a non-retriable status. Backoffs are
-    vector.yaml's (1 s, capped at 10 s) unless a test scales them down."""
+    same request (same body, same headers, so the same token) is re-sent until a 2xx, or
+    dropped on a status vector.yaml's retry_strategy does not retry. Connection errors are
+    retried (src/http.rs HttpError::is_retriable: CallRequest). Backoffs are vector.yaml's
+    (1 s, capped at 10 s) unless a test scales them down."""
 
     def __init__(self, uri: str, token: str, *, initial_backoff: float = 1.0,
-                 max_backoff: float = 10.0, on_response: Any = None) -> None:
+                 max_backoff: float = 10.0, on_response: Any = None,
+                 retry_strategy: Mapping[str, Any] | None = None) -> None:
         self.uri = uri
         self.token = token
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.on_response = on_response
+        self.retry_strategy = (sink_retry_strategy() if retry_strategy is None
+                               else retry_strategy)
         self.statuses: list[int] = []
+        self.connection_errors = 0
 
     def send(self, events: list[dict[str, Any]]) -> httpx.Response:
         headers, body = vector_request(events, self.token)
         backoff = fibonacci_backoff(self.initial_backoff, self.max_backoff)
         with httpx.Client(timeout=30) as client:
             while True:
-                response = client.post(self.uri, content=body, headers=headers)
+                try:
+                    response = client.post(self.uri, content=body, headers=headers)
+                except httpx.TransportError:
+                    self.connection_errors += 1
+                    time.sleep(next(backoff))
+                    continue
                 self.statuses.append(response.status_code)
                 if self.on_response is not None:
                     self.on_response(response)
-                if response.is_success or not should_retry(response.status_code):
+                if response.is_success or not should_retry(response.status_code,
+                                                           self.retry_strategy):
                     return response
                 time.sleep(next(backoff))
