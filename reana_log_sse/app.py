@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import db, partitions
+from . import db, kubernetes, partitions
 from .auth import IngestAuth, make_reader_auth
 from .errors import ServiceError, service_error_handler
 from .hub import Hub
@@ -92,6 +92,11 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
         await state.hub.start()
         await state.hub.wait_listening(10)
         task = asyncio.create_task(_maintenance_loop(state), name="maintenance")
+        state.kubernetes = None
+        if kubernetes.enabled(settings):  # pod statuses and the live tap
+            state.kubernetes = await kubernetes.KubernetesLink.start(
+                settings, state.store, state.hub, state.metrics, window=window,
+                maintain=maintain)
         if not settings.ingest_token_list():
             logger.warning("no ingest tokens configured: POST /ingest/vector answers 401 "
                            "(set REANA_LOG_SSE_INGEST_TOKENS)")
@@ -99,6 +104,8 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
             yield
         finally:
             task.cancel()
+            if state.kubernetes is not None:
+                await state.kubernetes.stop()
             await state.hub.stop()
             await pool.close()
 

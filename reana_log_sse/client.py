@@ -584,7 +584,11 @@ def describe(exc: BaseException, timeout: httpx.Timeout | None = None) -> str:
         after = f" for {timeout.read:g} s" if timeout and timeout.read else ""
         return f"the server sent nothing{after}"
     if isinstance(exc, httpx.ConnectError):
-        if "refused" in low:
+        causes, cause = [], exc.__cause__ or exc.__context__
+        while cause is not None and len(causes) < 5:  # asyncio's own error sits below
+            causes.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        if "refused" in low or any(isinstance(c, ConnectionRefusedError) for c in causes):
             return "connection refused: nothing listens on that port"
         if any(w in low for w in ("name or service", "nodename", "name resolution",
                                   "getaddrinfo", "no address")):

@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -120,6 +121,7 @@ class Feed:
         self.committed_at: float | None = None
         self._end_at: float | None = None
         self._end_status = ""
+        self._was_unknown = False
         self.task = asyncio.create_task(self._run(), name=f"feed-{workflow_id}")
 
     def subscribe(self, limit: int) -> Subscription:
@@ -136,6 +138,7 @@ class Feed:
             if self.hub.feeds.get(self.workflow_id) is self:
                 del self.hub.feeds[self.workflow_id]
                 self.hub.metrics.followed_workflows.set(len(self.hub.feeds))
+                self.hub.followed_changed(self.workflow_id, False)
 
     def poke(self, committed_at: float | None) -> None:
         if not self.dirty.is_set():
@@ -182,8 +185,14 @@ class Feed:
         if self.last is None:
             snap = await store.snapshot(self.workflow_id, limit=0)
             if snap is None:  # not known yet: wait for its first NOTIFY
+                self._was_unknown = True
                 return
             self.last, self.status_cursor = snap.last_seq, snap.status_cursor
+            if self._was_unknown:
+                # followers of a workflow that was unknown have seen none of the statuses
+                # that made it known (pod statuses come before any line): read them
+                self.status_cursor = 0
+                self.dirty.set()
             # Followers that subscribed before this point may have read less: the empty
             # batch tells them where live delivery starts.
             self._broadcast(Batch(self.last, self.last, [], self.notified_at, None))
@@ -232,6 +241,9 @@ class Hub:
         self.end_grace = end_grace
         self.read_chunk = read_chunk
         self.feeds: dict[uuid.UUID, Feed] = {}
+        # told when a workflow gets its first follower here (True) or loses its last
+        # (False): the Kubernetes live tap follows only followed workflows' pods
+        self.on_followed: Callable[[uuid.UUID, bool], None] | None = None
         self.listening = False
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -241,7 +253,15 @@ class Hub:
         if feed is None:
             feed = self.feeds[workflow_id] = Feed(self, workflow_id)
             self.metrics.followed_workflows.set(len(self.feeds))
+            self.followed_changed(workflow_id, True)
         return feed.subscribe(self.queue_lines)
+
+    def followed_changed(self, workflow_id: uuid.UUID, followed: bool) -> None:
+        if self.on_followed is not None:
+            try:
+                self.on_followed(workflow_id, followed)
+            except Exception:
+                logger.exception("on_followed hook failed")
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="listen")

@@ -17,6 +17,9 @@ class Metrics:
                                   registry=r)
         self.rejected = Counter(p + "rejected_events", "Events that failed validation",
                                 ["reason"], registry=r)
+        self.ingest_batches = Counter(p + "ingest_batches", "Ingested batches by decoder: "
+                                      "fast (canonical, msgspec) or model (pydantic)",
+                                      ["decoder"], registry=r)
         self.ingest_requests = Counter(p + "ingest_requests", "Ingest requests by answer",
                                        ["code"], registry=r)
         self.database_errors = Counter(p + "database_errors", "Requests failed: database down",
@@ -34,9 +37,24 @@ class Metrics:
         self.notify_to_send = Histogram(p + "notify_to_send_seconds", "NOTIFY received -> "
                                         "lines written to a follower", buckets=_DELAY_BUCKETS,
                                         registry=r)
+        # the Kubernetes API (reana_log_sse/kubernetes/)
+        self.kubernetes_up = Gauge(p + "kubernetes_api_up", "1 while the pod watch reaches "
+                                   "the Kubernetes API, 0 when it cannot (tap and pod "
+                                   "statuses down; also 0 when the link is off)",
+                                   registry=r)
+        self.pod_statuses = Counter(p + "pod_statuses", "Job and workflow statuses derived "
+                                    "from pods and stored (each change once)", registry=r)
+        self.tap_follows = Gauge(p + "tap_follows", "Open pods/log follows of the live tap",
+                                 registry=r)
+        self.tap_lines = Counter(p + "tap_lines", "Lines the live tap stored first", registry=r)
+        self.tap_duplicates = Counter(p + "tap_vector_duplicates", "Lines the live tap stored "
+                                      "that Vector brought later as duplicates", registry=r)
+        self.tap_errors = Counter(p + "tap_errors", "Live tap follows that failed, by reason",
+                                  ["reason"], registry=r)
         self.stage_delay = Histogram(
             p + "stage_delay_seconds",
-            "Delay of each stage of a line's path: written->collected (Vector read it), "
-            "collected->committed, committed->sent",
+            "Delay of each stage of a line's path, one observation per batch (its slowest "
+            "line): written->collected (Vector read it) and collected->committed per "
+            "ingested batch, committed->sent per batch written to a follower",
             ["stage"], buckets=_DELAY_BUCKETS, registry=r,
         )

@@ -17,6 +17,7 @@ import platformdirs
 
 ENV_PREFIX = "REANA_LOG_SSE_"
 AuthMode = Literal["none", "tokens", "reana"]
+KubernetesMode = Literal["auto", "on", "off"]
 
 
 def _default_data_dir() -> str:
@@ -121,6 +122,20 @@ class Settings:
         default=5.0,
         metadata={"help": "how long a request waits for a database connection before 503"},
     )
+    kubernetes: KubernetesMode = dataclasses.field(
+        default="auto",
+        metadata={"help": "read REANA's pods from the Kubernetes API (statuses from pod "
+                  "phases, live tap of followed pods' logs): auto (on when a service "
+                  "account is mounted), on (outside a cluster: KUBECONFIG), off"},
+    )
+    kubernetes_namespace: str = dataclasses.field(
+        default="default", metadata={"help": "REANA's runtime namespace, where its job and "
+                                     "workflow-engine pods run"}
+    )
+    kubernetes_max_follows: int = dataclasses.field(
+        default=100,
+        metadata={"help": "cap on concurrent pods/log follows of the live tap per replica"},
+    )
 
     # -- derived -----------------------------------------------------------------------
 
@@ -172,6 +187,8 @@ def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
         return raw.strip().lower() in {"1", "true", "yes", "on"}
     if f.name == "auth" and raw not in ("none", "tokens", "reana"):
         raise ValueError(f"{env_name('auth')} must be none, tokens or reana, not {raw!r}")
+    if f.name == "kubernetes" and raw not in ("auto", "on", "off"):
+        raise ValueError(f"{env_name('kubernetes')} must be auto, on or off, not {raw!r}")
     return raw
 
 

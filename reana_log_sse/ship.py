@@ -207,6 +207,10 @@ class Spool:
         finally:
             os.close(dirfd)
 
+    def idle(self) -> bool:
+        with self.cond:
+            return not self.pending
+
     def next(self) -> tuple[int, str] | None:
         """The oldest batch to send; None once finished and empty."""
         with self.cond:
@@ -244,7 +248,7 @@ class Permanent(Exception):
 
 
 def post(url: str, token: str | None, body: bytes, *, gzipped: bool,
-         abort: threading.Event, what: str) -> dict[str, Any] | None:
+         abort: threading.Event, what: str) -> dict[str, Any]:
     """POST until a 2xx (its JSON answer), retrying 5xx, 408, 429 and connection errors
     with exponential backoff and jitter; Permanent for any other answer."""
     headers = {"Content-Type": "application/json", "User-Agent": "reana-log-sse-ship"}
@@ -258,7 +262,11 @@ def post(url: str, token: str | None, body: bytes, *, gzipped: bool,
         try:
             req = urllib.request.Request(url, data=body, headers=headers, method="POST")
             with urllib.request.urlopen(req, timeout=30) as resp:
-                return json.loads(resp.read() or b"null")
+                answer = resp.read()
+            try:  # acknowledged; the answer's counts are only for the log
+                return dict(json.loads(answer))
+            except (ValueError, TypeError):
+                return {}
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:300].decode("utf-8", "replace")
             if exc.code not in RETRY_CODES and not 500 <= exc.code < 600 or exc.code == 501:
@@ -266,7 +274,7 @@ def post(url: str, token: str | None, body: bytes, *, gzipped: bool,
             problem = f"{exc.code} {detail}"
             with contextlib.suppress(ValueError):
                 retry_after = float(exc.headers.get("Retry-After") or 0)
-        except (OSError, http.client.HTTPException, ValueError) as exc:
+        except (OSError, http.client.HTTPException) as exc:
             problem = f"{type(exc).__name__}: {exc}"
         delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(attempt, 10))
         delay = max(random.uniform(delay / 2, delay), min(retry_after, 30.0))
@@ -297,8 +305,12 @@ class Sender(threading.Thread):
                 seq, path = item
                 header, body = self.spool.read(path)
                 try:
-                    post(self.url, self.cfg.token, body, gzipped=True, abort=self.abort,
-                         what=f"batch {seq} ({header['lines']} lines)")
+                    answer = post(self.url, self.cfg.token, body, gzipped=True,
+                                  abort=self.abort, what=f"batch {seq} ({header['lines']} lines)")
+                    if answer.get("rejected"):
+                        log.error("batch %d: the ingest rejected %s of its %d lines (kept in "
+                                  "its rejected_events)", seq, answer["rejected"],
+                                  header["lines"])
                 except Permanent as exc:
                     log.error("batch %d (%d lines) refused for good: %s", seq,
                               header["lines"], exc)
@@ -333,6 +345,7 @@ class Collector(threading.Thread):
         super().__init__(name="collector", daemon=True)
         self.spool, self.lines, self.cursors, self.seq = spool, lines, dict(cursors), seq
         self.sources = sources
+        self.limit = min(BATCH_BYTES, spool.cap)  # a batch never overfills the spool alone
         self.base = {"workflow_id": cfg.workflow, "kind": cfg.kind, "job_id": cfg.job,
                      "step": cfg.step}
         self.parts: list[bytes] = []
@@ -345,8 +358,13 @@ class Collector(threading.Thread):
             self._run()
         except Aborted:
             pass
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:  # noqa: BLE001 - raised again by the main thread
+            log.exception("shipping stopped; the job goes on (its output still passes "
+                          "through) but its lines are no longer sent")
             self.error = exc
+            while self.sources:  # never block the job: take and drop what the sources read
+                if self.lines.get() is None:
+                    self.sources -= 1
 
     def _run(self) -> None:
         first = 0.0
@@ -362,7 +380,7 @@ class Collector(threading.Thread):
             for key, stream, ts, message, cursor in chunk:
                 event = dict(self.base, stream=stream, timestamp=rfc3339(ts), message=message)
                 part = json.dumps(event, ensure_ascii=False).encode("utf-8", "replace")
-                if self.parts and self.size + len(part) + 2 > BATCH_BYTES:
+                if self.parts and self.size + len(part) + 2 > self.limit:
                     self.flush()
                 if not self.parts:
                     first = time.monotonic()
@@ -371,7 +389,10 @@ class Collector(threading.Thread):
                 self.last_ts = ts
                 if cursor is not None:
                     self.cursors[key] = cursor
-            if self.parts and time.monotonic() - first >= BATCH_SECONDS:
+            # at most 0.2 s, and sooner when nothing more is waiting to be read and the
+            # sender is idle: low delay for a slow job, big batches for a fast one
+            if self.parts and (time.monotonic() - first >= BATCH_SECONDS
+                               or (self.lines.empty() and self.spool.idle())):
                 self.flush()
         self.flush()
 
@@ -469,14 +490,16 @@ class FileFollower(threading.Thread):
         f: Any = None
         while True:
             if f is None:
+                finishing = self.finishing.is_set()
                 opened = self._open()
                 if opened is None:
-                    if self.finishing.is_set():
+                    if finishing:
                         break
                     time.sleep(POLL_SECONDS)
                     continue
                 f, ident, pos = opened
-            data = f.read(1 << 18)
+            finishing = self.finishing.is_set()  # before the read: nothing written before
+            data = f.read(1 << 16)                # the end was signalled is left unread
             if data:
                 pos += len(data)
                 self.splitter.feed(data, (ident[0], ident[1], pos))
@@ -499,7 +522,6 @@ class FileFollower(threading.Thread):
                 f.close()
                 f = None
                 continue
-            finishing = self.finishing.is_set()
             self.splitter.flush_partial(end, force=finishing)
             if finishing:
                 break
@@ -558,6 +580,8 @@ def run(cfg: Config) -> int:
         uuid.UUID(cfg.workflow or "")
     except ValueError:
         raise UsageError(f"--workflow must be a workflow UUID, not {cfg.workflow!r}") from None
+    if not cfg.server.startswith(("http://", "https://")):
+        raise UsageError(f"--server must be an http:// or https:// URL, not {cfg.server!r}")
     if cfg.files and cfg.command:
         raise UsageError("give files to follow or a command after --, not both")
     abort = threading.Event()
@@ -618,7 +642,10 @@ def run(cfg: Config) -> int:
         collector.join(cfg.drain_timeout)
         if collector.error is not None:
             raise collector.error
-        if status is not None and not collector.is_alive():
+        if status is not None and not (cfg.job or cfg.step):
+            log.info("no --job or --step: no job status to post (a workflow-level status "
+                     "would end every stream of the workflow)")
+        elif status is not None and not collector.is_alive():
             spool.put_status({
                 "status": "finished" if status == 0 else "failed", "job_id": cfg.job,
                 "step": cfg.step, "exit_code": status,

@@ -17,16 +17,23 @@ from psycopg_pool import AsyncConnectionPool
 from .db import NOTIFY_CHANNEL, load_sql
 from .errors import translated
 from .lines import Line
+from .models import TERMINAL_STATUSES
 
 _NOTIFY_MAX = 7900  # PostgreSQL caps a payload at 8000 bytes
 _ALLOCATE = load_sql("allocate.sql")
 _INSERT = load_sql("ingest.sql")
 _COPY = (
     "COPY incoming (workflow_id, ord, ts, dedupe, kind, job_id, step, pod, container,"
-    " stream, message, truncated, collected_at) FROM STDIN (FORMAT BINARY)"
+    " stream, message, truncated, collected_at, line_key) FROM STDIN (FORMAT BINARY)"
 )
 _COPY_TYPES = ["uuid", "int8", "timestamptz", "uuid", "text", "text", "text", "text", "text",
-               "text", "text", "bool", "timestamptz"]
+               "text", "text", "bool", "timestamptz", "uuid"]
+_ADOPT = load_sql("adopt.sql")
+_POD_STATUS_CURRENT = load_sql("pod_status_current.sql")
+# how far along a status is; a pod-derived status is stored only when it is further along
+# than the current one (terminal ones are final): replicas and relists store it once
+_RANK = {"created": 0, "queued": 1, "pending": 2, "running": 3}
+_FINAL = 4
 _LINE_COLUMNS = "seq, kind, job_id, step, stream, ts, message, truncated"
 
 
@@ -47,6 +54,7 @@ class PreparedLine(NamedTuple):
     message: str
     truncated: bool
     collected_at: dt.datetime | None
+    line_key: uuid.UUID | None = None  # identity.py; None without pod, container or ns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +63,7 @@ class IngestResult:
     duplicates: int
     rejected: int
     committed_at: float  # time.time() right after COMMIT
+    adopted: int = 0  # duplicates whose stored copy came from the live tap (adopt.sql)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,12 +132,16 @@ class Store:
     # -- writes ------------------------------------------------------------------------
 
     async def ingest(
-        self, lines: Sequence[PreparedLine], rejected: Sequence[tuple[str, str]]
+        self, lines: Sequence[PreparedLine], rejected: Sequence[tuple[str, str]] = (),
+        *, of_record: bool = True,
     ) -> IngestResult:
+        """Store a batch in one transaction with one NOTIFY. of_record: the batch comes from
+        the path of record (Vector, ship), whose copy of a line the live tap stored first
+        replaces the tap's provisional fields (adopt.sql); the tap passes False."""
         counts: dict[uuid.UUID, int] = {}
         for line in lines:
             counts[line.workflow_id] = line.ord  # ords count up within a workflow
-        inserted = 0
+        inserted = adopted = 0
         async with translated(), self.pool.connection() as conn:
             async with conn.transaction():
                 if lines:
@@ -148,6 +161,9 @@ class Store:
                             {"workflow_ids": ids, "bases": [last[w] - counts[w] for w in ids]},
                         )
                         inserted = cur.rowcount
+                        if of_record and inserted < len(lines):
+                            await cur.execute(_ADOPT)
+                            adopted = cur.rowcount
                         await _notify(cur, last)
                 if rejected:
                     async with conn.cursor() as cur:
@@ -156,7 +172,8 @@ class Store:
                             list(rejected),
                         )
             committed_at = time.time()
-        return IngestResult(inserted, len(lines) - inserted, len(rejected), committed_at)
+        return IngestResult(inserted, len(lines) - inserted, len(rejected), committed_at,
+                            adopted)
 
     async def set_status(
         self, workflow_id: uuid.UUID, *, status: str, job_id: str | None, step: str | None,
@@ -164,43 +181,38 @@ class Store:
     ) -> int:
         """Record a status change; returns its status event id."""
         async with translated(), self.pool.connection() as conn, conn.cursor() as cur:
-            await cur.execute(
-                "INSERT INTO workflows AS w (workflow_id) VALUES (%s)"
-                " ON CONFLICT (workflow_id) DO UPDATE SET updated_at = now()"
-                " RETURNING last_seq",
-                (workflow_id,),
-            )
+            last_seq = await _lock_workflow(cur, workflow_id)
+            return await _record_status(cur, workflow_id, last_seq, status=status,
+                                        job_id=job_id, step=step, details=details,
+                                        workflow_level=workflow_level)
+
+    async def record_pod_status(
+        self, workflow_id: uuid.UUID, *, status: str, job_id: str | None, pod: str,
+        unless_a_job_failed: bool = False,
+    ) -> int | None:
+        """Store a status derived from a pod, once, and only if it moves the job (job_id
+        set) or the workflow further along: never over a terminal status (REANA's POSTs
+        or an earlier pod-derived one), never back. unless_a_job_failed: a "finished"
+        workflow becomes "failed" when a job's latest status is failed. Returns the
+        status event id, or None when nothing changed."""
+        async with translated(), self.pool.connection() as conn, conn.cursor() as cur:
+            last_seq = await _lock_workflow(cur, workflow_id)
+            await cur.execute(_POD_STATUS_CURRENT, {"workflow_id": workflow_id,
+                                                    "job_id": job_id})
             row = await cur.fetchone()
             assert row is not None
-            last_seq = row[0]
-            if workflow_level:
-                await cur.execute(
-                    "UPDATE workflows SET status = %s, status_at = now() WHERE workflow_id = %s",
-                    (status, workflow_id),
-                )
-            await cur.execute(
-                "INSERT INTO status_events (workflow_id, after_seq, job_id, step, status, details)"
-                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-                (workflow_id, last_seq, job_id, step, status, Jsonb(details)),
-            )
-            row = await cur.fetchone()
-            assert row is not None
-            if job_id is not None and step is not None:
-                await cur.execute(
-                    "INSERT INTO job_steps (workflow_id, job_id, step) VALUES (%s, %s, %s)"
-                    " ON CONFLICT (workflow_id, job_id) DO UPDATE SET step = excluded.step",
-                    (workflow_id, job_id, step),
-                )
-                # lines that came before REANA named the step get it now
-                await cur.execute(
-                    "UPDATE log_lines SET step = %s"
-                    " WHERE workflow_id = %s AND job_id = %s AND step IS NULL",
-                    (step, workflow_id, job_id),
-                )
-            if workflow_level and status == "deleted":
-                await cur.execute("DELETE FROM log_lines WHERE workflow_id = %s", (workflow_id,))
-            await _notify(cur, {workflow_id: last_seq})
-            return int(row[0])
+            workflow_status, job_latest, a_job_failed = row
+            if workflow_status in TERMINAL_STATUSES:
+                return None  # the workflow ended: nothing a pod says changes that
+            current = workflow_status if job_id is None else job_latest
+            if status == "finished" and unless_a_job_failed and a_job_failed:
+                status = "failed"
+            if _RANK.get(status, _FINAL) <= _RANK.get(current, _FINAL if current else -1):
+                return None
+            return await _record_status(cur, workflow_id, last_seq, status=status,
+                                        job_id=job_id, step=None,
+                                        details={"source": "pod", "pod": pod},
+                                        workflow_level=job_id is None)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -292,6 +304,53 @@ class Store:
     async def ping(self) -> None:
         async with translated(), self.pool.connection() as conn:
             await conn.execute("SELECT 1")
+
+
+async def _lock_workflow(cur: psycopg.AsyncCursor[Any], workflow_id: uuid.UUID) -> int:
+    """Create the workflow if unknown and row-lock it until commit; returns its last_seq."""
+    await cur.execute(
+        "INSERT INTO workflows AS w (workflow_id) VALUES (%s)"
+        " ON CONFLICT (workflow_id) DO UPDATE SET updated_at = now()"
+        " RETURNING last_seq",
+        (workflow_id,),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def _record_status(
+    cur: psycopg.AsyncCursor[Any], workflow_id: uuid.UUID, last_seq: int, *, status: str,
+    job_id: str | None, step: str | None, details: dict[str, Any], workflow_level: bool,
+) -> int:
+    if workflow_level:
+        await cur.execute(
+            "UPDATE workflows SET status = %s, status_at = now() WHERE workflow_id = %s",
+            (status, workflow_id),
+        )
+    await cur.execute(
+        "INSERT INTO status_events (workflow_id, after_seq, job_id, step, status, details)"
+        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+        (workflow_id, last_seq, job_id, step, status, Jsonb(details)),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    if job_id is not None and step is not None:
+        await cur.execute(
+            "INSERT INTO job_steps (workflow_id, job_id, step) VALUES (%s, %s, %s)"
+            " ON CONFLICT (workflow_id, job_id) DO UPDATE SET step = excluded.step",
+            (workflow_id, job_id, step),
+        )
+        # lines that came before REANA named the step get it now
+        await cur.execute(
+            "UPDATE log_lines SET step = %s"
+            " WHERE workflow_id = %s AND job_id = %s AND step IS NULL",
+            (step, workflow_id, job_id),
+        )
+    if workflow_level and status == "deleted":
+        await cur.execute("DELETE FROM log_lines WHERE workflow_id = %s", (workflow_id,))
+    await _notify(cur, {workflow_id: last_seq})
+    return int(row[0])
 
 
 async def _notify(cur: psycopg.AsyncCursor[Any], last: dict[uuid.UUID, int]) -> None:

@@ -73,11 +73,15 @@ def test_bench_tiny_run_prints_every_row_and_writes_its_files(database_url, tmp_
     )
     print(proc.stdout, proc.stderr[-3000:])
     assert proc.returncode == 0
-    for scenario in ("1 ingest", "2 latency", "3 fan-out", "4 catch-up", "5 polling", "6 CLI"):
+    for scenario in ("1 ingest", "2 latency", "3 fan-out", "4 catch-up", "5 polling", "6 CLI",
+                     "8 ship"):
         assert scenario in proc.stdout
     assert "compete" in proc.stdout  # says that everything shares this machine
     data = json.loads((out / "results.json").read_text())
     rows = data["rows"]
+    ingest = data["ingest"]  # every sender's answer counted, and all of it stored
+    assert ingest["accepted"] == ingest["stored"] == ingest["lines"]
+    assert "COUNTS DIFFER" not in proc.stdout and "bare asyncio writing" in proc.stdout
     with_baseline = [r for r in rows if r["baseline"]]
     assert len(with_baseline) >= 10
     assert all(r["ratio"] is not None for r in with_baseline)
@@ -89,3 +93,17 @@ def test_bench_tiny_run_prints_every_row_and_writes_its_files(database_url, tmp_
     text = readme.read_text()
     assert "old table" not in text and "| 1 ingest |" in text
     assert "(docs/perf-latency.png)" in text and text.endswith("## Next\n")
+
+
+def test_bench_latency_row_flags_a_missed_rate_and_uses_the_socket_floor():
+    from reana_log_sse.bench.run import _latency_row
+
+    run = {"layout": "one workflow", "followers": 1000, "workflows": 1, "rate": 1000.0,
+           "achieved_rate": 600.0, "p50": 5.0, "p99": 10.0, "max": 20.0, "undelivered": 0,
+           "refused": 0, "refusals": [], "notify": {"p50": 1.0}, "cpu": None}
+    row = _latency_row(run, {"p99": 8.0}, {"p99": 2.0})
+    assert row.base_value == 8.0 and "bare socket" in row.baseline
+    assert row.met is False and "RATE MISSED" in row.note and "600 of 1,000" in row.figure
+    row = _latency_row({**run, "achieved_rate": 990.0}, {"p99": 8.0}, {"p99": 2.0})
+    assert row.met is True and "RATE MISSED" not in row.note and row.goal == "<= 2x floor"
+

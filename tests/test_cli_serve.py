@@ -130,3 +130,14 @@ def test_cli_serve_on_a_busy_port_says_so_and_exits_3(data_dir):
         f"reana-log-sse: cannot listen on 127.0.0.1:{port}: address already in use (another "
         "service? choose another with --port or REANA_LOG_SSE_PORT)"]
     assert not data_dir.exists()  # said before any database was started
+
+
+def test_cli_wait_gives_up_plainly_when_nothing_gets_ready():
+    url = f"http://127.0.0.1:{free_port()}"
+    result = subprocess.run([sys.executable, "-m", "reana_log_sse", "wait", "--timeout", "0.3"],
+                            capture_output=True, text=True,
+                            env={**os.environ, "REANA_LOG_SSE_URL": url})
+    assert result.returncode == 5
+    assert result.stderr.splitlines() == [
+        f"reana-log-sse wait: {url} is not ready after 0.3 s (connection refused: nothing "
+        "listens on that port)"]

@@ -243,6 +243,27 @@ def test_ship_killed_with_9_three_times_every_line_once(live_server, tmp_path):
     assert duplicates_counted(live_server) > 0  # the resent batch was stored once
 
 
+def test_ship_restarted_after_a_rotation_reads_the_old_file_to_its_end(live_server, tmp_path):
+    wf = str(uuid.uuid4())
+    out, done = tmp_path / "job.out", tmp_path / "job.exit"
+    args = (str(out), "--exit-code-file", str(done))
+    expected = [f"before {i}" for i in range(100)]
+    with open(out, "w") as f:
+        f.write("".join(m + "\n" for m in expected))
+        f.flush()
+        shipper = Shipper(live_server, tmp_path, wf, *args)
+        wait_for(lambda: count(live_server, wf) == 100, "the first lines")
+        shipper.kill9()
+        os.rename(out, tmp_path / "job.out.1")  # rotated while no shipper ran
+        late = [f"old file {i}" for i in range(30)]
+        f.write("".join(m + "\n" for m in late))
+    new = [f"new file {i}" for i in range(30)]
+    out.write_text("".join(m + "\n" for m in new))
+    done.write_text("0")
+    assert Shipper(live_server, tmp_path, wf, *args).wait() == 0
+    assert [m for m, _ in stored(live_server, wf)] == expected + late + new
+
+
 def test_ship_service_down_20s_nothing_lost_spool_bounded(live_server, tmp_path):
     wf, cap = str(uuid.uuid4()), 32 * 1024
     out, done = tmp_path / "job.out", tmp_path / "job.exit"
@@ -326,6 +347,16 @@ def test_ship_single_file_runs_alone_with_python_isolated(live_server, tmp_path,
     assert shipper.wait() == 0, shipper.stderr.read_text()
     assert sorted(stored(live_server, wf)) == [("hello", "stdout"), ("oops", "stderr")]
     assert [s for s, _ in job_statuses(live_server, wf)] == ["finished"]
+    # and following a file, with a spool of its own
+    (alone / "job.out").write_text("from a file\nlast, no newline")
+    (alone / "job.exit").write_text("2")
+    follower = Shipper(live_server, alone, wf, "job.out", "--exit-code-file", "job.exit",
+                       "--spool-dir", str(alone / "spool2"), name="follow",
+                       argv0=[python, "-I", "-S", str(alone / "ship.py")])
+    assert follower.wait() == 0, follower.stderr.read_text()
+    assert [m for m, _ in stored(live_server, wf)][2:] == ["from a file", "last, no newline"]
+    assert [(s, d.get("exit_code")) for s, d in job_statuses(live_server, wf)][1:] == [
+        ("failed", 2)]
     version = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"],
                              capture_output=True, text=True).stdout
     if which == "python3.9":
@@ -337,5 +368,9 @@ def test_ship_usage_errors_are_clear(tmp_path):
                           "not-a-uuid", "--spool-dir", str(tmp_path), "--", "true"],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "workflow UUID" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "reana_log_sse", "ship", "--workflow",
+                          str(uuid.uuid4()), "--server", "localhost:8000", "--spool-dir",
+                          str(tmp_path), "--", "true"], capture_output=True, text=True)
+    assert run.returncode == 2 and "http:// or https://" in run.stderr
     assert json.dumps(ship.rfc3339(1_700_000_000_123_456_789)) == \
         '"2023-11-14T22:13:20.123456789Z"'

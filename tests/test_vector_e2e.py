@@ -62,8 +62,10 @@ async def test_vector_e2e_cri_lines_reach_the_follower(live_server):
     engine = kubernetes_logs_events(
         [cri_line("Workflow started", stream="stderr", timestamp=_now())],
         batch_pod, "workflow-engine")
+    # reana-commons' REANA_LOG_FORMAT; only WARNING and worse are kept
     sidecar = kubernetes_logs_events(
-        [cri_line("Starting a new stream request to watch Jobs", timestamp=_now())],
+        [cri_line(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S},123 | root | MainThread | INFO"
+                  " | Starting a new stream request to watch Jobs", timestamp=_now())],
         batch_pod, "job-controller")
     stranger = kubernetes_logs_events(
         [cri_line("GET / 200", timestamp=_now())], Pod(name="web-1", labels={"app": "web"}),
@@ -75,8 +77,19 @@ async def test_vector_e2e_cri_lines_reach_the_follower(live_server):
          cri_line(unicode_line, timestamp=_now(4))],
         job_pod, "job")
 
-    outcomes = pipeline.run_all(engine + sidecar + stranger + job_lines)
-    assert [o.route for o in outcomes] == ["sent", "dropped", "dropped"] + ["sent"] * 4
+    sidecar_error = kubernetes_logs_events(
+        [cri_line("2026-11-24 12:00:05,321 | root | Thread-2 (watch_jobs) | ERROR | Unexpected"
+                  " error: boom", stream="stderr", timestamp=_now(5))],
+        batch_pod, "job-controller")
+    dask = kubernetes_logs_events(
+        [cri_line("distributed.scheduler - INFO - State start", stream="stderr",
+                  timestamp=_now(6))],
+        Pod(name=f"reana-run-dask-{workflow[:-4]}-scheduler-6f7d9c8b5-k2x9q", labels={
+            "user-uuid": "u", "reana-run-dask-workflow-uuid": workflow,
+            "dask.org/component": "scheduler"}), "scheduler")
+
+    outcomes = pipeline.run_all(engine + sidecar + stranger + job_lines + sidecar_error + dask)
+    assert [o.route for o in outcomes] == ["sent", "dropped", "dropped"] + ["sent"] * 6
     sent = [o.event for o in outcomes if o.route == "sent"]
 
     # First batch, then a follower, then the second batch while it follows.
@@ -86,19 +99,23 @@ async def test_vector_e2e_cri_lines_reach_the_follower(live_server):
     async with Follower(_stream_url(live_server, workflow)) as follower:
         await follower.wait_logs(1)
         second = await asyncio.to_thread(_post, live_server, sent[1:])
-        assert second.json() == {"accepted": 4, "duplicates": 0, "rejected": 0}
-        await follower.wait_logs(5)
+        assert second.json() == {"accepted": 6, "duplicates": 0, "rejected": 0}
+        await follower.wait_logs(7)
         await settle(follower, live_server.url, live_server.ingest_token, workflow)
 
     got = follower.logs
-    assert follower.ids == [1, 2, 3, 4, 5]
+    assert follower.ids == [1, 2, 3, 4, 5, 6, 7]
     assert [(x["kind"], x["job_id"], x["stream"]) for x in got] == [
         ("workflow", None, "stderr"),
         ("job", job, "stdout"),
         ("job", job, "stderr"),
         ("job", job, "stdout"),
         ("job", job, "stdout"),
+        ("workflow", None, "stderr"),
+        ("service", None, "stderr"),
     ]
+    assert got[5]["message"].endswith("| ERROR | Unexpected error: boom")
+    assert got[6]["message"] == "distributed.scheduler - INFO - State start"
     assert [x["message"] for x in got[:3]] == ["Workflow started", "step 1",
                                                "warning: low statistics"]
     # the 100 KiB line arrived whole and the service cut it at 64 KiB, marked, not dropped

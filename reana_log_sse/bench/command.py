@@ -29,19 +29,24 @@ class Sizes:
     fanout_workflows: int = 100
     catchup_lines: int = 1_000_000
     cli_lines: int = 200_000
+    tap_samples: int = 100
+    ship_lines: int = 200_000
+    ship_rate: float = 1000.0
 
 
 SIZES = {
     "full": Sizes(),
     "quick": Sizes(ingest_lines=30_000, floor_samples=100, followers=(1, 100, 1000),
                    spread=((1000, 100),), duration=4.0, polling=(100,), fanout=2000,
-                   fanout_workflows=20, catchup_lines=100_000, cli_lines=20_000),
+                   fanout_workflows=20, catchup_lines=100_000, cli_lines=20_000,
+                   tap_samples=30, ship_lines=50_000),
     "tiny": Sizes(ingest_lines=2000, senders=2, floor_samples=10, followers=(1, 3),
                   spread=((4, 2),), duration=1.0, live_batch=10, rate=100.0, polling=(3,),
                   poll_interval=0.5, fanout=10, fanout_workflows=2, catchup_lines=3000,
-                  cli_lines=500),
+                  cli_lines=500, tap_samples=5, ship_lines=2000,
+                  ship_rate=100.0),
 }
-SCENARIOS = ("ingest", "latency", "fanout", "catchup", "polling", "cli")
+SCENARIOS = ("ingest", "latency", "fanout", "catchup", "polling", "cli", "tap", "ship")
 
 
 @click.command()
@@ -64,12 +69,16 @@ SCENARIOS = ("ingest", "latency", "fanout", "catchup", "polling", "cli")
 @click.option("--readme", type=click.Path(path_type=Path), default=Path("README.md"),
               show_default=True, help="whose Performance table --write-docs replaces "
               "(between the bench:begin/end markers)")
+@click.option("--service-tree", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              default=None, help="run the service from this source tree (e.g. a git "
+              "worktree of an older commit) to measure two versions with the same bench")
 @click.option("--profile", is_flag=True, help="sample the service with py-spy per scenario "
               "(needs py-spy on PATH)")
 def bench(quick: bool, size: str | None, only: tuple[str, ...], database_url: str | None,
           data_dir: Path | None, out: Path, write_docs: bool, docs_dir: Path, readme: Path,
-          profile: bool) -> None:
-    """Benchmark this machine: ingest, delivery latency, fan-out, catch-up, polling, CLI.
+          service_tree: Path | None, profile: bool) -> None:
+    """Benchmark this machine: ingest, delivery latency, fan-out, catch-up, polling, CLI,
+    the live tap, the batch-job shipper.
 
     Each figure is printed next to a baseline measured in the same run, as a ratio.
     The service, PostgreSQL and the load generator share this machine's cores.
@@ -93,6 +102,7 @@ def bench(quick: bool, size: str | None, only: tuple[str, ...], database_url: st
         "sizes": SIZES[name], "size": name, "only": set(only or SCENARIOS),
         "database_url": database_url, "data_dir": data_dir, "out": out,
         "write_docs": write_docs, "docs_dir": docs_dir, "readme": readme, "profile": profile,
+        "service_tree": service_tree,
         "command": shlex.join(argv + (["--write-docs"] if write_docs else [])),
         "echo": lambda msg: click.echo(msg, err=True),
     }

@@ -315,10 +315,22 @@ async def seed(base_url: str, workflows: Sequence[str]) -> None:
             await post(client, body(events(chunk, len(chunk), stamp=None)))
 
 
+def frame_bytes() -> int:
+    """The size of one `log` frame of a line of events(), as the service sends it."""
+    from ..lines import Line
+
+    e = events(new_workflows(1), 1, 123_456)[0]
+    when = dt.datetime.fromisoformat(e["timestamp"][:26]).replace(tzinfo=dt.UTC)
+    line = Line(1_234_567, e["workflow_id"], e["kind"], e["job_id"], e["step"], e["stream"],
+                when, e["message"], False)
+    return len(line.frame)
+
+
 async def paced_ingest(base_url: str, workflows: Sequence[str], rate: float, duration: float,
                        batch: int) -> int:
     """Post `rate` lines/s for `duration` seconds, `batch` lines per POST, spread round
-    robin over `workflows`. Returns the lines posted."""
+    robin over `workflows`. Returns the lines posted (one sender: when a POST takes
+    longer than its interval the achieved rate falls short, which callers report)."""
     interval = batch / rate
     sent = 0
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:

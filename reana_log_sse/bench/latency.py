@@ -121,7 +121,8 @@ async def sse_run(server: h.Server, meter: h.CpuMeter, commits: h.CommitLog, *,
         close_all(streams)
     await _settle(server)
     return {"layout": layout, "followers": followers, "workflows": workflows, "rate": rate,
-            "sent": sent, "seconds": t1 - t0, **h.summary_ms(samples), "undelivered": missing,
+            "sent": sent, "seconds": t1 - t0, "achieved_rate": sent / max(1e-9, t1 - t0),
+            **h.summary_ms(samples), "undelivered": missing,
             "notify": h.summary_ms(commits.notify_delays(t0, t1)),
             "db_reads_per_s": (reads1 - reads0) / (t1 - t0), "cpu": h.CpuMeter.share(c0, c1),
             "rss_per_follower_kib": (rss1 - rss0) / max(1, len(streams)) / 1024,

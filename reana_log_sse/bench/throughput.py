@@ -64,11 +64,15 @@ async def ingest(server: h.Server, meter: h.CpuMeter, *, lines: int, batch: int,
 
         async def send(data: bytes) -> None:
             nonlocal accepted
-            accepted += (await h.post(client, data))["accepted"]
+            # read the answer first: `accepted += await ...` would load `accepted` before
+            # the await and lose every update made by the other senders meanwhile
+            n = (await h.post(client, data))["accepted"]
+            accepted += n
 
         c0 = meter.sample()
         seconds = await _workers(senders, bodies, send)
         c1 = meter.sample()
+    stored = await stored_lines(server.database_url, wfs)
     payloads = [_copy_text(b, 10_000_000 + k * batch) for k, b in enumerate(batches)]
     conns = [await psycopg.AsyncConnection.connect(conninfo(server.database_url))
              for _ in range(senders)]
@@ -90,11 +94,20 @@ async def ingest(server: h.Server, meter: h.CpuMeter, *, lines: int, batch: int,
     finally:
         for conn in conns:
             await conn.close()
-    return {"lines": total, "accepted": accepted, "seconds": seconds,
+    return {"lines": total, "accepted": accepted, "stored": stored, "seconds": seconds,
             "rate": total / seconds, "copy_rate": total / copy_seconds,
             "copy_seconds": copy_seconds, "cpu": h.CpuMeter.share(c0, c1),
             "copy_cpu": h.CpuMeter.share(b0, b1), "senders": senders, "batch": batch,
             "body_bytes": sum(len(b) for b in bodies) / len(bodies)}
+
+
+async def stored_lines(database_url: str, workflows: Sequence[str]) -> int:
+    """How many lines the database holds for these workflows."""
+    async with await psycopg.AsyncConnection.connect(conninfo(database_url)) as conn:
+        cur = await conn.execute("SELECT count(*) FROM log_lines WHERE workflow_id = ANY(%s)",
+                                 (list(workflows),))
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
 
 def store_lines(database_url: str, n: int) -> str:

@@ -14,5 +14,6 @@ CREATE TEMPORARY TABLE IF NOT EXISTS incoming (
     stream        text NOT NULL,
     message       text NOT NULL,
     truncated     boolean NOT NULL,
-    collected_at  timestamptz
+    collected_at  timestamptz,
+    line_key      uuid
 ) ON COMMIT DELETE ROWS;

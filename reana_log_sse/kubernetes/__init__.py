@@ -1,0 +1,74 @@
+"""REANA's pods through the Kubernetes API: statuses from pod phases (pods.py,
+statuses.py) and the live tap of followed workflows' logs (tap.py). Started by the app's
+lifespan when REANA_LOG_SSE_KUBERNETES allows (client.enabled)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..hub import Hub
+from ..metrics import Metrics
+from ..partitions import Window
+from ..settings import Settings
+from ..store import Store
+from .client import Kube, connect, enabled
+from .pods import PodWatcher
+from .statuses import PodStatuses
+from .tap import Tap
+
+__all__ = ["KubernetesLink", "enabled"]
+
+logger = logging.getLogger("reana_log_sse")
+
+
+class KubernetesLink:
+    """The pod watch, the statuses it yields and the tap, as one running unit."""
+
+    def __init__(self, kube: Kube, settings: Settings, store: Store, hub: Hub,
+                 metrics: Metrics, *, window: Callable[[], Window],
+                 maintain: Callable[[], Awaitable[Any]]) -> None:
+        self.kube = kube
+        self.hub = hub
+        self.statuses = PodStatuses(store, metrics)
+        self.pods = PodWatcher(kube, settings.kubernetes_namespace, metrics, [])
+        self.tap = Tap(kube, settings.kubernetes_namespace, store, metrics, self.pods,
+                       window=window, maintain=maintain,
+                       max_line_bytes=settings.max_line_bytes,
+                       max_follows=settings.kubernetes_max_follows)
+        self.pods.listeners.extend([self.statuses, self.tap.pod_changed])
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    async def start(cls, settings: Settings, store: Store, hub: Hub, metrics: Metrics, *,
+                    window: Callable[[], Window],
+                    maintain: Callable[[], Awaitable[Any]]) -> KubernetesLink | None:
+        try:
+            kube = await connect()
+        except Exception as exc:  # no kubeconfig, unreadable token: serve without it
+            logger.error("kubernetes: cannot load a configuration (%s); no pod statuses "
+                         "and no live tap", exc)
+            metrics.kubernetes_up.set(0)
+            return None
+        link = cls(kube, settings, store, hub, metrics, window=window, maintain=maintain)
+        hub.on_followed = link.tap.followed_changed
+        for workflow_id in list(hub.feeds):
+            link.tap.followed_changed(workflow_id, True)
+        link._tasks = [asyncio.create_task(link.pods.run(), name="pod-watch"),
+                       asyncio.create_task(link.statuses.run(), name="pod-status-retry")]
+        logger.info("kubernetes: watching REANA's pods in namespace %s",
+                    settings.kubernetes_namespace)
+        return link
+
+    async def stop(self) -> None:
+        self.hub.on_followed = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.tap.stop()
+        await self.kube.close()

@@ -1,0 +1,230 @@
+"""The live tap: while someone follows a workflow here, read its running containers' new
+lines from the apiserver (pods/log?follow=true) and store them ahead of Vector.
+
+Vector stays the path of record. The tap exists because Vector's file reader re-reads a
+file that was idle for 10 s only every 10 s (lib/file-source/src/file_watcher/mod.rs
+should_read), so a quiet job's next line can wait ~10-12 s for Vector. Each chunk the
+apiserver sends is stored like a Vector batch (Store.ingest: one transaction, one NOTIFY)
+with `line_key` (identity.py) as its identity, so whichever copy comes second is a
+duplicate; Vector's copy then corrects the fields the tap cannot know (adopt.sql).
+
+- stream: the merged log (no `stream=`, which needs the PodLogsQuerySplitStreams gate)
+  does not say stdout or stderr; a tapped line is stored as "stdout" until Vector's copy
+  corrects it (followers that got it live saw "stdout").
+- resuming: a follow ends on log rotation (kubernetes#59902), when the pod goes (404),
+  or when the apiserver restarts. It is opened again with sinceTime = the last stored
+  line's second (the apiserver passes sinceTime on to the kubelet with second precision,
+  pkg/registry/core/pod/strategy.go LogLocation: Format(time.RFC3339)), and the lines up
+  to the last stored nanosecond (counting identical timestamps) are dropped.
+- a line of 16 KiB or more may be a CRI partial line, which the merged log splices with
+  the next fragment's timestamp in it (pkg/kubelet/kuberuntime/logs/logs.go); the tap
+  leaves those to Vector, which merges partials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from ..errors import PartitionMissing, ServiceError
+from ..identity import parse_ns
+from ..ingest import prepare
+from ..metrics import Metrics
+from ..partitions import Window
+from ..store import Store
+from .client import ApiError, Kube
+from .pods import PodView, PodWatcher
+
+logger = logging.getLogger("reana_log_sse")
+
+LOOKBACK_NS = 15 * 1_000_000_000  # a new follow starts this far back: lines Vector may not
+# have read yet (its idle re-read is up to ~12 s late); older ones it has, or will
+CRI_MAX_LINE = 16 * 1024  # containerd/CRI-O split longer lines into partials
+_MAX_CHUNK = 5000
+
+Key = tuple[str, str]  # (pod uid, container)
+
+
+@dataclasses.dataclass(slots=True)
+class Cursor:
+    ns: int  # timestamp of the last line stored from this container
+    seen: int = 0  # how many lines with exactly that timestamp were stored
+
+
+class Tap:
+    def __init__(
+        self, kube: Kube, namespace: str, store: Store, metrics: Metrics, pods: PodWatcher, *,
+        window: Callable[[], Window], maintain: Callable[[], Awaitable[Any]],
+        max_line_bytes: int, max_follows: int, clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.store = store
+        self.metrics = metrics
+        self.pods = pods
+        self.window = window
+        self.maintain = maintain
+        self.max_line_bytes = max_line_bytes
+        self.max_follows = max_follows
+        self.clock = clock
+        self.followed: set[uuid.UUID] = set()
+        self.follows: dict[Key, asyncio.Task[None]] = {}
+        self.cursors: dict[Key, Cursor] = {}
+        self.gone: set[Key] = set()  # answered 404: not asked again while the pod is listed
+        self.open = 0
+
+    # -- what to follow ----------------------------------------------------------------
+
+    def followed_changed(self, workflow_id: uuid.UUID, followed: bool) -> None:
+        """Hub hook: a workflow's feed got its first follower, or lost its last."""
+        if followed:
+            self.followed.add(workflow_id)
+        else:
+            self.followed.discard(workflow_id)
+        self.reconcile()
+
+    async def pod_changed(self, pod: PodView) -> None:
+        self.reconcile()
+
+    def reconcile(self) -> None:
+        """Follow the running containers of followed workflows (at most max_follows);
+        stop the follows of workflows nobody follows here and of pods that are gone."""
+        wanted: list[Key] = []
+        keep: set[Key] = set()
+        for pod in self.pods.pods.values():
+            if pod.workflow_id not in self.followed:
+                continue
+            keep.update((pod.uid, c.name) for c in pod.containers)
+            wanted.extend((pod.uid, name) for name in pod.tappable())
+        for key, task in list(self.follows.items()):
+            if key not in keep:
+                task.cancel()
+                del self.follows[key]
+        for key in wanted:
+            if (key not in self.follows and key not in self.gone
+                    and len(self.follows) < self.max_follows):
+                self.follows[key] = asyncio.create_task(self._follow(key), name=f"tap-{key}")
+        live = {pod.uid for pod in self.pods.pods.values()}
+        for key in [k for k in self.cursors if k[0] not in live]:
+            del self.cursors[key]
+        self.gone = {k for k in self.gone if k[0] in live}
+
+    async def stop(self) -> None:
+        tasks = list(self.follows.values())
+        self.follows.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- one container -----------------------------------------------------------------
+
+    async def _follow(self, key: Key) -> None:
+        delay = 0.2
+        try:
+            while True:
+                pod = self.pods.pods.get(key[0])
+                if pod is None:
+                    return
+                cursor = self.cursors.setdefault(key, Cursor(self.clock() - LOOKBACK_NS))
+                try:
+                    got = await self._follow_once(pod, key[1], cursor)
+                except ApiError as exc:
+                    if exc.code == 404:  # the pod is gone (the watch will say so too)
+                        self.gone.add(key)
+                        return
+                    self.metrics.tap_errors.labels(f"http {exc.code}").inc()
+                    got = False
+                except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                    self.metrics.tap_errors.labels(type(exc).__name__).inc()
+                    logger.info("tap %s/%s: %s; resuming", pod.name, key[1], exc)
+                    got = False
+                except ServiceError as exc:
+                    self.metrics.tap_errors.labels("database").inc()
+                    logger.info("tap %s/%s: %s; resuming", pod.name, key[1], exc.detail)
+                    got = False
+                pod = self.pods.pods.get(key[0])
+                if pod is None or key[1] not in pod.tappable():
+                    return  # the container ended: its follow ran to the end
+                # rotation or apiserver restart: resume at once, but not in a tight loop
+                delay = 0.05 if got else min(delay * 2, 5.0)
+                await asyncio.sleep(delay)
+        finally:
+            if self.follows.get(key) is asyncio.current_task():
+                del self.follows[key]
+                self.reconcile()  # a slot is free
+
+    async def _follow_once(self, pod: PodView, container: str, cursor: Cursor) -> bool:
+        """One follow request until the server ends it; True if it brought lines."""
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cursor.ns // 1_000_000_000))
+        got = False
+        async with self.kube.follow_log(self.namespace, pod.name, container, since) as chunks:
+            self.open += 1
+            self.metrics.tap_follows.set(self.open)
+            try:
+                here = 0  # lines at exactly cursor.ns in this response
+                async for chunk in chunks:
+                    for start in range(0, len(chunk), _MAX_CHUNK):
+                        events, here, after = self._parse(pod, container,
+                                                          chunk[start:start + _MAX_CHUNK],
+                                                          cursor, here)
+                        if events:
+                            await self._store(events)
+                            got = True
+                        cursor.ns, cursor.seen = after
+            finally:
+                self.open -= 1
+                self.metrics.tap_follows.set(self.open)
+        return got
+
+    def _parse(
+        self, pod: PodView, container: str, chunk: list[bytes], cursor: Cursor, here: int
+    ) -> tuple[list[dict[str, Any]], int, tuple[int, int]]:
+        """The chunk's new lines as compact events, the count at the cursor's timestamp,
+        and the cursor after them (applied once they are stored)."""
+        events: list[dict[str, Any]] = []
+        last, seen = cursor.ns, cursor.seen
+        workflow = str(pod.workflow_id)
+        for raw in chunk:
+            stamp, _, message = raw.partition(b" ")
+            text = stamp.decode("ascii", "replace")
+            ns = parse_ns(text)
+            if ns is None or ns < last:
+                continue
+            if ns == last:
+                here += 1
+                if here <= seen:
+                    continue  # stored before the follow broke
+                seen += 1
+            else:
+                last, seen, here = ns, 1, 1
+            if len(message) >= CRI_MAX_LINE:
+                continue  # maybe spliced CRI partials: Vector's merged copy is the right one
+            events.append({
+                "workflow_id": workflow, "kind": pod.kind, "job_id": pod.job_id,
+                "pod": pod.name, "container": container, "stream": "stdout",
+                "timestamp": text, "message": message.decode("utf-8", "replace"),
+            })
+        return events, here, (last, seen)
+
+    async def _store(self, events: list[dict[str, Any]]) -> None:
+        lines, _ = prepare(events, max_line_bytes=self.max_line_bytes, window=self.window())
+        # the tap cannot compute Vector's digest: its lines are known by line_key alone
+        lines = [line._replace(dedupe=line.line_key) for line in lines if line.line_key]
+        if not lines:
+            return
+        try:
+            result = await self.store.ingest(lines, (), of_record=False)
+        except PartitionMissing:
+            await self.maintain()
+            result = await self.store.ingest(lines, (), of_record=False)
+        self.metrics.tap_lines.inc(result.accepted)

@@ -1,0 +1,186 @@
+"""Statuses and `end` from REANA's pods, through a fake apiserver and kubernetes-asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fake_apiserver import FakeApiserver, batch_pod, job_pod, running
+from tests.helpers import Follower, event, post_batch, post_status
+
+JOB = "reana-run-job-3f1c"
+
+
+@pytest.fixture
+def apiserver(tmp_path, monkeypatch) -> Iterator[FakeApiserver]:
+    with running() as fake:
+        monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
+        yield fake
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 20.0) -> None:
+    """Wait for a condition the service reaches on its own (polled, never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+def _statuses(f: Follower) -> list[tuple[str | None, str]]:
+    return [(s["job_id"], s["status"]) for s in f.named("status")]
+
+
+def _cli(url: str, wf: uuid.UUID) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "reana_log_sse", "logs", str(wf), "--follow",
+                             "--server", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+async def _run_workflow(fake: FakeApiserver, wf: uuid.UUID, job_exit: int,
+                        follower: Follower) -> None:
+    fake.put_pod(batch_pod(wf))
+    await follower.wait_for(lambda f: (None, "running") in _statuses(f))
+    fake.put_pod(job_pod(wf, JOB, scheduled=False))
+    await follower.wait_for(lambda f: (JOB, "queued") in _statuses(f))
+    fake.put_pod(job_pod(wf, JOB))
+    await follower.wait_for(lambda f: (JOB, "pending") in _statuses(f))
+    fake.put_pod(job_pod(wf, JOB, phase="Running", state="running"))
+    await follower.wait_for(lambda f: (JOB, "running") in _statuses(f))
+    phase = "Succeeded" if job_exit == 0 else "Failed"
+    fake.put_pod(job_pod(wf, JOB, phase=phase, state="terminated", exit_code=job_exit))
+    job_end = "finished" if job_exit == 0 else "failed"
+    await follower.wait_for(lambda f: (JOB, job_end) in _statuses(f))
+    fake.delete_pod(f"{JOB}-abcde")  # reana-job-controller cleans the job up
+    # the engine exits 0 whether it published finished or failed (reana-commons
+    # workflow_engine.py); the job's failure decides
+    fake.put_pod(batch_pod(wf, engine="terminated", exit_code=0))
+
+
+@pytest.mark.parametrize("job_exit, status, code", [(0, "finished", 0), (2, "failed", 1)])
+async def test_kubernetes_pod_phases_give_statuses_then_end_and_the_cli_exit_code(
+        apiserver, server_factory, job_exit, status, code):
+    server = server_factory(kubernetes="on", wait_for_unknown=True)
+    wf = uuid.uuid4()
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        await follower.wait_for(lambda f: f.status_code == 200)
+        fake = apiserver
+        fake.put_pod(batch_pod(wf))
+        await follower.wait_for(lambda f: (None, "running") in _statuses(f))
+        cli = _cli(server.url, wf)
+        await _run_workflow(fake, wf, job_exit, follower)
+        await follower.wait_closed()
+    assert follower.named("end") == [{"workflow_id": str(wf), "status": status}]
+    job_seq = [s for j, s in _statuses(follower) if j == JOB]
+    assert job_seq == ["queued", "pending", "running", "finished" if job_exit == 0 else "failed"]
+    assert [s for j, s in _statuses(follower) if j is None] == ["running", status]
+    out, err = cli.communicate(timeout=60)
+    assert cli.returncode == code, err.decode()
+    assert f"==> workflow: {status}" in out.decode()
+
+
+async def test_kubernetes_two_replicas_store_and_send_each_status_once(apiserver,
+                                                                       server_factory):
+    first = server_factory(kubernetes="on", wait_for_unknown=True)
+    second = server_factory(kubernetes="on", wait_for_unknown=True)
+    wf = uuid.uuid4()
+    streams = [Follower(f"{s.url}/api/workflows/{wf}/logs/stream") for s in (first, second)]
+    async with streams[0] as one, streams[1] as two:
+        await _run_workflow(apiserver, wf, 0, one)
+        await one.wait_closed()
+        await two.wait_closed()
+    rows = first.sql("SELECT job_id, status, count(*) FROM status_events WHERE workflow_id = %s"
+                     " GROUP BY job_id, status ORDER BY 1, 2", (wf,))
+    assert all(n == 1 for _, _, n in rows), rows
+    assert len(rows) == 6
+    assert _statuses(one) == _statuses(two)
+    assert len(_statuses(one)) == 6
+
+
+async def test_kubernetes_reana_posted_terminal_status_wins_over_pods(apiserver, server_factory):
+    server = server_factory(kubernetes="on", wait_for_unknown=True)
+    wf = uuid.uuid4()
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        apiserver.put_pod(job_pod(wf, JOB, phase="Running", state="running"))
+        await follower.wait_for(lambda f: (JOB, "running") in _statuses(f))
+        assert post_status(server.url, server.ingest_token, wf, "failed", job_id=JOB,
+                           ).status_code == 200
+        await follower.wait_for(lambda f: (JOB, "failed") in _statuses(f))
+        # the pod says the job succeeded after REANA said failed: REANA's word stands
+        apiserver.put_pod(job_pod(wf, JOB, phase="Succeeded", state="terminated"))
+        apiserver.put_pod(batch_pod(wf))  # a later change that must come through
+        await follower.wait_for(lambda f: (None, "running") in _statuses(f))
+    assert [s for j, s in _statuses(follower) if j == JOB] == ["running", "failed"]
+
+
+async def test_kubernetes_watch_resumes_after_bookmarks_and_lists_again_after_410(
+        apiserver, server_factory):
+    server = server_factory(kubernetes="on", wait_for_unknown=True)
+    wf = uuid.uuid4()
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        apiserver.put_pod(job_pod(wf, JOB))
+        await follower.wait_for(lambda f: (JOB, "pending") in _statuses(f))
+        requests = apiserver.watch_requests
+        assert all(r.get("allowWatchBookmarks", "").lower() == "true" for r in requests)
+        # etcd compacted: the open watches get ERROR 410; a change made meanwhile is found
+        # by listing again
+        watches = len(apiserver.watch_requests)
+        apiserver.expire_watches()
+        apiserver.put_pod(job_pod(wf, JOB, phase="Running", state="running"))
+        await follower.wait_for(lambda f: (JOB, "running") in _statuses(f))
+        await until(lambda: len(apiserver.watch_requests) >= watches + 3)
+        # the new watches start from the listed resourceVersion, not the expired one
+        versions = [int(r["resourceVersion"]) for r in apiserver.watch_requests[watches:]]
+        assert min(versions) >= apiserver.compacted - 1
+    assert [s for j, s in _statuses(follower) if j == JOB] == ["pending", "running"]
+
+
+async def test_kubernetes_watch_resumes_from_a_bookmark_without_listing_again(
+        apiserver, server_factory):
+    server = server_factory(kubernetes="on", wait_for_unknown=True)
+    wf = uuid.uuid4()
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        apiserver.put_pod(job_pod(wf, JOB))
+        await follower.wait_for(lambda f: (JOB, "pending") in _statuses(f))
+        lists = len(apiserver.list_requests)
+        # a pod the job watch does not select moves the resourceVersion on; the job watch
+        # hears of it only by a BOOKMARK
+        dask = batch_pod(wf)
+        dask["metadata"] = {"name": "reana-run-dask-x-scheduler", "namespace": "default",
+                            "labels": {"reana-run-dask-workflow-uuid": str(wf)}}
+        apiserver.put_pod(dask)
+        bookmarked = apiserver.version
+        watches = len(apiserver.watch_requests)
+        selector = "reana-run-job-workflow-uuid"
+        await until(lambda: (selector, bookmarked) in apiserver.bookmarks)
+        apiserver.end_watches()  # as timeoutSeconds does: watch again, from where?
+        await until(lambda: len(apiserver.watch_requests) >= watches + 3)
+        job_watches = [r for r in apiserver.watch_requests[watches:]
+                       if r["labelSelector"] == selector]
+        assert job_watches and job_watches[0]["resourceVersion"] == str(bookmarked)
+        assert len(apiserver.list_requests) == lists  # no relist: the version was current
+        apiserver.put_pod(job_pod(wf, JOB, phase="Running", state="running"))
+        await follower.wait_for(lambda f: (JOB, "running") in _statuses(f))
+
+
+async def test_kubernetes_apiserver_unreachable_streams_work_from_vector_and_readyz_ok(
+        tmp_path, monkeypatch, server_factory):
+    fake = FakeApiserver()  # never started: nothing listens on its port
+    monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
+    server = server_factory(kubernetes="on")
+    wf = uuid.uuid4()
+    assert post_batch(server.url, server.ingest_token, [event(wf, "first")]).status_code == 200
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        await follower.wait_logs(1)
+        post_batch(server.url, server.ingest_token, [event(wf, "second")])
+        await follower.wait_logs(2)
+    assert [line["message"] for line in follower.logs] == ["first", "second"]
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert "reana_log_sse_kubernetes_api_up 0.0" in metrics

@@ -1,0 +1,188 @@
+"""The live tap: followed workflows' lines from pods/log, ahead of Vector, stored once."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from reana_log_sse.identity import format_ns
+from tests.fake_apiserver import FakeApiserver, job_pod, running
+from tests.helpers import Follower, post_batch
+from tests.test_kubernetes_statuses import until
+from tests.vectorsim import Pipeline, Pod, cri_line, kubernetes_logs_events, vector_request
+
+JOB = "reana-run-job-7d2e"
+POD = f"{JOB}-abcde"
+
+
+@pytest.fixture
+def apiserver(tmp_path, monkeypatch) -> Iterator[FakeApiserver]:
+    with running() as fake:
+        monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
+        yield fake
+
+
+def cri_ts(ns: int) -> str:
+    """containerd's timestamp text: all nine fraction digits (Vector keeps that text)."""
+    return format_ns(ns - ns % 1_000_000_000).rstrip("Z") + f".{ns % 1_000_000_000:09d}Z"
+
+
+def compact(wf: uuid.UUID, message: str, ns: int, stream: str = "stdout") -> dict:
+    """What vector.yaml's remap emits for a job pod line (see test_vector_e2e)."""
+    return {"workflow_id": str(wf), "kind": "job", "job_id": JOB, "step": None, "pod": POD,
+            "container": "job", "stream": stream, "timestamp": cri_ts(ns), "message": message}
+
+
+def _metric(server, name: str) -> float:
+    """A series' value, summed over its labels."""
+    total = 0.0
+    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+        if line.startswith(name) and line[len(name)] in " {":
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_kubernetes_tap_quiet_line_reaches_the_follower_and_vectors_copy_is_a_duplicate(
+        apiserver, server_factory):
+    # The 15 s of silence matter only to Vector's file reader (a file idle >= 10 s is read
+    # every 10 s: bench's tap scenario simulates that); the tap reads the apiserver's
+    # follow, which sends a line when the kubelet sees it, however long the job was
+    # quiet. Here Vector's copy simply arrives later.
+    server = server_factory(kubernetes="on", wait_for_unknown=True)
+    wf = uuid.uuid4()
+    apiserver.put_pod(job_pod(wf, JOB, phase="Running", state="running"))
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        await until(lambda: apiserver.follows() == 1)
+        ns = time.time_ns()
+        written = time.monotonic()
+        apiserver.write(POD, "job", "fit converged after 15 s", ns)
+        await follower.wait_logs(1)
+        print(f"\ntap: written -> follower {1000 * (time.monotonic() - written):.1f} ms")
+        assert follower.logs[0]["message"] == "fit converged after 15 s"
+        assert follower.logs[0]["stream"] == "stdout"  # provisional: the API has no stream
+    # Vector's copy, through the real remap and http sink request shape
+    pod = Pod(name=POD, labels={"reana-run-job-workflow-uuid": str(wf), "user-uuid": "u",
+                                "job-name": JOB, "batch.kubernetes.io/job-name": JOB})
+    events = kubernetes_logs_events([cri_line("fit converged after 15 s", stream="stderr",
+                                              timestamp=cri_ts(ns))], pod, "job")
+    sent = [o.event for o in Pipeline().run_all(events) if o.route == "sent"]
+    headers, body = vector_request(sent, server.ingest_token)
+    answer = httpx.post(f"{server.url}/ingest/vector", content=body, headers=headers)
+    assert answer.json() == {"accepted": 0, "duplicates": 1, "rejected": 0}
+    rows = server.sql("SELECT stream, count(*) FROM log_lines WHERE workflow_id = %s"
+                      " GROUP BY stream", (wf,))
+    assert rows == [("stderr", 1)]  # Vector's copy corrected the stream
+    again = httpx.post(f"{server.url}/ingest/vector", content=body, headers=headers)
+    assert again.json()["duplicates"] == 1  # a retry: still once
+    assert _metric(server, "reana_log_sse_tap_vector_duplicates_total") == 1
+    assert _metric(server, "reana_log_sse_tap_lines_total") == 1
+
+
+async def test_kubernetes_tap_and_vector_overlap_on_20000_lines_store_each_once_in_order(
+        apiserver, server_factory):
+    """Tap chunks follow the kubelet's writes (bursts of 500); Vector's batches are cut at
+    1,337. Identical lines with identical timestamps (every 1,000th line doubled) are
+    told apart by their ordinal in a batch: when both paths cut such a pair into
+    different batches, the pair is stored once (documented in docs/reana-integration.md)."""
+    server = server_factory(kubernetes="on", wait_for_unknown=True)
+    wf = uuid.uuid4()
+    apiserver.put_pod(job_pod(wf, JOB, phase="Running", state="running"))
+    base = time.time_ns()
+    lines: list[tuple[int, str]] = []
+    for i in range(20_000):
+        ns = base + i * 1000
+        lines.append((ns, f"event {i} chi2={i % 97}"))
+        if i % 1000 == 500:
+            lines.append((ns, f"event {i} chi2={i % 97}"))
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        await until(lambda: apiserver.follows() == 1)
+
+        def vector() -> None:
+            for start in range(0, len(lines), 1337):
+                batch = [compact(wf, m, ns) for ns, m in lines[start:start + 1337]]
+                assert post_batch(server.url, server.ingest_token, batch).status_code == 200
+
+        shipper = threading.Thread(target=vector)
+        for start in range(0, len(lines), 500):
+            for ns, message in lines[start:start + 500]:
+                apiserver.write(POD, "job", message, ns)
+            if start == 5000:
+                shipper.start()  # Vector starts behind the tap and overtakes it
+            await asyncio.sleep(0)
+        await asyncio.to_thread(shipper.join)
+        await follower.wait_logs(len(lines), timeout=60)
+    stored = server.sql("SELECT message FROM log_lines WHERE workflow_id = %s ORDER BY seq",
+                        (wf,))
+    assert [m for (m,) in stored] == [m for _, m in lines]
+    assert [line["message"] for line in follower.logs] == [m for _, m in lines]
+    assert follower.ids == sorted(set(follower.ids))
+    assert _metric(server, "reana_log_sse_tap_lines_total") > 0
+
+
+async def test_kubernetes_tap_resumes_after_log_rotation_with_no_line_doubled(
+        apiserver, server_factory):
+    server = server_factory(kubernetes="on", wait_for_unknown=True)
+    wf = uuid.uuid4()
+    apiserver.put_pod(job_pod(wf, JOB, phase="Running", state="running"))
+    second = (time.time_ns() // 1_000_000_000) * 1_000_000_000
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        await until(lambda: apiserver.follows() == 1)
+        for i, message in enumerate(["a", "b", "b", "c"]):  # "b" twice at one instant
+            apiserver.write(POD, "job", message, second + 100 + (i if i != 2 else 1))
+        await follower.wait_logs(4)
+        apiserver.rotate(POD, "job")  # the kubelet ends the follow (kubernetes#59902)
+        await until(lambda: len(apiserver.follow_requests) == 2 and apiserver.follows() == 1)
+        apiserver.write(POD, "job", "d", second + 200)  # same second as before
+        await follower.wait_logs(5)
+        apiserver.delete_pod(POD)  # gone: 404 for the log, no more follows
+        await until(lambda: apiserver.follows() == 0)
+    assert [line["message"] for line in follower.logs] == ["a", "b", "b", "c", "d"]
+    resumed = apiserver.follow_requests[1]
+    assert resumed["sinceTime"] == format_ns(second)  # second precision, as the API has it
+    assert server.sql("SELECT count(*) FROM log_lines WHERE workflow_id = %s", (wf,)) == [(5,)]
+
+
+async def test_kubernetes_tap_resumes_after_an_apiserver_restart_with_no_line_doubled(
+        apiserver, server_factory):
+    server = server_factory(kubernetes="on", wait_for_unknown=True)
+    wf = uuid.uuid4()
+    apiserver.put_pod(job_pod(wf, JOB, phase="Running", state="running"))
+    second = (time.time_ns() // 1_000_000_000) * 1_000_000_000
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        await until(lambda: apiserver.follows() == 1)
+        apiserver.write(POD, "job", "before", second + 10)
+        await follower.wait_logs(1)
+        apiserver.drop_connections()  # watches and follows are cut mid-stream
+        await until(lambda: len(apiserver.follow_requests) >= 2 and apiserver.follows() == 1)
+        apiserver.write(POD, "job", "after", second + 20)
+        await follower.wait_logs(2)
+    assert [line["message"] for line in follower.logs] == ["before", "after"]
+    assert _metric(server, "reana_log_sse_tap_lines_total") == 2
+    assert _metric(server, "reana_log_sse_tap_errors_total") >= 1  # the cut follow
+
+
+async def test_kubernetes_tap_follows_only_while_someone_follows_and_up_to_the_cap(
+        apiserver, server_factory):
+    server = server_factory(kubernetes="on", wait_for_unknown=True, kubernetes_max_follows=1)
+    wf = uuid.uuid4()
+    apiserver.put_pod(job_pod(wf, JOB, phase="Running", state="running"))
+    apiserver.put_pod(job_pod(wf, "reana-run-job-8e3f", phase="Running", state="running"))
+    # the watch has seen both pods (their statuses are stored), yet nobody follows
+    await until(lambda: server.sql("SELECT count(*) FROM status_events WHERE workflow_id = %s",
+                                   (wf,)) == [(2,)])
+    assert apiserver.follow_requests == []
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        await until(lambda: apiserver.follows() == 1)
+        await follower.wait_for(lambda f: len(f.named("status")) == 2)
+        assert apiserver.follows() == 1  # the cap: one of the two running containers
+        assert _metric(server, "reana_log_sse_tap_follows") == 1
+    left = time.monotonic()
+    await until(lambda: apiserver.follows() == 0)
+    print(f"\ntap: last follower left -> follow closed {1000 * (time.monotonic() - left):.0f} ms")
+    await until(lambda: _metric(server, "reana_log_sse_tap_follows") == 0)
