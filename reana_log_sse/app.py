@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hmac
 import logging
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
@@ -21,7 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from . import db, kubernetes, partitions
-from .auth import IngestAuth, make_reader_auth
+from .auth import IngestAuth, bearer_token, make_reader_auth, make_status_auth
 from .errors import ServiceError, service_error_handler
 from .hub import Hub
 from .ingest import ingest_vector
@@ -53,6 +54,15 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
+    """Prometheus text. Open unless REANA_LOG_SSE_METRICS_TOKEN is set, on purpose: it
+    holds counts and latencies only (no log text, no workflow ids, no tokens), and the
+    reader auth (auth=tokens/reana) is for logs."""
+    token = request.app.state.settings.metrics_token
+    if token:
+        given = bearer_token(request)
+        if given is None or not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong metrics token",
+                                headers={"WWW-Authenticate": "Bearer"})
     return Response(generate_latest(request.app.state.metrics.registry),
                     media_type=CONTENT_TYPE_LATEST)
 
@@ -87,6 +97,8 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
         state.pool = pool
         state.store = Store(pool)
         state.hub = Hub(state.store, url, state.metrics, queue_lines=settings.follower_queue_lines,
+                        queue_bytes=settings.follower_queue_bytes,
+                        line_bytes=settings.max_line_bytes,
                         end_grace=settings.end_grace_seconds)
         await state.maintain()
         await state.hub.start()
@@ -108,6 +120,9 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
                 await state.kubernetes.stop()
             await state.hub.stop()
             await pool.close()
+            server = getattr(app.state.reader_auth, "server", None)
+            if server is not None:  # auth=reana's client of reana-server
+                await server.close()
 
     async def maintain() -> partitions.MaintenanceReport:
         return await partitions.maintain(url, window())
@@ -136,6 +151,7 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.ingest_auth = IngestAuth(settings.ingest_token_list())
+    app.state.status_auth = make_status_auth(settings, app.state.ingest_auth)
     app.state.reader_auth = reader_auth
     app.state.maintain = maintain
     app.state.window = window

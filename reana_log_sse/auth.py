@@ -28,17 +28,53 @@ def _any_equal(candidate: str, tokens: list[str]) -> bool:
 
 
 class IngestAuth:
-    def __init__(self, tokens: list[str]) -> None:
+    """Bearer tokens that may write: the ingest's, or the status endpoint's own."""
+
+    def __init__(self, tokens: list[str], *, what: str = "ingest",
+                 setting: str = "REANA_LOG_SSE_INGEST_TOKENS") -> None:
         self.tokens = tokens
+        self.what = what
+        self.setting = setting
 
     def check(self, request: Request) -> None:
         if not self.tokens:
-            raise HTTPException(401, "no ingest tokens are configured: set "
-                                "REANA_LOG_SSE_INGEST_TOKENS or REANA_LOG_SSE_INGEST_TOKENS_FILE")
+            raise HTTPException(401, f"no {self.what} tokens are configured: set "
+                                f"{self.setting} or {self.setting}_FILE")
         token = bearer_token(request)
         if token is None or not _any_equal(token, self.tokens):
-            raise HTTPException(401, "missing or wrong ingest token",
+            raise HTTPException(401, f"missing or wrong {self.what} token",
                                 headers={"WWW-Authenticate": "Bearer"})
+
+
+class StatusAuth:
+    """Who may POST statuses. A workflow's status ends every reader's stream and `deleted`
+    erases its logs; job pods share REANA's runtime namespace with the components that
+    POST statuses, and jobs shipped from HTCondor or Slurm hold the ingest token. So once
+    status tokens are set, a workflow's status and `deleted` take a status token, and an
+    ingest token may post only a job's status (what `reana-log-sse ship` sends)."""
+
+    def __init__(self, ingest: IngestAuth, status: IngestAuth | None) -> None:
+        self.ingest, self.status = ingest, status
+
+    def check(self, request: Request) -> bool:
+        """True if the token may post any status, False if only a job's; 401 if neither."""
+        if self.status is None:
+            self.ingest.check(request)
+            return True
+        token = bearer_token(request)
+        if token is not None and _any_equal(token, self.status.tokens):
+            return True
+        if token is not None and _any_equal(token, self.ingest.tokens):
+            return False
+        raise HTTPException(401, "missing or wrong status token",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def make_status_auth(settings: Settings, ingest: IngestAuth) -> StatusAuth:
+    tokens = settings.status_token_list()
+    return StatusAuth(ingest, IngestAuth(tokens, what="status",
+                                         setting="REANA_LOG_SSE_STATUS_TOKENS")
+                      if tokens else None)
 
 
 class ReaderAuth(Protocol):
@@ -47,8 +83,11 @@ class ReaderAuth(Protocol):
     async def authorize(self, request: Request, workflow_id: uuid.UUID) -> None: ...
 
 
+READER_TOKEN_PARAMETER = "access_token"  # the access log redacts it (cli.RedactTokens)
+
+
 def reader_token(request: Request) -> str | None:
-    return request.query_params.get("access_token") or bearer_token(request)
+    return request.query_params.get(READER_TOKEN_PARAMETER) or bearer_token(request)
 
 
 class OpenAuth:
@@ -86,7 +125,9 @@ def make_reader_auth(settings: Settings) -> ReaderAuth:
         from .reana_auth import ReanaAuth
 
         return ReanaAuth(settings.reana_server_url, ttl=settings.reana_auth_cache_seconds,
-                         timeout=settings.reana_auth_timeout_seconds)
+                         timeout=settings.reana_auth_timeout_seconds,
+                         host=settings.reana_server_host,
+                         session_cookie=settings.reana_session_cookie)
     raise ValueError(f"unknown auth mode {settings.auth!r}; use none, tokens or reana")
 
 

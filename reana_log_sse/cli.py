@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import signal
 import socket
 import sys
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
+from .auth import READER_TOKEN_PARAMETER
 from .bench.command import bench
 from .client import DEFAULT_SERVER
 from .logs_cli import logs
@@ -38,15 +39,28 @@ def _db_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class RedactTokens(logging.Filter):
-    """Access logs show request paths; a reader's ?access_token= must not reach them."""
-
-    _TOKEN = re.compile(r"(access_token=)[^&\s]+")
+    """Access logs show request paths; a reader's ?access_token= must not reach them.
+    Parameters are matched by name after percent-decoding, as Starlette reads them
+    (`access%5Ftoken=` authenticates too), and every value of that name is replaced."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(self._TOKEN.sub(r"\1***", a) if isinstance(a, str) else a
+            record.args = tuple(redact_query(a) if isinstance(a, str) else a
                                 for a in record.args)
         return True
+
+
+def redact_query(text: str) -> str:
+    """`text` with the value of each `access_token` query parameter replaced by ***."""
+    path, sep, query = text.partition("?")
+    if not sep:
+        return text
+    parts = query.split("&")
+    for i, part in enumerate(parts):
+        name, eq, value = part.partition("=")
+        if eq and value and urllib.parse.unquote_plus(name) == READER_TOKEN_PARAMETER:
+            parts[i] = f"{name}=***"
+    return f"{path}?{'&'.join(parts)}"
 
 
 def _setup_logging(level: str) -> None:
@@ -88,9 +102,8 @@ def main() -> None:
 def serve(host: str, port: int, database_url: str | None, data_dir: str | None,
           log_level: str) -> None:
     """Run the service (with an embedded PostgreSQL unless a database URL is given)."""
-    import uvicorn
-
     from .app import create_app
+    from .server import uvicorn_config
 
     _setup_logging(log_level)
     settings = _settings(host=host, port=port, database_url=database_url, data_dir=data_dir,
@@ -102,11 +115,12 @@ def serve(host: str, port: int, database_url: str | None, data_dir: str | None,
             "REANA_LOG_SSE_READ_TOKENS) or reana.")
     _check_port(host, port)
     with _stopped_by_signals(), database(settings) as url:
+        _refuse_unsupported(url)
         try:
             app = create_app(settings.replace(database_url=url))
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
-        config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+        config = uvicorn_config(app, settings, host=host, port=port, log_level=log_level,
                                 lifespan="on", timeout_graceful_shutdown=5, log_config=None)
         server = _announcing_server(config, f"serving on http://{host}:{port} "
                                             f"(auth={settings.auth})")
@@ -149,6 +163,21 @@ def _announcing_server(config: Any, banner: str) -> Any:
     return Server(config)
 
 
+def _refuse_unsupported(url: str) -> None:
+    """Refuse, at start and in plain words, a PostgreSQL too old to serve. A database
+    that cannot be reached yet is left to the service (it answers 503 until it can)."""
+    import psycopg
+
+    from . import db
+
+    try:
+        asyncio.run(db.check_server(url))
+    except db.UnsupportedServer as exc:
+        raise click.ClickException(str(exc)) from None
+    except psycopg.OperationalError:
+        pass
+
+
 class _Stop(Exception):
     pass
 
@@ -181,6 +210,7 @@ def migrate(database_url: str | None, data_dir: str | None, log_level: str) -> N
     _setup_logging(log_level)
     settings = _settings(database_url=database_url, data_dir=data_dir)
     with database(settings) as url:
+        _refuse_unsupported(url)
         applied = asyncio.run(db.migrate(url))
     click.echo(f"applied migrations: {applied}" if applied else "migrations up to date")
 

@@ -53,10 +53,43 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
+# DETACH PARTITION .. CONCURRENTLY (partitions.py: dropping a day never blocks ingest or
+# reads) and pg_inherits.inhdetachpending arrived in PostgreSQL 14.
+MIN_SERVER_VERSION = 140000
+
+
+class UnsupportedServer(RuntimeError):
+    pass
+
+
+def version_problem(server_version_num: int) -> str | None:
+    """Why this PostgreSQL cannot serve reana-log-sse, or None."""
+    if server_version_num >= MIN_SERVER_VERSION:
+        return None
+    major, minor = divmod(server_version_num, 10000)
+    return (f"reana-log-sse needs PostgreSQL {MIN_SERVER_VERSION // 10000} or newer "
+            f"(DETACH PARTITION .. CONCURRENTLY drops old days without blocking ingest); "
+            f"this server is PostgreSQL {major}.{minor}. REANA's own database (postgres:12.13 "
+            "in reana's helm values) is too old: give reana-log-sse a PostgreSQL of its own "
+            "(REANA_LOG_SSE_DATABASE_URL)")
+
+
+async def check_server(url: str) -> None:
+    """Raise UnsupportedServer if the database is a PostgreSQL too old to serve."""
+    async with await psycopg.AsyncConnection.connect(conninfo(url)) as conn:
+        problem = version_problem(conn.info.server_version)
+    if problem:
+        raise UnsupportedServer(problem)
+
+
 async def migrate(url: str) -> list[int]:
-    """Apply the migrations not yet recorded; returns the versions applied now."""
+    """Apply the migrations not yet recorded; returns the versions applied now. Refuses a
+    PostgreSQL older than MIN_SERVER_VERSION before touching anything."""
     applied_now = []
     async with await psycopg.AsyncConnection.connect(conninfo(url)) as conn, conn.transaction():
+        problem = version_problem(conn.info.server_version)
+        if problem:
+            raise UnsupportedServer(problem)
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS reana_log_sse_migrations ("

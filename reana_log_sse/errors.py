@@ -28,6 +28,13 @@ class DatabaseUnavailable(ServiceError):
     status_code = 503
 
 
+class BadInput(ServiceError):
+    """The database refused a value the request carried: it can never succeed (400).
+    The HTTP layer validates first; this is the net under it, never a 500."""
+
+    status_code = 400
+
+
 class PartitionMissing(ServiceError):
     """A row's timestamp has no partition yet."""
 
@@ -46,8 +53,19 @@ async def translated() -> AsyncIterator[None]:
         raise
     except psycopg.errors.QueryCanceled:
         raise
+    # What bad input can make psycopg or PostgreSQL refuse: NUL in text, a number out of
+    # range, an invalid text representation (DataError, SQLSTATE class 22), a value too
+    # big for an index or too deeply nested (class 54, psycopg files it under
+    # OperationalError), text that cannot be encoded (lone surrogates).
+    except (psycopg.DataError, psycopg.errors.ProgramLimitExceeded, UnicodeEncodeError) as exc:
+        raise BadInput(f"the database refused a value: {_first_line(exc)}") from exc
     except _UNAVAILABLE as exc:
         raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
 
 
 async def service_error_handler(request: Request, exc: Exception) -> Response:
@@ -62,5 +80,6 @@ async def service_error_handler(request: Request, exc: Exception) -> Response:
             status_code=503,
             headers={"Retry-After": "1"},
         )
-    logger.error("%s %s: %s", request.method, request.url.path, exc.detail)
+    log = logger.warning if isinstance(exc, BadInput) else logger.error
+    log("%s %s: %s", request.method, request.url.path, exc.detail)
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code)

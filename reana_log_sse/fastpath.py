@@ -134,7 +134,7 @@ def prepare_fast(body: bytes, batch: Preparer) -> list[PreparedLine] | None:
         return None
     try:
         events = _DECODER.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # deep nesting too
         return None
     stamps = _Timestamps()
     ids: dict[str, uuid.UUID] = {}

@@ -40,6 +40,14 @@ class Batch:
     notified_at: float  # monotonic time the NOTIFY arrived
     committed_at: float | None  # wall-clock epoch the ingest sent with the NOTIFY
     _frames: bytes | None = None
+    _nbytes: int = -1
+
+    @property
+    def nbytes(self) -> int:
+        """The size of its lines' frames: what a follower's queue holds for it."""
+        if self._nbytes < 0:
+            self._nbytes = sum([len(line.frame) for line in self.lines])
+        return self._nbytes
 
     def frames(self) -> bytes:
         """Every line's frame in one bytes object, joined once for all the followers."""
@@ -60,36 +68,71 @@ class End:
     status: str
 
 
-Item = Batch | StatusItem | End
+@dataclasses.dataclass(frozen=True, slots=True)
+class Leave:
+    """The server is shutting down: finish the stream cleanly; the client resumes."""
+
+    after: int = 0
+
+
+Item = Batch | StatusItem | End | Leave
+
+
+class ReadSize:
+    """How many lines the next read of a workflow asks for, so that it holds about
+    `budget` bytes rather than `most` lines of any size: it starts with what fits if
+    every line is as long as allowed, doubles while full reads stay under half the
+    budget, and shrinks to fit when a read was over it."""
+
+    __slots__ = ("budget", "lines", "most")
+
+    def __init__(self, most: int, budget: int, line_bytes: int) -> None:
+        self.most = most
+        self.budget = budget
+        self.lines = max(16, min(most, budget // (line_bytes + 256)))
+
+    def observe(self, lines: list[Line]) -> None:
+        if not lines:
+            return
+        size = sum([len(line.message) for line in lines]) + 256 * len(lines)
+        if size > self.budget:
+            self.lines = max(16, self.lines * self.budget // size)
+        elif len(lines) >= self.lines and 2 * size <= self.budget:
+            self.lines = min(self.most, 2 * self.lines)
 
 
 class Subscription:
-    """A follower's bounded queue of items from its workflow's Feed."""
+    """A follower's queue of items from its workflow's Feed, bounded in lines and in
+    bytes of frames (a few long lines weigh as much as many short ones)."""
 
-    def __init__(self, feed: Feed, limit: int) -> None:
+    def __init__(self, feed: Feed, limit: int, limit_bytes: int) -> None:
         self.feed = feed
         self.limit = limit
+        self.limit_bytes = limit_bytes
         self.items: collections.deque[Item] = collections.deque()
         self.queued_lines = 0
+        self.queued_bytes = 0
         self.ending = False
+        self.closed = False
         self._wakeup = asyncio.Event()
 
     def push(self, item: Item) -> None:
         if self.ending:  # nothing after `end` matters, and it must never be dropped
             return
         self.ending = isinstance(item, End)
-        size = len(item.lines) if isinstance(item, Batch) else 0
-        if self.queued_lines + size > self.limit:
+        lines, size = (len(item.lines), item.nbytes) if isinstance(item, Batch) else (0, 0)
+        if self.queued_lines + lines > self.limit or self.queued_bytes + size > self.limit_bytes:
             # Too far behind: forget what is queued. The next item's `after` is then
             # ahead of the follower, which reads the gap from the database instead.
             self.items.clear()
-            self.queued_lines = 0
+            self.queued_lines = self.queued_bytes = 0
             self.feed.hub.metrics.follower_overflows.inc()
-            if size > self.limit:
+            if lines > self.limit or size > self.limit_bytes:
                 item = Batch(item.upto, item.upto, [], item.notified_at, item.committed_at)  # type: ignore[union-attr]
-                size = 0
+                lines = size = 0
         self.items.append(item)
-        self.queued_lines += size
+        self.queued_lines += lines
+        self.queued_bytes += size
         self._wakeup.set()
 
     async def get(self) -> Item:
@@ -99,10 +142,19 @@ class Subscription:
         item = self.items.popleft()
         if isinstance(item, Batch):
             self.queued_lines -= len(item.lines)
+            self.queued_bytes -= item.nbytes
         return item
 
+    def leave(self) -> None:
+        """Shutdown: the follower's next item tells it to finish its stream now."""
+        self.items.appendleft(Leave())
+        self._wakeup.set()
+
     def close(self) -> None:
-        self.feed.unsubscribe(self)
+        """Leave the feed (idempotent: a stream that never ran is closed by its response)."""
+        if not self.closed:
+            self.closed = True
+            self.feed.unsubscribe(self)
 
 
 class Feed:
@@ -122,10 +174,13 @@ class Feed:
         self._end_at: float | None = None
         self._end_status = ""
         self._was_unknown = False
+        # a read fits half a follower's queue, so a burst reaches live followers as
+        # batches they can queue, not as one overflow that sends them all to the database
+        self.read_size = ReadSize(hub.read_chunk, hub.queue_bytes // 2, hub.line_bytes)
         self.task = asyncio.create_task(self._run(), name=f"feed-{workflow_id}")
 
-    def subscribe(self, limit: int) -> Subscription:
-        sub = Subscription(self, limit)
+    def subscribe(self, limit: int, limit_bytes: int) -> Subscription:
+        sub = Subscription(self, limit, limit_bytes)
         self.subscribers.add(sub)
         if self.ended is not None:
             sub.push(self.ended)
@@ -203,10 +258,11 @@ class Feed:
         while True:
             snap = await store.snapshot(
                 self.workflow_id, after=self.last, status_after=self.status_cursor,
-                limit=self.hub.read_chunk,
+                limit=self.read_size.lines,
             )
             if snap is None:
                 return
+            self.read_size.observe(snap.lines)
             start = self.last
             for lines, status in snap.parts():  # lines committed before a status go first
                 upto = snap.horizon if status is None else status.after_seq
@@ -233,11 +289,14 @@ class Hub:
     def __init__(
         self, store: Store, database_url: str, metrics: Metrics, *,
         queue_lines: int, end_grace: float, read_chunk: int = 2000,
+        queue_bytes: int = 8 * 1024 * 1024, line_bytes: int = 64 * 1024,
     ) -> None:
         self.store = store
         self.database_url = database_url
         self.metrics = metrics
         self.queue_lines = queue_lines
+        self.queue_bytes = queue_bytes
+        self.line_bytes = line_bytes
         self.end_grace = end_grace
         self.read_chunk = read_chunk
         self.feeds: dict[uuid.UUID, Feed] = {}
@@ -254,7 +313,7 @@ class Hub:
             feed = self.feeds[workflow_id] = Feed(self, workflow_id)
             self.metrics.followed_workflows.set(len(self.feeds))
             self.followed_changed(workflow_id, True)
-        return feed.subscribe(self.queue_lines)
+        return feed.subscribe(self.queue_lines, self.queue_bytes)
 
     def followed_changed(self, workflow_id: uuid.UUID, followed: bool) -> None:
         if self.on_followed is not None:

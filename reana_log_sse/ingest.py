@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import hashlib
-import io
-import json
 import logging
 import uuid
 from typing import Any
 
-import orjson
 import pydantic
-import zstandard
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from .body import BodyTooLarge, dump_rejected, is_array, parse_events, read_body, salvage
 from .errors import PartitionMissing
 from .fastpath import prepare_fast
 from .identity import LineKeys, parse_ns
@@ -26,80 +22,6 @@ from .partitions import Window
 from .store import PreparedLine
 
 logger = logging.getLogger("reana_log_sse")
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, decompressed, at most `limit` bytes (else BodyTooLarge)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding in ("", "identity"):
-        return raw
-    if encoding == "gzip":
-        reader: Any = gzip.GzipFile(fileobj=io.BytesIO(raw))
-    elif encoding == "zstd":
-        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw))
-    else:
-        raise HTTPException(415, f"unsupported Content-Encoding {encoding!r}: use gzip, zstd "
-                            "or none")
-    try:
-        body = reader.read(limit + 1)
-    except (OSError, EOFError, zstandard.ZstdError) as exc:
-        raise HTTPException(400, f"body is not valid {encoding}: {exc}") from exc
-    if len(body) > limit:
-        raise BodyTooLarge
-    return body
-
-
-def parse_events(body: bytes, content_type: str) -> list[Any]:
-    """A JSON array (Vector's json codec) or NDJSON; invalid UTF-8 is replaced, not fatal."""
-    ndjson = _is_ndjson(content_type)
-    try:
-        return _parse(body, ndjson, orjson.loads)
-    except (orjson.JSONDecodeError, UnicodeDecodeError):
-        pass
-    # Slow path: invalid UTF-8 or lone surrogates. Replace them instead of refusing.
-    text = body.decode("utf-8", errors="replace")
-    try:
-        events = _parse(text.encode("utf-8", "replace"), ndjson, json.loads)
-    except ValueError as exc:
-        raise HTTPException(400, f"body is not JSON or NDJSON: {exc}") from exc
-    return [_scrub(e) for e in events]
-
-
-def _is_ndjson(content_type: str) -> bool:
-    return "ndjson" in content_type or "jsonlines" in content_type
-
-
-def _parse(body: bytes, ndjson: bool, loads: Any) -> list[Any]:
-    if ndjson:
-        return [loads(line) for line in body.splitlines() if line.strip()]
-    data = loads(body)
-    if isinstance(data, list):
-        return data
-    if isinstance(data, dict):
-        return [data]
-    raise ValueError("expected a JSON array of events")
-
-
-def _scrub(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, dict):
-        return {k: _scrub(v) for k, v in value.items()}
-    return value
 
 
 def truncate(message: str, limit: int) -> tuple[str, bool]:
@@ -163,12 +85,22 @@ class Preparer:
         if "\x00" in message:  # PostgreSQL text cannot hold NUL
             message = message.replace("\x00", "\ufffd")
         message, cut = truncate(message, self.max_line_bytes)
+        # nor any other text field (a NUL there used to fail the whole batch with a 500)
+        job_id, step, pod, container = event.job_id, event.step, event.pod, event.container
+        if job_id is not None and "\x00" in job_id:
+            job_id = job_id.replace("\x00", "\ufffd")
+        if step is not None and "\x00" in step:
+            step = step.replace("\x00", "\ufffd")
+        if pod is not None and "\x00" in pod:
+            pod = pod.replace("\x00", "\ufffd")
+        if container is not None and "\x00" in container:
+            container = container.replace("\x00", "\ufffd")
         key_int = wid.int
         name = self._names.get(key_int)
         if name is None:
             name = self._names[key_int] = str(wid)
-        key = "\x1f".join((name, event.kind, event.job_id or "", event.pod or "",
-                           event.container or "", event.stream, ts_text,
+        key = "\x1f".join((name, event.kind, job_id or "", pod or "",
+                           container or "", event.stream, ts_text,
                            message)).encode("utf-8", "replace")
         digest = hashlib.blake2b(key, digest_size=16).digest()
         seen = self._seen
@@ -179,13 +111,13 @@ class Preparer:
         seen.add(digest)
         n = self._ords[key_int] = self._ords.get(key_int, 0) + 1
         line_key = None
-        if event.pod and event.container:  # identity.py: what Vector and the tap agree on
+        if pod and container:  # identity.py: what Vector and the tap agree on
             ns = parse_ns(ts_text)
             if ns is not None:
-                line_key = self._keys.key(name, event.pod, event.container, ns, message)
+                line_key = self._keys.key(name, pod, container, ns, message)
         self.lines.append(PreparedLine(
-            wid, n, ts, _uuid(digest), event.kind, event.job_id, event.step,
-            event.pod, event.container, event.stream, message, cut, collected, line_key,
+            wid, n, ts, _uuid(digest), event.kind, job_id, step,
+            pod, container, event.stream, message, cut, collected, line_key,
         ))
         return None
 
@@ -201,26 +133,18 @@ def prepare(
     add = batch.add
     for raw in events:
         if not isinstance(raw, dict):
-            rejected.append(("event is not a JSON object", _dump(raw)))
+            rejected.append(("event is not a JSON object", dump_rejected(raw)))
             continue
         try:
             event = validate(raw)
         except pydantic.ValidationError as exc:
-            rejected.append((_reason(exc), _dump(raw)))
+            rejected.append((_reason(exc), dump_rejected(raw)))
             continue
         reason = add(event.workflow_id, event, event.timestamp, event.collected_at,
                      str(raw.get("timestamp")))
         if reason is not None:
-            rejected.append((reason, _dump(raw)))
+            rejected.append((reason, dump_rejected(raw)))
     return batch.lines, rejected
-
-
-def _dump(raw: Any) -> str:
-    try:
-        text = orjson.dumps(raw).decode()
-    except TypeError:
-        text = repr(raw)
-    return text[:100_000]
 
 
 async def ingest_vector(request: Request) -> JSONResponse:
@@ -228,25 +152,36 @@ async def ingest_vector(request: Request) -> JSONResponse:
     metrics = state.metrics
     try:
         state.ingest_auth.check(request)
+        settings = state.settings
+        max_line = settings.max_line_bytes
+        salvaged: list[Any] | None = None
         try:
-            body = await read_body(request, state.settings.max_body_bytes)
-        except BodyTooLarge:
-            raise HTTPException(413, f"body larger than {state.settings.max_body_bytes} bytes "
-                                "(REANA_LOG_SSE_MAX_BODY_BYTES)") from None
-        content_type = request.headers.get("content-type", "")
+            body = await read_body(request, settings.max_body_bytes,
+                                   settings.body_timeout_seconds,
+                                   keep_head=min(settings.max_body_bytes, 6 * max_line + 65536))
+        except BodyTooLarge as exc:
+            # One event over the cap (Vector sends such an event alone): cut, not dropped.
+            salvaged = salvage(exc.edges) if exc.edges is not None else None
+            if salvaged is None:
+                raise HTTPException(413, f"body larger than {settings.max_body_bytes} bytes "
+                                    "(REANA_LOG_SSE_MAX_BODY_BYTES)") from None
+            logger.warning("ingest: one event over REANA_LOG_SSE_MAX_BODY_BYTES, cut")
+            body = b""
         window = state.window()
-        max_line = state.settings.max_line_bytes
         lines: list[PreparedLine] | None = None
         rejected: list[tuple[str, str]] = []
-        if not _is_ndjson(content_type):  # canonical batches skip the model (fastpath.py)
+        if salvaged is not None:
+            events, unparsed = salvaged, []
+        elif is_array(body):  # canonical batches skip the model (fastpath.py)
             lines = prepare_fast(body, Preparer(max_line_bytes=max_line, window=window))
-        if lines is None:
-            events = parse_events(body, content_type)
+        if lines is None and salvaged is None:
+            events, unparsed = parse_events(body)  # told apart by content, not Content-Type
     except HTTPException as exc:
         metrics.ingest_requests.labels(str(exc.status_code)).inc()
         raise
     if lines is None:
         lines, rejected = prepare(events, max_line_bytes=max_line, window=window)
+        rejected = unparsed + rejected  # NDJSON lines that were not even JSON
         metrics.ingest_batches.labels("model").inc()
     else:
         metrics.ingest_batches.labels("fast").inc()

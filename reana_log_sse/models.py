@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 TERMINAL_STATUSES = frozenset({"finished", "failed", "stopped", "deleted"})
 WorkflowStatus = Literal[
@@ -52,6 +52,14 @@ class StatusUpdate(BaseModel):
     finished_at: datetime | None = None
     # A batch job's exit code (`reana-log-sse ship` sends it with finished/failed).
     exit_code: int | None = None
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """PostgreSQL text and jsonb cannot hold NUL: it is replaced, as in a log line."""
+        if isinstance(value, str) and "\x00" in value:
+            return value.replace("\x00", "\ufffd")
+        return value
 
     @property
     def is_workflow_level(self) -> bool:

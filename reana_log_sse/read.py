@@ -11,7 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from .auth import authorized_workflow
+from .body import BodyTooLarge, read_body
 from .models import StatusUpdate
+from .reana_logs import is_reana_request, reana_server_logs
 from .store import Store
 from .stream import filters_param, int_param, workflow_id_param
 
@@ -21,12 +23,16 @@ TEXT_CHUNK = 5_000
 
 async def read_logs(request: Request) -> Response:
     state = request.app.state
+    server = getattr(state.reader_auth, "server", None)
+    if server is not None and is_reana_request(request):
+        # REANA's own logs path routed here: reana-server's answer, with our lines in it
+        return await reana_server_logs(request, server)
     workflow_id = await authorized_workflow(request)
     filters = filters_param(request)
     since = int_param(request, "since") or 0
     tail = int_param(request, "tail")
     limit = min(int_param(request, "limit", minimum=1) or 1000, MAX_LIMIT)
-    fmt = request.query_params.get("format", "json")
+    fmt = request.query_params.get("format") or "json"
     store: Store = state.store
     if fmt == "json":
         snap = await store.snapshot(workflow_id, after=since, limit=limit, filters=filters,
@@ -67,12 +73,23 @@ async def read_logs(request: Request) -> Response:
 
 async def post_status(request: Request) -> JSONResponse:
     state = request.app.state
-    state.ingest_auth.check(request)
+    any_status = state.status_auth.check(request)
     workflow_id = workflow_id_param(request)
+    settings = state.settings
     try:
-        update = StatusUpdate.model_validate_json(await request.body())
+        body = await read_body(request, settings.max_status_body_bytes,
+                               settings.body_timeout_seconds)
+    except BodyTooLarge:
+        raise HTTPException(413, f"status body larger than {settings.max_status_body_bytes} "
+                            "bytes (REANA_LOG_SSE_MAX_STATUS_BODY_BYTES)") from None
+    try:
+        update = StatusUpdate.model_validate_json(body)
     except pydantic.ValidationError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise HTTPException(422, str(exc).replace("\x00", "\\x00")[:2000]) from None
+    if not any_status and (update.is_workflow_level or update.status == "deleted"):
+        raise HTTPException(403, "a workflow's status and `deleted` take a status token "
+                            "(REANA_LOG_SSE_STATUS_TOKENS); an ingest token may post only "
+                            "a job's status")
     details = update.model_dump(mode="json", exclude={"status", "job_id", "step"},
                                 exclude_none=True)
     event_id = await state.store.set_status(

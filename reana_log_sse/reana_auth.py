@@ -1,12 +1,14 @@
-"""REANA_LOG_SSE_AUTH=reana: ask reana-server whether a REANA access token may read a workflow.
+"""REANA_LOG_SSE_AUTH=reana: ask reana-server whether a reader may read a workflow.
 
-The question is the one reana-client itself asks: `GET {reana-server}/api/workflows/
-{id_or_name}/status?access_token=...` (reana-server rest/workflows.py
-`get_workflow_status`, answered by reana-workflow-controller rest/workflows_status.py).
-reana-server answers the owner (or a user the workflow is shared with) 200
-`{"id", "name", "status", "user", "progress", "created", "logs"}`; everyone else an error:
+A reader is who reana-server says they are: a REANA access token (`access_token=` or
+`Authorization: Bearer` here; sent on only as `access_token`, reana_server.py), or REANA's
+web session cookie, which reana-ui's pages send by themselves, so the `<reana-live-log>`
+widget on a REANA page needs no token. The question is the cheapest reana-server answers
+for owned and shared workflows alike, `GET /api/workflows/{id_or_name}/parameters`
+(reana_server.py has what each endpoint costs). reana-server answers the owner or a user
+the workflow is shared with 200 `{"id", "name", "type", "parameters"}`, anyone else:
 
-- 401 `{"message": "User not signed in"}` (no token) or "User has no active tokens";
+- 401 `{"message": "User not signed in"}` (no credentials) or "User has no active tokens";
 - 403 `{"message": "Token not valid."}` / "User access token revoked." (bad token:
   reana-server decorators.py `signin_required` turns utils.py `get_user_from_token`'s
   ValueError into 403);
@@ -14,78 +16,97 @@ reana-server answers the owner (or a user the workflow is shared with) 200
   user may not see (reana-db utils.py `_get_workflow_with_uuid_or_name` filters by owner
   and shares, so someone else's workflow looks like a missing one).
 
-We answer 401 for a missing or bad token, 403 when the token is good but the workflow
-(which we hold logs of) is not theirs, 404 when neither we nor they know it, and 503 when
-reana-server cannot answer (down, timeout, 5xx): never an open door. Positive and
-negative answers are cached for `ttl` seconds per (token, workflow); failures are not.
-The same answer resolves a workflow name (`myanalysis.42`) to its UUID.
+We answer 401 for missing or bad credentials, 403 when they are good but the workflow
+(which we hold logs of) is not theirs, 404 when neither we nor they know it, and 503 with
+`Retry-After` when reana-server cannot answer (down, timeout, 5xx, 429): never an open
+door and never a refusal. Yes and no are cached for `ttl` seconds per (credentials,
+workflow); failures never are. The same answer resolves a name (`myanalysis.42`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import hashlib
-import logging
 import time
 import uuid
-from collections.abc import Callable
-from urllib.parse import quote
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from .auth import reader_token
+from .reana_server import (
+    SESSION_COOKIE,
+    Answer,
+    Credentials,
+    Denied,
+    ReanaServer,
+    ReanaUnavailable,
+    ReanaWorkflow,
+)
 
-logger = logging.getLogger("reana_log_sse")
+__all__ = ["Denied", "ReanaAuth", "ReanaUnavailable", "ReanaWorkflow", "unavailable"]
 
 MAX_ENTRIES = 10_000  # cached answers kept at most; expired ones are dropped first
 
 
-@dataclasses.dataclass(frozen=True)
-class ReanaWorkflow:
-    """What reana-server told the reader about the workflow (used by format=reana)."""
-
-    id: uuid.UUID
-    name: str | None
-    user: str | None
-    status: str | None
+def unavailable(exc: ReanaUnavailable, what: str) -> HTTPException:
+    return HTTPException(503, f"{what}: {exc}", headers={"Retry-After": str(exc.retry_after)})
 
 
-@dataclasses.dataclass(frozen=True)
-class Denied:
-    """reana-server said no: `status` is ours (401, 403 or 404)."""
+class _TTLCache:
+    """Answers per key for `ttl` seconds; one question in flight per key."""
 
-    status: int
-    message: str
-    not_found: bool = False  # reana-server said "does not exist" (for this user)
+    def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
+        self.ttl, self.clock = ttl, clock
+        self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Future[Any]] = {}
 
+    async def get(self, key: tuple[str, str], ask: Callable[[], Awaitable[Any]]) -> Any:
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > self.clock():
+            return hit[1]
+        future = self._inflight.get(key)
+        if future is None:  # one question at a time per key; the others wait for it
+            future = asyncio.ensure_future(ask())
+            self._inflight[key] = future
+            future.add_done_callback(lambda _: self._inflight.pop(key, None))
+        answer = await asyncio.shield(future)  # ReanaUnavailable propagates, uncached
+        self._store(key, answer)
+        return answer
 
-Answer = ReanaWorkflow | Denied
-
-
-class ReanaUnavailable(Exception):
-    pass
+    def _store(self, key: tuple[str, str], answer: Any) -> None:
+        now = self.clock()
+        if len(self._cache) >= MAX_ENTRIES:
+            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+            while len(self._cache) >= MAX_ENTRIES:  # still full: drop the oldest
+                self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = (now + self.ttl, answer)
 
 
 class ReanaAuth:
     """A `ReaderAuth` that defers to reana-server, with a TTL cache and a timeout."""
 
     def __init__(
-        self, server_url: str, *, ttl: float, timeout: float,
+        self, server_url: str | ReanaServer, *, ttl: float, timeout: float = 5.0,
+        host: str | None = None, session_cookie: str = SESSION_COOKIE,
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.server_url = server_url.rstrip("/")
+        self.server = (server_url if isinstance(server_url, ReanaServer) else
+                       ReanaServer(server_url, host=host, timeout=timeout,
+                                   session_cookie=session_cookie, transport=transport))
         self.ttl = ttl
-        self.timeout = timeout
-        self.clock = clock
-        self.transport = transport
-        self.asked = 0  # questions sent to reana-server (for tests and debugging)
-        self._cache: dict[tuple[str, str], tuple[float, Answer]] = {}
-        self._inflight: dict[tuple[str, str], asyncio.Future[Answer]] = {}
-        self._client: httpx.AsyncClient | None = None
+        self._answers = _TTLCache(ttl, clock)
+        self._users = _TTLCache(ttl, clock)
+
+    @property
+    def asked(self) -> int:
+        """Permission questions sent to reana-server (for tests and debugging)."""
+        return self.server.sent.get("parameters", 0)
+
+    def credentials(self, request: Request) -> Credentials:
+        return Credentials.of(request, cookie=self.server.session_cookie)
 
     # -- the ReaderAuth protocol ---------------------------------------------------------
 
@@ -99,19 +120,29 @@ class ReanaAuth:
         to the UUID it names for this reader, who may then read it."""
         return (await self._allowed(request, id_or_name, None)).id
 
+    async def user(self, request: Request, workflow_id: uuid.UUID) -> str | None:
+        """The reader's REANA user id (format=reana's `user`), cached like the answers."""
+        creds = self.credentials(request)
+        try:
+            return await self._users.get(  # type: ignore[no-any-return]
+                (creds.cache_key(), str(workflow_id)),
+                lambda: self.server.workflow_user(creds, str(workflow_id)))
+        except ReanaUnavailable as exc:
+            raise unavailable(exc, "cannot ask reana-server") from None
+
     # -- the question, cached ------------------------------------------------------------
 
     async def _allowed(self, request: Request, id_or_name: str,
                        workflow_id: uuid.UUID | None) -> ReanaWorkflow:
-        token = reader_token(request)
-        if not token:
-            raise HTTPException(401, "a REANA access token is required (access_token= or "
-                                "Authorization: Bearer)", headers={"WWW-Authenticate": "Bearer"})
+        creds = self.credentials(request)
+        if not creds:
+            raise HTTPException(401, "a REANA access token (access_token= or Authorization: "
+                                "Bearer) or REANA's session cookie is required",
+                                headers={"WWW-Authenticate": "Bearer"})
         try:
-            answer = await self.check(token, id_or_name)
+            answer = await self.check(creds, id_or_name)
         except ReanaUnavailable as exc:
-            raise HTTPException(503, f"cannot check the access token: {exc}",
-                                headers={"Retry-After": "2"}) from None
+            raise unavailable(exc, "cannot check the reader with reana-server") from None
         if isinstance(answer, ReanaWorkflow):
             request.state.reana_workflow = answer
             return answer
@@ -124,65 +155,14 @@ class ReanaAuth:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         raise HTTPException(status, answer.message, headers=headers)
 
-    async def check(self, token: str, id_or_name: str) -> Answer:
-        """reana-server's answer for this token and workflow, from the cache if fresh.
-        Raises ReanaUnavailable when reana-server cannot answer."""
-        key = (hashlib.sha256(token.encode()).hexdigest(), id_or_name)
-        now = self.clock()
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        future = self._inflight.get(key)
-        if future is None:  # one question at a time per key; the others wait for it
-            future = asyncio.ensure_future(self._ask(token, id_or_name))
-            self._inflight[key] = future
-            future.add_done_callback(lambda _: self._inflight.pop(key, None))
-        answer = await asyncio.shield(future)
-        self._store(key, answer)
+    async def check(self, creds: Credentials | str, id_or_name: str) -> Answer:
+        """reana-server's answer for these credentials and workflow, from the cache if
+        fresh. Raises ReanaUnavailable when reana-server cannot answer."""
+        if isinstance(creds, str):
+            creds = Credentials(token=creds)
+        answer: Answer = await self._answers.get(
+            (creds.cache_key(), id_or_name), lambda: self.server.workflow(creds, id_or_name))
         return answer
-
-    def _store(self, key: tuple[str, str], answer: Answer) -> None:
-        now = self.clock()
-        if len(self._cache) >= MAX_ENTRIES:
-            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
-            while len(self._cache) >= MAX_ENTRIES:  # still full: drop the oldest
-                self._cache.pop(next(iter(self._cache)))
-        self._cache[key] = (now + self.ttl, answer)
-
-    async def _ask(self, token: str, id_or_name: str) -> Answer:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout, transport=self.transport)
-        url = f"{self.server_url}/api/workflows/{quote(id_or_name, safe='')}/status"
-        self.asked += 1
-        try:
-            response = await self._client.get(url, params={"access_token": token},
-                                              headers={"Accept": "application/json"})
-        except httpx.HTTPError as exc:
-            logger.warning("reana-server %s: %s", self.server_url, type(exc).__name__)
-            raise ReanaUnavailable(f"reana-server unreachable ({type(exc).__name__})") from exc
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.status_code >= 500 or not isinstance(body, dict):
-            logger.warning("reana-server %s answered %d", self.server_url, response.status_code)
-            raise ReanaUnavailable(f"reana-server answered {response.status_code}")
-        message = str(body.get("message") or "")
-        if response.status_code == 200:
-            try:
-                workflow_id = uuid.UUID(str(body["id"]))
-            except (KeyError, ValueError):
-                raise ReanaUnavailable("reana-server's answer has no workflow id") from None
-            return ReanaWorkflow(workflow_id, body.get("name"), body.get("user"),
-                                 body.get("status"))
-        if response.status_code == 401:
-            return Denied(401, f"reana-server: {message or 'not signed in'}")
-        if response.status_code == 403 and "token" in message.lower():
-            return Denied(401, f"reana-server: {message}")
-        if response.status_code == 404:
-            return Denied(404, f"unknown workflow {id_or_name}, or not yours to read",
-                          not_found=True)
-        return Denied(403, f"reana-server: {message or 'may not read this workflow'}")
 
 
 async def _known(request: Request, workflow_id: uuid.UUID) -> bool:

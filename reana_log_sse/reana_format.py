@@ -24,7 +24,8 @@ comes from the status POSTs' details; what nobody told us is null, never invente
 is keyed by REANA's job id when a status POST carried `reana_job_id`, else by its
 Kubernetes Job name (REANA's `backend_job_id`), else by its step name. Jobs are ordered by
 when we first heard of them (first status or first line). `workflow_name` and `user` come
-from reana-server's answer under auth=reana, null otherwise.
+from reana-server under auth=reana (reana_auth.py), null otherwise. The answer is streamed
+(logs_document): a request holds the jobs and one chunk of lines, not the workflow.
 """
 
 from __future__ import annotations
@@ -32,20 +33,20 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from .errors import translated
 from .lines import Line
+from .reana_logs import json_string, stored_lines, with_logs_string
 from .store import Filters, Store
 
 WORKFLOW_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"  # reana-commons config.py
-READ_CHUNK = 5_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,45 +59,19 @@ class JobStatusRow:
     details: dict[str, Any]
 
 
-@dataclasses.dataclass
-class _Job:
-    job_id: str | None
-    step: str | None
-    position: tuple[float, int]
-    status: str | None = None
-    details: dict[str, Any] = dataclasses.field(default_factory=dict)
-    lines: list[str] = dataclasses.field(default_factory=list)
-
-    def names(self) -> set[str]:
-        return {n for n in (self.job_id, self.step, self.details.get("job_name"),
-                            self.details.get("reana_job_id")) if n}
-
-
 async def reana_logs(request: Request, workflow_id: uuid.UUID, filters: Filters) -> Response:
     store: Store = request.app.state.store
     head = await store.snapshot(workflow_id, limit=0)
     if head is None:
         raise HTTPException(404, f"unknown workflow {workflow_id}")
     statuses = await job_statuses(store, workflow_id)
-    lines: list[Line] = []
-    after, line_filters = 0, Filters(kind=filters.kind)  # steps are matched below
-    while after < head.last_seq:
-        snap = await store.snapshot(workflow_id, after=after, limit=READ_CHUNK,
-                                    filters=line_filters, upto=head.last_seq)
-        if snap is None:
-            break
-        lines.extend(snap.lines)
-        after = snap.horizon
     info = getattr(request.state, "reana_workflow", None)
-    body = {
-        "live_logs_enabled": True,
-        "logs": orjson.dumps(build_logs(workflow_id, statuses, lines, filters)).decode(),
-        "user": getattr(info, "user", None),
-        "workflow_id": str(workflow_id),
-        "workflow_name": getattr(info, "name", None),
-    }
-    return Response(orjson.dumps(body, option=orjson.OPT_SORT_KEYS),
-                    media_type="application/json")
+    ask_user = getattr(request.app.state.reader_auth, "user", None)
+    user = await ask_user(request, workflow_id) if ask_user is not None else None
+    outer = {"live_logs_enabled": True, "user": user, "workflow_id": str(workflow_id),
+             "workflow_name": getattr(info, "name", None)}
+    document = logs_document(store, workflow_id, head.last_seq, statuses, filters)
+    return StreamingResponse(with_logs_string(outer, document), media_type="application/json")
 
 
 async def job_statuses(store: Store, workflow_id: uuid.UUID) -> list[JobStatusRow]:
@@ -111,79 +86,176 @@ async def job_statuses(store: Store, workflow_id: uuid.UUID) -> list[JobStatusRo
         return [JobStatusRow(*row) for row in await cur.fetchall()]
 
 
-def build_logs(workflow_id: uuid.UUID, statuses: Iterable[JobStatusRow],
-               lines: Iterable[Line], filters: Filters) -> dict[str, Any]:
-    """The dict reana-workflow-controller json.dumps into `logs`."""
-    jobs: dict[tuple[str, str | None], _Job] = {}
-    by_step: dict[str, tuple[str, str | None]] = {}
-    for st in statuses:
-        if st.job_id:
-            key: tuple[str, str | None] = ("job", st.job_id)
-            if key not in jobs and st.step and ("step", st.step) in jobs:
-                jobs[key] = jobs.pop(("step", st.step))  # the same job, now with its id
-            if st.step:
-                by_step.setdefault(st.step, key)
-        else:
-            key = by_step.get(st.step or "", ("step", st.step))
-        job = jobs.get(key)
-        if job is None:
-            job = jobs[key] = _Job(st.job_id, st.step, (st.after_seq + 0.5, st.id))
-        job.job_id = job.job_id or st.job_id
-        job.step = job.step or st.step
-        job.status = st.status
-        job.details.update({k: v for k, v in st.details.items() if v is not None})
+@dataclasses.dataclass
+class _Job:
+    job_id: str | None
+    step: str | None
+    position: tuple[float, int]
+    status: str | None = None
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    has_lines: bool = False
 
-    engine: list[str] = []
-    for line in lines:
-        if line.kind == "workflow":
-            engine.append(line.text())
-            continue
-        if line.kind == "service":  # REANA's service_logs come from its own records
-            continue
+    def names(self) -> set[str]:
+        return {n for n in (self.job_id, self.step, self.details.get("job_name"),
+                            self.details.get("reana_job_id")) if n}
+
+
+JobKey = tuple[str, str | None]
+
+
+class _Jobs:
+    """The workflow's jobs, from its status changes and its lines, without the lines'
+    text: which job a line belongs to, and in which order jobs come."""
+
+    def __init__(self, statuses: Iterable[JobStatusRow]) -> None:
+        self.jobs: dict[JobKey, _Job] = {}
+        self.by_step: dict[str, JobKey] = {}
+        for st in statuses:
+            if st.job_id:
+                key: JobKey = ("job", st.job_id)
+                if key not in self.jobs and st.step and ("step", st.step) in self.jobs:
+                    self.jobs[key] = self.jobs.pop(("step", st.step))  # now with its id
+                if st.step:
+                    self.by_step.setdefault(st.step, key)
+            else:
+                key = self.by_step.get(st.step or "", ("step", st.step))
+            job = self.jobs.get(key)
+            if job is None:
+                job = self.jobs[key] = _Job(st.job_id, st.step, (st.after_seq + 0.5, st.id))
+            job.job_id = job.job_id or st.job_id
+            job.step = job.step or st.step
+            job.status = st.status
+            job.details.update({k: v for k, v in st.details.items() if v is not None})
+
+    def key(self, line: Line) -> JobKey:
         if line.job_id:
-            key = ("job", line.job_id)
-        elif line.step:
-            key = by_step.get(line.step, ("step", line.step))
-        else:
-            key = ("job", None)
-        job = jobs.get(key)
+            return ("job", line.job_id)
+        if line.step:
+            return self.by_step.get(line.step, ("step", line.step))
+        return ("job", None)
+
+    def add(self, line: Line) -> None:
+        key = self.key(line)
+        job = self.jobs.get(key)
         if job is None:
-            job = jobs[key] = _Job(line.job_id, line.step, (line.seq, 0))
+            job = self.jobs[key] = _Job(line.job_id, line.step, (line.seq, 0))
         elif line.seq < job.position[0]:
             job.position = (line.seq, 0)
         job.step = job.step or line.step
-        job.lines.append(line.text())
+        job.has_lines = True
 
-    wanted = set(filters.jobs)
-    job_logs: dict[str, dict[str, Any]] = {}
-    if filters.kind != "workflow":
-        for job in sorted(jobs.values(), key=lambda j: j.position):
+    def line_filters(self, key: JobKey) -> Filters:
+        """A database filter that finds every line of this job (and maybe others', which
+        `key()` then sets apart); a job with neither id nor step needs every job line."""
+        names = {key[1]} | {step for step, k in self.by_step.items() if k == key}
+        return Filters(jobs=tuple(sorted(n for n in names if n)), kind="job")
+
+    def keyed(self, filters: Filters) -> list[tuple[str, JobKey, _Job]]:
+        """Each job with its key in job_logs (REANA's job id, else its Kubernetes Job
+        name, else its step), ordered by when we first heard of it."""
+        if filters.kind == "workflow":
+            return []
+        wanted = set(filters.jobs)
+        out, used = [], set()
+        for key, job in sorted(self.jobs.items(), key=lambda kj: kj[1].position):
             if wanted and not wanted & job.names():
                 continue
-            d = job.details
-            key_text = d.get("reana_job_id") or job.job_id or job.step or ""
-            if key_text in job_logs:
+            key_text = str(job.details.get("reana_job_id") or job.job_id or job.step or "")
+            if key_text in used:
                 key_text = job.job_id or key_text
-            job_logs[str(key_text)] = {
-                "workflow_uuid": str(workflow_id),
-                "job_name": d.get("job_name") or job.step,
-                "compute_backend": d.get("compute_backend"),
-                "backend_job_id": job.job_id,
-                "docker_img": d.get("docker_img"),
-                "cmd": d.get("cmd"),
-                "status": job.status,
-                "logs": "".join(job.lines),
-                "started_at": _reana_time(d.get("started_at")),
-                "finished_at": _reana_time(d.get("finished_at")),
-            }
-    if wanted:  # as reana-workflow-controller answers a steps filter
-        return {"workflow_logs": None, "job_logs": job_logs, "engine_specific": None}
+            while key_text in used:  # never drop a job's lines for a clashing key
+                key_text += "'"
+            used.add(key_text)
+            out.append((key_text, key, job))
+        return out
+
+
+def build_logs(workflow_id: uuid.UUID, statuses: Iterable[JobStatusRow],
+               lines: Iterable[Line], filters: Filters) -> dict[str, Any]:
+    """The dict reana-workflow-controller json.dumps into `logs`, built in memory
+    (`logs_document` writes the same document as a stream)."""
+    jobs, engine = _Jobs(statuses), []
+    texts: dict[JobKey, list[str]] = {}
+    for line in lines:
+        if line.kind == "workflow":
+            engine.append(line.text())
+        elif line.kind == "job":  # REANA's service_logs come from its own records
+            jobs.add(line)
+            texts.setdefault(jobs.key(line), []).append(line.text())
+    doc = _skeleton(filters)
+    for key_text, key, job in jobs.keyed(filters):
+        doc["job_logs"][key_text] = _job_entry(workflow_id, job, "".join(texts.get(key, [])))
+    if doc["workflow_logs"] == "":
+        doc["workflow_logs"] = "".join(engine)
+    return doc
+
+
+async def logs_document(store: Store, workflow_id: uuid.UUID, upto: int,
+                        statuses: Iterable[JobStatusRow], filters: Filters
+                        ) -> AsyncIterator[str]:
+    """`build_logs`' document as JSON text, piece by piece: one pass over the job lines
+    finds the jobs and their order (their text dropped), then each job's lines are read
+    again, a chunk at a time. Memory: the jobs, and one chunk of lines."""
+    jobs = _Jobs(statuses)
+    if filters.kind != "workflow":
+        async for line in _lines(store, workflow_id, upto, Filters(kind="job")):
+            jobs.add(line)
+    doc = _skeleton(filters)
+    yield "{"
+    for i, (field, value) in enumerate(doc.items()):
+        yield ("," if i else "") + orjson.dumps(field).decode() + ":"
+        if field == "workflow_logs" and value == "":
+            yield '"'
+            async for chunk in stored_lines(store, workflow_id, upto, Filters(kind="workflow")):
+                yield json_string("".join(line.text() for line in chunk))
+            yield '"'
+        elif field == "job_logs":
+            yield "{"
+            for n, (key_text, key, job) in enumerate(jobs.keyed(filters)):
+                entry = orjson.dumps(_job_entry(workflow_id, job, "")).decode()
+                before, after = entry.split('"logs":""', 1)
+                yield ("," if n else "") + orjson.dumps(key_text).decode() + ":" + before
+                yield '"logs":"'
+                if job.has_lines:
+                    async for chunk in stored_lines(store, workflow_id, upto,
+                                                    jobs.line_filters(key)):
+                        yield json_string("".join(line.text() for line in chunk
+                                                  if jobs.key(line) == key))
+                yield '"' + after
+            yield "}"
+        else:
+            yield orjson.dumps(value).decode()
+    yield "}"
+
+
+def _skeleton(filters: Filters) -> dict[str, Any]:
+    if filters.jobs:  # as reana-workflow-controller answers a steps filter
+        return {"workflow_logs": None, "job_logs": {}, "engine_specific": None}
+    return {"workflow_logs": None if filters.kind == "job" else "",
+            "job_logs": {}, "service_logs": {}, "engine_specific": None}
+
+
+def _job_entry(workflow_id: uuid.UUID, job: _Job, logs: str) -> dict[str, Any]:
+    d = job.details
     return {
-        "workflow_logs": None if filters.kind == "job" else "".join(engine),
-        "job_logs": job_logs,
-        "service_logs": {},
-        "engine_specific": None,
+        "workflow_uuid": str(workflow_id),
+        "job_name": d.get("job_name") or job.step,
+        "compute_backend": d.get("compute_backend"),
+        "backend_job_id": job.job_id,
+        "docker_img": d.get("docker_img"),
+        "cmd": d.get("cmd"),
+        "status": job.status,
+        "logs": logs,
+        "started_at": _reana_time(d.get("started_at")),
+        "finished_at": _reana_time(d.get("finished_at")),
     }
+
+
+async def _lines(store: Store, workflow_id: uuid.UUID, upto: int, filters: Filters
+                 ) -> AsyncIterator[Line]:
+    async for chunk in stored_lines(store, workflow_id, upto, filters):
+        for line in chunk:
+            yield line
 
 
 def _reana_time(value: Any) -> str | None:

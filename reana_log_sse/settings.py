@@ -53,6 +53,25 @@ class Settings:
         metadata={"help": "cap on a decompressed ingest body; past it 413 (admits Vector's "
                   "default 10 MB batch)"},
     )
+    max_status_body_bytes: int = dataclasses.field(
+        default=64 * 1024,
+        metadata={"help": "cap on a status POST's body; past it 413"},
+    )
+    body_timeout_seconds: float = dataclasses.field(
+        default=60.0,
+        metadata={"help": "an ingest or status body must arrive within this; past it 408 "
+                  "(a sender retries)"},
+    )
+    header_timeout_seconds: float = dataclasses.field(
+        default=10.0,
+        metadata={"help": "a request's headers must arrive within this after the "
+                  "connection opens or the previous answer ends; past it the connection "
+                  "is closed"},
+    )
+    max_header_bytes: int = dataclasses.field(
+        default=64 * 1024,
+        metadata={"help": "cap on a request's line and headers; past it 431 and close"},
+    )
     max_line_bytes: int = dataclasses.field(
         default=64 * 1024,
         metadata={"help": "a longer message is cut there and marked truncated"},
@@ -78,6 +97,26 @@ class Settings:
     )
     reana_server_url: str | None = dataclasses.field(
         default=None, metadata={"help": "reana-server base URL for auth=reana"}
+    )
+    reana_server_host: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "the Host header sent to reana-server, which answers 400 to any "
+                  "Host but its REANA_HOSTNAME (reana-server config.py TRUSTED_HOSTS)",
+                  "default_doc": "REANA_HOSTNAME if set, else the URL's host"},
+    )
+    reana_session_cookie: str = dataclasses.field(
+        default="session",
+        metadata={"help": "the name of REANA's web session cookie (what reana-ui sends); "
+                  "a reader with it and no token is checked by asking reana-server"},
+    )
+    status_tokens: str = dataclasses.field(
+        default="",
+        metadata={"help": "comma-separated bearer tokens for POST /api/workflows/{id}/status; "
+                  "when set (or the file), a workflow's status and `deleted` take one of "
+                  "them, and ingest tokens may post only a job's status"},
+    )
+    status_tokens_file: str | None = dataclasses.field(
+        default=None, metadata={"help": "file with more status tokens, one per line"}
     )
     reana_auth_cache_seconds: float = dataclasses.field(
         default=30.0,
@@ -109,6 +148,16 @@ class Settings:
         default=10_000,
         metadata={"help": "lines buffered per follower; a slower follower catches up from "
                   "the database"},
+    )
+    follower_queue_bytes: int = dataclasses.field(
+        default=8 * 1024 * 1024,
+        metadata={"help": "bytes of frames buffered per follower; past it the follower "
+                  "leaves live delivery and catches up from the database"},
+    )
+    metrics_token: str = dataclasses.field(
+        default="",
+        metadata={"help": "bearer token GET /metrics requires; empty: /metrics is open "
+                  "(counts only: no log text, no workflow ids, no tokens)"},
     )
     end_grace_seconds: float = dataclasses.field(
         default=3.0,
@@ -142,6 +191,9 @@ class Settings:
     def ingest_token_list(self) -> list[str]:
         return _tokens(self.ingest_tokens, self.ingest_tokens_file)
 
+    def status_token_list(self) -> list[str]:
+        return _tokens(self.status_tokens, self.status_tokens_file)
+
     def read_token_list(self) -> list[str]:
         return _tokens(self.read_tokens, self.read_tokens_file)
 
@@ -166,6 +218,8 @@ class Settings:
                 raw = environ.get("DATABASE_URL")
             if raw is not None and raw != "":
                 values[f.name] = _convert(f, raw)
+        if "reana_server_host" not in values and environ.get("REANA_HOSTNAME"):
+            values["reana_server_host"] = environ["REANA_HOSTNAME"]  # what REANA itself uses
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -169,7 +169,7 @@ class Store:
                     async with conn.cursor() as cur:
                         await cur.executemany(
                             "INSERT INTO rejected_events (reason, event) VALUES (%s, %s)",
-                            list(rejected),
+                            [(_text(r), _text(e)) for r, e in rejected],
                         )
             committed_at = time.time()
         return IngestResult(inserted, len(lines) - inserted, len(rejected), committed_at,
@@ -304,6 +304,13 @@ class Store:
     async def ping(self) -> None:
         async with translated(), self.pool.connection() as conn:
             await conn.execute("SELECT 1")
+
+
+def _text(value: str) -> str:
+    """PostgreSQL text holds neither NUL nor lone surrogates (a reason may quote input)."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    return value.encode("utf-8", "replace").decode("utf-8")
 
 
 async def _lock_workflow(cur: psycopg.AsyncCursor[Any], workflow_id: uuid.UUID) -> int:

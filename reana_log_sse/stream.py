@@ -8,13 +8,15 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 
 from .auth import authorized_workflow
 from .errors import ServiceError
-from .hub import Batch, End, StatusItem, Subscription
+from .hub import Batch, End, Leave, ReadSize, StatusItem, Subscription
 from .lines import Line, event_frame
 from .store import Filters, StatusRow, Store
 
@@ -29,24 +31,42 @@ def workflow_id_param(request: Request) -> uuid.UUID:
         raise HTTPException(404, f"unknown workflow {raw!r} (expected a workflow UUID)") from None
 
 
+MAX_ID = 2**63 - 1  # PostgreSQL bigint: ids, tails and limits past it can never match
+
+
+def parse_int(raw: str, name: str, *, minimum: int = 0) -> int:
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
+            raise HTTPException(400, f"{name} must be >= {minimum}")
+        raise HTTPException(400, f"{name} must be an integer from {minimum} to {MAX_ID}, "
+                            f"not {raw[:40]!r}")
+    value = int(text)
+    if not minimum <= value <= MAX_ID:
+        raise HTTPException(400, f"{name} must be an integer from {minimum} to {MAX_ID}")
+    return value
+
+
 def int_param(request: Request, name: str, *, minimum: int = 0) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise HTTPException(400, f"{name} must be an integer, not {raw!r}") from None
-    if value < minimum:
-        raise HTTPException(400, f"{name} must be >= {minimum}")
-    return value
+    return parse_int(raw, name, minimum=minimum)
+
+
+def text_param(request: Request, name: str) -> list[str]:
+    """Every non-empty value of a text parameter; NUL can never match a stored line."""
+    values = [v for v in request.query_params.getlist(name) if v]
+    if any("\x00" in v for v in values):
+        raise HTTPException(400, f"{name} must not contain NUL")
+    return values
 
 
 def filters_param(request: Request) -> Filters:
     kind = request.query_params.get("kind")
     if kind not in (None, "", "job", "workflow", "service"):
         raise HTTPException(400, "kind must be job, workflow or service")
-    jobs = tuple(j for j in request.query_params.getlist("job") if j)
+    jobs = tuple(text_param(request, "job"))
     return Filters(jobs=jobs, kind=kind or None)
 
 
@@ -60,14 +80,15 @@ class Follower:
 
     def __init__(
         self, store: Store, workflow_id: uuid.UUID, filters: Filters, cursor: int,
-        status_cursor: int, chunk: int, metrics: Any,
+        status_cursor: int, chunk: int, metrics: Any, *, budget: int = 8 * 1024 * 1024,
+        line_bytes: int = 64 * 1024,
     ) -> None:
         self.store = store
         self.workflow_id = workflow_id
         self.filters = filters
         self.cursor = cursor  # every matching line with seq <= cursor has been sent
         self.status_cursor = status_cursor
-        self.chunk = chunk
+        self.read_size = ReadSize(chunk, budget, line_bytes)  # catch-up reads: ~budget bytes
         self.metrics = metrics
         self.unfiltered = not filters.jobs and filters.kind is None
         self.sent_delay = metrics.stage_delay.labels("committed_to_sent")
@@ -94,7 +115,7 @@ class Follower:
             self.metrics.catchup_reads.inc()
             snap = await self.store.snapshot(
                 self.workflow_id, after=self.cursor, status_after=self.status_cursor,
-                limit=self.chunk, filters=self.filters, upto=until,
+                limit=self.read_size.lines, filters=self.filters, upto=until,
             )
             if snap is None:
                 return
@@ -105,6 +126,7 @@ class Follower:
                     out.append(status_frame(self.workflow_id, status))
             self.cursor = max(self.cursor, snap.horizon)
             self.status_cursor = max(self.status_cursor, snap.status_cursor)
+            self.read_size.observe(snap.lines)
             data = b"".join(out)
             if data:
                 yield data
@@ -140,12 +162,42 @@ async def follow(
                 yield event_frame("end", {"workflow_id": str(follower.workflow_id),
                                           "status": item.status})
                 return
+            elif isinstance(item, Leave):
+                return  # the response then ends with its last chunk; the client resumes
     except ServiceError as exc:
         # The database went away mid-stream: close it; the client resumes with its last id.
         logger.warning("stream of %s closed: %s", follower.workflow_id, exc.detail)
     finally:
         metrics.active_streams.dec()
         sub.close()
+
+
+SHUTDOWN_GRACE_SECONDS = 2.0  # below serve's uvicorn timeout_graceful_shutdown (5 s)
+
+
+class FollowResponse(EventSourceResponse):
+    """An SSE response that owns its subscription: closed when the response ends, however
+    it ends. A HEAD (sse-starlette answers it with headers only), or a client gone before
+    the body started, never runs the body generator, so its `finally` cannot be relied
+    on to unsubscribe. On server shutdown (sse-starlette sees uvicorn's exit signal and
+    sets `shutdown_event`) the stream is finished cleanly: its last chunk, then close."""
+
+    def __init__(self, sub: Subscription, content: AsyncIterator[bytes], **kwargs: Any) -> None:
+        self.sub = sub
+        self.shutdown = anyio.Event()
+        super().__init__(content, shutdown_event=self.shutdown,
+                         shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+                         data_sender_callable=self._leave_on_shutdown, **kwargs)
+
+    async def _leave_on_shutdown(self) -> None:
+        await self.shutdown.wait()
+        self.sub.leave()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.sub.close()
 
 
 async def stream_logs(request: Request) -> EventSourceResponse:
@@ -155,10 +207,7 @@ async def stream_logs(request: Request) -> EventSourceResponse:
     since = int_param(request, "since")
     last_event_id = request.headers.get("last-event-id", "").strip()
     if last_event_id:
-        try:
-            since = int(last_event_id)
-        except ValueError:
-            raise HTTPException(400, "Last-Event-ID must be an integer id") from None
+        since = parse_int(last_event_id, "Last-Event-ID")
     tail = int_param(request, "tail")
     store: Store = state.store
 
@@ -191,12 +240,13 @@ async def stream_logs(request: Request) -> EventSourceResponse:
         sub.close()
         raise
     follower = Follower(store, workflow_id, filters, cursor, status_cursor,
-                        state.hub.read_chunk, state.metrics)
+                        state.hub.read_chunk, state.metrics, budget=state.hub.queue_bytes,
+                        line_bytes=state.settings.max_line_bytes)
     if snap is not None and cursor < snap.last_seq:
         # the catch-up runs inside the stream, ahead of anything live
         sub.items.appendleft(Batch(snap.last_seq, snap.last_seq, [], time.monotonic(), None))
-    return EventSourceResponse(
-        follow(follower, sub, b"".join(first), state.settings.retry_ms),
+    return FollowResponse(
+        sub, follow(follower, sub, b"".join(first), state.settings.retry_ms),
         ping=state.settings.ping_seconds,
         ping_message_factory=lambda: ServerSentEvent(comment="ping", sep="\n"),  # default CRLF
         sep="\n",

@@ -21,6 +21,7 @@ from psycopg import sql
 from reana_log_sse import db
 from reana_log_sse.app import create_app
 from reana_log_sse.embedded import create_database, embedded_postgres
+from reana_log_sse.server import uvicorn_config
 from reana_log_sse.settings import Settings
 
 INGEST_TOKEN = "test-ingest-token"
@@ -68,8 +69,8 @@ class LiveServer:
 
     def start(self) -> LiveServer:
         self.app = create_app(self.settings, **self.app_kwargs)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="on", timeout_graceful_shutdown=1)
+        config = uvicorn_config(self.app, self.settings, host="127.0.0.1", port=self.port,
+                                log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()

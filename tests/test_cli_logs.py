@@ -320,7 +320,8 @@ def test_cli_logs_ctrl_c_exits_quietly(live_server, cli_procs):
 def test_cli_logs_follows_a_reana_workflow_by_name(server_factory):
     reana = FakeReanaServer().start()
     try:
-        server = server_factory(auth="reana", reana_server_url=reana.url)
+        server = server_factory(auth="reana", reana_server_url=reana.url,
+                                reana_server_host=reana.hostname)
         token, user = reana.add_user()
         wf = reana.add_workflow(user, "myanalysis.3")
         _ok(post_batch(server.url, server.ingest_token, [event(wf.id, "hello")]))

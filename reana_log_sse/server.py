@@ -1,0 +1,88 @@
+"""The HTTP server the service runs on: uvicorn, with limits uvicorn does not set itself.
+
+uvicorn times out idle keep-alive connections (`timeout_keep_alive`) but not a request
+whose headers arrive slowly or never (uvicorn/protocols/http/httptools_impl.py arms its
+only timer in on_response_complete), and httptools caps neither the request line nor the
+headers. `GuardedHttpToolsProtocol` adds both: the headers must arrive within
+`header_timeout_seconds` of the connection opening (or of the previous answer ending),
+and they may not exceed `max_header_bytes`. Bodies have their own deadline in the
+handlers (body.read_body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .settings import Settings
+
+_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
+              b"connection: close\r\n\r\n")
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    header_timeout: float = 10.0
+    max_header_bytes: int = 64 * 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._awaiting_headers = True
+        self._header_bytes = 0
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        waiting = self._awaiting_headers
+        super().data_received(data)
+        if waiting and self._awaiting_headers:  # these bytes did not finish the headers
+            self._header_bytes += len(data)
+            if self._header_bytes > self.max_header_bytes and not self.transport.is_closing():
+                self.transport.write(_TOO_LARGE)
+                self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_headers = False
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.pipeline and not self.transport.is_closing():
+            self._awaiting_headers = True  # the next request's headers have their deadline
+            self._header_bytes = 0
+            self._arm()
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        busy = self.cycle is not None and not self.cycle.response_complete
+        if self._awaiting_headers and not busy and not self.transport.is_closing():
+            self.transport.close()
+
+
+def uvicorn_config(app: Any, settings: Settings, **kwargs: Any) -> uvicorn.Config:
+    """uvicorn's config for `app` with the service's connection limits."""
+    protocol = type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {
+        "header_timeout": settings.header_timeout_seconds,
+        "max_header_bytes": settings.max_header_bytes,
+    })
+    kwargs.setdefault("timeout_keep_alive", 5)  # idle keep-alive connections (uvicorn's default)
+    return uvicorn.Config(app, http=protocol, **kwargs)
