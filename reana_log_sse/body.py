@@ -251,11 +251,12 @@ _MESSAGE_START = re.compile(rb'"message"\s*:\s*"')
 _QUOTE = re.compile(rb'"')
 
 
-def salvage(edges: Edges) -> list[Any] | None:
+def salvage(edges: Edges) -> tuple[list[Any], int] | None:
     """The events of an over-cap body whose excess is one message's text, that message
     cut: what lies before its text, as much of the text as the head holds, and what
-    follows its closing quote, all of which must lie in the tail. None otherwise (then
-    cutting would lose events, and the body is refused whole)."""
+    follows its closing quote, all of which must lie in the tail; with the index of the
+    event whose message was cut. None otherwise (then cutting would lose events, and the
+    body is refused whole)."""
     head, tail = edges.head, bytes(edges.tail)
     found = _MESSAGE_START.search(head)
     if found is None or edges.first_quote is None:
@@ -274,7 +275,10 @@ def salvage(edges: Edges) -> list[Any] | None:
     if error is not None:
         return None
     events = value if isinstance(value, list) else [value]
-    return events if events and all(isinstance(e, dict) for e in events) else None
+    if not events or not all(isinstance(e, dict) for e in events):
+        return None
+    cut = next((i for i, e in enumerate(events) if e.get("message") == prefix), None)
+    return (events, cut) if cut is not None else None
 
 
 def _unescaped_quote(data: bytes, start: int) -> int | None:

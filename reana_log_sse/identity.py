@@ -8,7 +8,11 @@ and does not say which stream the line came from. `line_key` names a line by wha
 paths agree on:
 
     blake2b-128(workflow_id, pod, container, timestamp in integer nanoseconds, message,
-                ordinal of identical (pod, container, ns, message) within the batch)
+                ordinal of identical (pod, container, ns, message))
+
+The ordinal is counted within one Vector batch (`LineKeys()`), and by the tap over its
+whole follow of one container (`LineKeys.follow()`): the follow is one sequential stream,
+so it knows each line's true occurrence whatever chunks the HTTP reads return.
 
 `dedupe` is unchanged for Vector's events; `line_key` is an extra column with its own
 partial unique index (sql/0003_line_key.sql).
@@ -84,16 +88,43 @@ def format_ns(ns: int) -> str:
 class LineKeys:
     """line_key for each line of one batch; identical lines get successive ordinals."""
 
-    __slots__ = ("_seen",)
+    __slots__ = ("_seen", "_latest", "_stream")
 
     def __init__(self) -> None:
         self._seen: dict[bytes, int] = {}
+        self._latest: int | None = None
+        self._stream = False
+
+    @classmethod
+    def follow(cls) -> LineKeys:
+        """For one container's lines in their order (the tap's follow, across its chunks
+        and resumes): ordinals continue from call to call. A container's timestamps do not
+        decrease, so identical lines share the latest timestamp and only the counts at it
+        are kept (a line at another timestamp starts afresh)."""
+        keys = cls()
+        keys._stream = True
+        return keys
+
+    def copy(self) -> LineKeys:
+        """The same counts, to key lines that may not be stored (the caller keeps the
+        copy only once they are)."""
+        keys = LineKeys()
+        keys._seen = dict(self._seen)
+        keys._latest, keys._stream = self._latest, self._stream
+        return keys
+
+    def __len__(self) -> int:
+        """How many distinct lines the counts remember."""
+        return len(self._seen)
 
     def key(self, workflow_id: str, pod: str, container: str, ns: int,
             message: str) -> uuid.UUID:
         base = f"{workflow_id}\x1f{pod}\x1f{container}\x1f{ns}\x1f{message}".encode(
             "utf-8", "replace")
         seen = self._seen
+        if self._stream and ns != self._latest:
+            seen.clear()
+            self._latest = ns
         ordinal = seen.get(base, 0)
         seen[base] = ordinal + 1
         digest = _blake2b(base + (b"\x1f0" if ordinal == 0 else b"\x1f%d" % ordinal),

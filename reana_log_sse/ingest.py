@@ -59,7 +59,8 @@ class Preparer:
     __slots__ = ("lines", "max_line_bytes", "window", "_start", "_end", "_ords", "_names",
                  "_seen", "_keys")
 
-    def __init__(self, *, max_line_bytes: int, window: Window) -> None:
+    def __init__(self, *, max_line_bytes: int, window: Window,
+                 keys: LineKeys | None = None) -> None:
         self.lines: list[PreparedLine] = []
         self.max_line_bytes = max_line_bytes
         self.window = window
@@ -67,7 +68,9 @@ class Preparer:
         self._ords: dict[int, int] = {}  # keyed by the UUID's int: uuid.UUID hashes in Python
         self._names: dict[int, str] = {}
         self._seen: set[bytes] = set()
-        self._keys = LineKeys()  # line_key: the identity the live tap can reproduce
+        # line_key: the identity the live tap can reproduce. A batch counts identical
+        # lines within itself; the tap passes the counts its follow carries (identity.py)
+        self._keys = LineKeys() if keys is None else keys
 
     def add(self, wid: uuid.UUID, event: Any, ts: dt.datetime, collected: dt.datetime | None,
             ts_text: str) -> str | None:
@@ -123,15 +126,19 @@ class Preparer:
 
 
 def prepare(
-    events: list[Any], *, max_line_bytes: int, window: Window
+    events: list[Any], *, max_line_bytes: int, window: Window, keys: LineKeys | None = None,
+    cut_at: int = -1,
 ) -> tuple[list[PreparedLine], list[tuple[str, str]]]:
     """Validate events with the model (the one definition of a valid event); returns the
-    lines to store and (reason, raw event) rejections."""
-    batch = Preparer(max_line_bytes=max_line_bytes, window=window)
+    lines to store and (reason, raw event) rejections. `keys` counts identical lines for
+    line_key across calls (the tap's follow); by default the batch counts them alone. The
+    event at `cut_at` had its message cut before it came here (body.salvage): its line is
+    marked truncated."""
+    batch = Preparer(max_line_bytes=max_line_bytes, window=window, keys=keys)
     rejected: list[tuple[str, str]] = []
     validate = LogEvent.model_validate
     add = batch.add
-    for raw in events:
+    for index, raw in enumerate(events):
         if not isinstance(raw, dict):
             rejected.append(("event is not a JSON object", dump_rejected(raw)))
             continue
@@ -144,6 +151,8 @@ def prepare(
                      str(raw.get("timestamp")))
         if reason is not None:
             rejected.append((reason, dump_rejected(raw)))
+        elif index == cut_at:
+            batch.lines[-1] = batch.lines[-1]._replace(truncated=True)
     return batch.lines, rejected
 
 
@@ -154,7 +163,7 @@ async def ingest_vector(request: Request) -> JSONResponse:
         state.ingest_auth.check(request)
         settings = state.settings
         max_line = settings.max_line_bytes
-        salvaged: list[Any] | None = None
+        salvaged: tuple[list[Any], int] | None = None
         try:
             body = await read_body(request, settings.max_body_bytes,
                                    settings.body_timeout_seconds,
@@ -171,7 +180,7 @@ async def ingest_vector(request: Request) -> JSONResponse:
         lines: list[PreparedLine] | None = None
         rejected: list[tuple[str, str]] = []
         if salvaged is not None:
-            events, unparsed = salvaged, []
+            events, unparsed = salvaged[0], []
         elif is_array(body):  # canonical batches skip the model (fastpath.py)
             lines = prepare_fast(body, Preparer(max_line_bytes=max_line, window=window))
         if lines is None and salvaged is None:
@@ -180,7 +189,8 @@ async def ingest_vector(request: Request) -> JSONResponse:
         metrics.ingest_requests.labels(str(exc.status_code)).inc()
         raise
     if lines is None:
-        lines, rejected = prepare(events, max_line_bytes=max_line, window=window)
+        lines, rejected = prepare(events, max_line_bytes=max_line, window=window,
+                                  cut_at=salvaged[1] if salvaged is not None else -1)
         rejected = unparsed + rejected  # NDJSON lines that were not even JSON
         metrics.ingest_batches.labels("model").inc()
     else:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from reana_log_sse import db
 from reana_log_sse.embedded import embedded_postgres
@@ -101,10 +102,12 @@ async def test_fault_postgres_killed_with_sigkill_mid_ingest(tmp_path: Path):
             pgdata = tmp_path / "pg" / "pgdata"
             postmaster = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
             children = postmaster.children(recursive=True)
+            killed_at = time.monotonic()
             os.kill(postmaster.pid, signal.SIGKILL)
             await asyncio.to_thread(psutil.wait_procs, [postmaster, *children], 20)
             await _until(lambda: sender.statuses["503"] >= 1, what="a 503 while down")
             await asyncio.to_thread(ep.get_server(pgdata).ensure_postgres_running)
+            outage = time.monotonic() - killed_at
             after_restart = sender.sent
             await _until(lambda: sender.sent >= after_restart + 2000, what="lines after")
             thread.stop.set()
@@ -113,7 +116,9 @@ async def test_fault_postgres_killed_with_sigkill_mid_ingest(tmp_path: Path):
             await asyncio.to_thread(_finish, sender, [server.url], workflows)
             await asyncio.wait_for(asyncio.gather(*tasks), 120)
             _report("PostgreSQL SIGKILL mid-ingest", sender, server.sql, workflows, records,
-                    thread.next, (rss_before, rss_mb()))
+                    thread.next, (rss_before, rss_mb()),
+                    f"; PostgreSQL down {outage:.1f} s, lines after the restart "
+                    f"{sender.sent - after_restart}")
         finally:
             server.stop()
 
@@ -162,6 +167,7 @@ def _sql(url: str, query: str, params):
         return cur.fetchall()
 
 
+@pytest.mark.timeout(SOAK_SECONDS + 240)  # the soak's own length, plus setup and checks
 async def test_fault_soak_with_followers_resuming_at_random(database_url: str, tmp_path: Path):
     server = ServeProcess(database_url, tmp_path).start()
     try:

@@ -302,3 +302,14 @@ def test_hostile_single_event_over_the_body_cap_is_cut_not_dropped(server_factor
     plain = json.dumps([event(wf, "z" * 300_000)]).encode()  # uncompressed: not read past
     assert _post(server, plain, **{"Content-Encoding": "identity"}).status_code == 413
     assert _count(server, wf) == 1
+
+
+def test_hostile_event_cut_at_the_body_cap_is_marked_even_under_the_line_cap(server_factory):
+    server = server_factory(max_body_bytes=100_000, max_line_bytes=1_000_000)
+    wf = uuid.uuid4()
+    message = "z" * 500_000
+    body = gzip.compress(json.dumps([event(wf, message)], sort_keys=True).encode())
+    assert _post(server, body).json() == {"accepted": 1, "duplicates": 0, "rejected": 0}
+    [(stored, truncated)] = server.sql(
+        "SELECT message, truncated FROM log_lines WHERE workflow_id = %s", (wf,))
+    assert truncated is True and 50_000 < len(stored) < 100_000 and message.startswith(stored)

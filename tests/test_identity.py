@@ -64,3 +64,40 @@ def test_identity_line_key_never_changes_between_versions():
             1795521600123456789, "fit done")
     assert str(keys.key(*args)) == "7a93bfdc-2353-2bf2-3b69-2e753f3d6d92"
     assert str(keys.key(*args)) == "ce5c13cc-7d7f-71e2-2f17-674cbfeba24d"
+
+
+def test_identity_line_keys_of_a_follow_continue_across_chunks_like_one_batch():
+    # the tap splits a pair of identical lines over two chunks: with the follow's counts
+    # carried, the keys are those of Vector's one batch holding both
+    day = dt.datetime.now(dt.UTC).date()
+    window = Window.around(day, retention_days=3, ahead_days=2)
+    stamp = dt.datetime.combine(day, dt.time(8, 0, 1), dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    base = {"workflow_id": str(uuid.uuid4()), "kind": "job", "job_id": "reana-run-job-1",
+            "pod": "reana-run-job-1-abcde", "container": "job", "stream": "stdout"}
+    x = {**base, "timestamp": f"{stamp}.5Z", "message": "step done"}
+    y = {**base, "timestamp": f"{stamp}.6Z", "message": "step done"}
+    vector, _ = prepare([x, x, y], max_line_bytes=1000, window=window)
+    assert len({line.line_key for line in vector}) == 3
+    keys = LineKeys.follow()
+    first, _ = prepare([x], max_line_bytes=1000, window=window, keys=keys)
+    second, _ = prepare([x, y], max_line_bytes=1000, window=window, keys=keys)
+    assert [line.line_key for line in first + second] == [line.line_key for line in vector]
+    (a,), _ = prepare([x], max_line_bytes=1000, window=window)
+    (b,), _ = prepare([x], max_line_bytes=1000, window=window)
+    assert a.line_key == b.line_key  # per-batch counts: the split pair would be one line
+
+
+def test_identity_line_keys_of_a_follow_remember_only_the_latest_timestamp():
+    keys = LineKeys.follow()
+    for ns in range(1, 10_001):
+        keys.key("w", "p", "c", ns, "tick")
+        keys.key("w", "p", "c", ns, "tock")
+    assert len(keys) == 2  # bounded however long the follow
+    batch = LineKeys()
+    tick = [batch.key("w", "p", "c", 10_000, "tick") for _ in range(3)]
+    trial = keys.copy()  # a chunk that may fail to store
+    assert trial.key("w", "p", "c", 10_000, "tick") == tick[1]
+    assert trial.key("w", "p", "c", 10_000, "tick") == tick[2]
+    assert keys.key("w", "p", "c", 10_000, "tick") == tick[1]  # the copy's count is its own
+    assert keys.key("w", "p", "c", 10_001, "tick") == LineKeys().key("w", "p", "c", 10_001,
+                                                                     "tick")

@@ -86,10 +86,12 @@ async def test_kubernetes_tap_quiet_line_reaches_the_follower_and_vectors_copy_i
 
 async def test_kubernetes_tap_and_vector_overlap_on_20000_lines_store_each_once_in_order(
         apiserver, server_factory):
-    """Tap chunks follow the kubelet's writes (bursts of 500); Vector's batches are cut at
-    1,337. Identical lines with identical timestamps (every 1,000th line doubled) are
-    told apart by their ordinal in a batch: when both paths cut such a pair into
-    different batches, the pair is stored once (documented in docs/reana-integration.md)."""
+    """Tap chunks follow the kubelet's writes (bursts of 500) and whatever the HTTP reads
+    return, so a pair of identical lines with identical timestamps (every 1,000th line
+    doubled) may be split over two tap chunks: the tap numbers identical lines over its
+    whole follow, so it keeps both. Vector numbers them within a batch; its batches (cut
+    at 1,337) never split a pair here, the one case that would merge them (documented in
+    docs/reana-integration.md), so every line is stored once, in order."""
     server = server_factory(kubernetes="on", wait_for_unknown=True)
     wf = uuid.uuid4()
     apiserver.put_pod(job_pod(wf, JOB, phase="Running", state="running"))
@@ -100,6 +102,7 @@ async def test_kubernetes_tap_and_vector_overlap_on_20000_lines_store_each_once_
         lines.append((ns, f"event {i} chi2={i % 97}"))
         if i % 1000 == 500:
             lines.append((ns, f"event {i} chi2={i % 97}"))
+    assert all(lines[cut - 1] != lines[cut] for cut in range(1337, len(lines), 1337))
     async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
         await until(lambda: apiserver.follows() == 1)
 
@@ -123,6 +126,37 @@ async def test_kubernetes_tap_and_vector_overlap_on_20000_lines_store_each_once_
     assert [line["message"] for line in follower.logs] == [m for _, m in lines]
     assert follower.ids == sorted(set(follower.ids))
     assert _metric(server, "reana_log_sse_tap_lines_total") > 0
+
+
+async def test_kubernetes_tap_identical_lines_split_over_chunks_and_a_resume_all_stored(
+        apiserver, server_factory):
+    # Three identical lines (same nanosecond, same text) reach the tap in three pieces: a
+    # chunk, a later chunk, and a follow resumed after a rotation. Numbered per chunk they
+    # would all be the first; the follow numbers them 0, 1, 2 as Vector's one batch does.
+    server = server_factory(kubernetes="on", wait_for_unknown=True)
+    wf = uuid.uuid4()
+    apiserver.put_pod(job_pod(wf, JOB, phase="Running", state="running"))
+    ns = time.time_ns()
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        await until(lambda: apiserver.follows() == 1)
+        apiserver.write(POD, "job", "retrying", ns)
+        await follower.wait_logs(1)
+        apiserver.write(POD, "job", "retrying", ns)
+        await follower.wait_logs(2)
+        apiserver.rotate(POD, "job")  # the kubelet ends the follow (kubernetes#59902)
+        await until(lambda: len(apiserver.follow_requests) == 2 and apiserver.follows() == 1)
+        apiserver.write(POD, "job", "retrying", ns)
+        apiserver.write(POD, "job", "gave up", ns + 1)
+        await follower.wait_logs(4)
+        answer = post_batch(server.url, server.ingest_token,
+                            [compact(wf, "retrying", ns, "stderr")] * 3
+                            + [compact(wf, "gave up", ns + 1, "stderr")])
+        assert answer.json() == {"accepted": 0, "duplicates": 4, "rejected": 0}
+    expected = ["retrying"] * 3 + ["gave up"]
+    assert [line["message"] for line in follower.logs] == expected
+    assert server.sql("SELECT message, stream FROM log_lines WHERE workflow_id = %s"
+                      " ORDER BY seq", (wf,)) == [(m, "stderr") for m in expected]
+    assert _metric(server, "reana_log_sse_tap_vector_duplicates_total") == 4
 
 
 async def test_kubernetes_tap_resumes_after_log_rotation_with_no_line_doubled(

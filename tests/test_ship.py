@@ -291,14 +291,21 @@ def test_ship_service_down_20s_nothing_lost_spool_bounded(live_server, tmp_path)
 
 
 def test_ship_refused_batch_is_logged_and_shipping_goes_on(server_factory, tmp_path):
+    # A batch that can never succeed (several lines, together over the service's body cap:
+    # 413; a single line over the cap would be cut and stored, not refused) is logged and
+    # dropped, and the lines after it still go.
     server = server_factory(max_body_bytes=4000)
     wf = str(uuid.uuid4())
-    script = ("import os, sys, time; print(os.urandom(3000).hex(), flush=True); "
-              "time.sleep(1); print('small', flush=True)")
-    shipper = Shipper(server, tmp_path, wf, "--", sys.executable, "-c", script)
+    out, done = tmp_path / "job.out", tmp_path / "job.exit"
+    out.write_text("".join(f"{i} {'x' * 1500}\n" for i in range(4)))  # one batch, ~6.5 kB
+    shipper = Shipper(server, tmp_path, wf, str(out), "--exit-code-file", str(done))
+    wait_for(lambda: "refused for good: 413" in shipper.logged(), "the 413 logged")
+    with out.open("a") as f:
+        f.write("small\n")
+    wait_for(lambda: count(server, wf) == 1, "the line after the refused batch")
+    done.write_text("0")
     assert shipper.wait() == 0
     assert stored(server, wf) == [("small", "stdout")]
-    assert "refused for good: 413" in shipper.logged()
 
 
 def test_ship_forwards_sigterm_and_exits_with_the_command_code(live_server, tmp_path):

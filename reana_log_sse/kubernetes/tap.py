@@ -16,6 +16,10 @@ duplicate; Vector's copy then corrects the fields the tap cannot know (adopt.sql
   line's second (the apiserver passes sinceTime on to the kubelet with second precision,
   pkg/registry/core/pod/strategy.go LogLocation: Format(time.RFC3339)), and the lines up
   to the last stored nanosecond (counting identical timestamps) are dropped.
+- identical lines (same nanosecond and text): a follow reads one container's log in
+  order, so it numbers them by their true occurrence for line_key, carried in the cursor
+  across chunks (however the HTTP reads cut the stream) and resumes; numbered per chunk,
+  a pair split over two chunks would both be 0 and the second dropped as a duplicate.
 - a line of 16 KiB or more may be a CRI partial line, which the merged log splices with
   the next fragment's timestamp in it (pkg/kubelet/kuberuntime/logs/logs.go); the tap
   leaves those to Vector, which merges partials.
@@ -35,7 +39,7 @@ from typing import Any
 import aiohttp
 
 from ..errors import PartitionMissing, ServiceError
-from ..identity import parse_ns
+from ..identity import LineKeys, parse_ns
 from ..ingest import prepare
 from ..metrics import Metrics
 from ..partitions import Window
@@ -57,6 +61,8 @@ Key = tuple[str, str]  # (pod uid, container)
 class Cursor:
     ns: int  # timestamp of the last line stored from this container
     seen: int = 0  # how many lines with exactly that timestamp were stored
+    # the ordinals of identical lines stored at that timestamp (line_key, identity.py)
+    keys: LineKeys = dataclasses.field(default_factory=LineKeys.follow)
 
 
 class Tap:
@@ -178,7 +184,9 @@ class Tap:
                                                           chunk[start:start + _MAX_CHUNK],
                                                           cursor, here)
                         if events:
-                            await self._store(events)
+                            keys = cursor.keys.copy()  # kept once the lines are stored
+                            await self._store(events, keys)
+                            cursor.keys = keys
                             got = True
                         cursor.ns, cursor.seen = after
             finally:
@@ -216,8 +224,9 @@ class Tap:
             })
         return events, here, (last, seen)
 
-    async def _store(self, events: list[dict[str, Any]]) -> None:
-        lines, _ = prepare(events, max_line_bytes=self.max_line_bytes, window=self.window())
+    async def _store(self, events: list[dict[str, Any]], keys: LineKeys) -> None:
+        lines, _ = prepare(events, max_line_bytes=self.max_line_bytes, window=self.window(),
+                           keys=keys)
         # the tap cannot compute Vector's digest: its lines are known by line_key alone
         lines = [line._replace(dedupe=line.line_key) for line in lines if line.line_key]
         if not lines:
