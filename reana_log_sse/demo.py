@@ -9,10 +9,11 @@ import logging
 import os
 import random
 import secrets
+import socket
 import sys
 import uuid
 import webbrowser
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import click
 import httpx
@@ -55,8 +56,8 @@ class SimulatedWorkflow:
         for attempt in range(10):  # as Vector does: retry 5xx
             response = await client.post("/ingest/vector", content=body,
                                          headers={**self.headers, "Content-Encoding": "gzip"})
-            if response.status_code < 500:
-                response.raise_for_status()
+            if response.status_code < 500 or attempt == 9:
+                response.raise_for_status()  # Vector too gives up in the end (and says so)
                 return
             await asyncio.sleep(0.2 * (attempt + 1))
 
@@ -98,6 +99,42 @@ def _command() -> str:
     return called if os.path.basename(called) == "reana-log-sse" else "reana-log-sse"
 
 
+class DemoServer(uvicorn.Server):
+    """uvicorn, plus the demo's own client (the simulated workflow) as a task that starts
+    once the service listens and is stopped before the service stops: uvicorn's shutdown
+    closes the port first (uvicorn/server.py, `Server.shutdown`), so a request the client
+    still sent after that would meet a refused connection (httpx.ConnectError)."""
+
+    def __init__(self, config: uvicorn.Config, client: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(config)
+        self._client = client
+        self._task: asyncio.Task[None] | None = None
+        self.client_error: BaseException | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit:
+            self._task = asyncio.create_task(self._client())
+            self._task.add_done_callback(self._client_done)
+
+    def _client_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.client_error = task.exception()  # the demo is broken: stop, and say why
+            self.should_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._task is not None:  # first the client, while the service still answers
+            self._task.cancel()
+            await asyncio.wait([self._task])
+        await super().shutdown(sockets)
+
+
+async def wait_ready(client: httpx.AsyncClient) -> None:
+    """Until GET /readyz answers 200 (the database and its LISTEN connection are up)."""
+    while (await client.get("/readyz")).status_code != 200:
+        await asyncio.sleep(0.05)
+
+
 async def run_demo(settings: Settings, rate: float, *, open_browser: bool = False) -> None:
     tokens = settings.ingest_token_list()
     token = tokens[0] if tokens else secrets.token_urlsafe(16)
@@ -108,18 +145,24 @@ async def run_demo(settings: Settings, rate: float, *, open_browser: bool = Fals
                             log_level=settings.log_level if debug or settings.log_level in (
                                 "warning", "error") else "warning",
                             access_log=debug, log_config=None, timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        if serving.done():
-            await serving
-            return
-        await asyncio.sleep(0.05)
     base = f"http://{settings.host}:{settings.port}"
     sim = SimulatedWorkflow(base, token, rate, say=click.echo)
-    wf = sim.workflow_id
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-        await sim.status(client, "queued")  # known before anyone opens its URL
+
+    async def simulate() -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            await wait_ready(client)
+            await sim.status(client, "queued")  # known before anyone opens its URL
+        _announce(base, sim.workflow_id, token, open_browser)
+        await sim.run()
+        click.echo("The workflow finished; the service keeps running (Ctrl-C to stop).")
+
+    server = DemoServer(config, simulate)
+    await server.serve()  # until Ctrl-C (uvicorn then re-raises it: cli's _stopped_by_signals)
+    if server.client_error is not None:
+        raise server.client_error
+
+
+def _announce(base: str, wf: uuid.UUID, token: str, open_browser: bool) -> None:
     page = f"{base}/?workflow={wf}"
     click.echo(f"""
 A simulated REANA workflow is running: its engine and three jobs ({", ".join(STEPS)}) post
@@ -135,13 +178,3 @@ Ctrl-C to stop (every request is logged with --log-level debug).
 """)
     if open_browser and not webbrowser.open(page):
         click.echo("  (--open: no web browser found here; open the page yourself)")
-    try:
-        await sim.run()
-        click.echo("The workflow finished; the service keeps running (Ctrl-C to stop).")
-        await serving
-    except asyncio.CancelledError:
-        pass
-    finally:
-        server.should_exit = True
-        if not serving.done():
-            await serving

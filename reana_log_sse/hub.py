@@ -41,6 +41,7 @@ class Batch:
     committed_at: float | None  # wall-clock epoch the ingest sent with the NOTIFY
     _frames: bytes | None = None
     _nbytes: int = -1
+    pending: int = 0  # followers that have yet to write it (or drop it): see settle()
 
     @property
     def nbytes(self) -> int:
@@ -48,6 +49,17 @@ class Batch:
         if self._nbytes < 0:
             self._nbytes = sum([len(line.frame) for line in self.lines])
         return self._nbytes
+
+    def settle(self, metrics: Metrics) -> None:
+        """One follower is done with this batch (written, filtered out or dropped). When
+        the last one is, the batch's delays are observed once: the delay to its slowest
+        follower (metrics per batch, not per follower per batch)."""
+        self.pending -= 1
+        if self.pending == 0 and self.lines:
+            metrics.notify_to_send.observe(time.monotonic() - self.notified_at)
+            if self.committed_at is not None:
+                metrics.stage_delay.labels("committed_to_sent").observe(
+                    max(0.0, time.time() - self.committed_at))
 
     def frames(self) -> bytes:
         """Every line's frame in one bytes object, joined once for all the followers."""
@@ -69,13 +81,21 @@ class End:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Ping:
+    """Keep-alive for an idle follower: the hub's one ping timer queues it (Hub._pings)."""
+
+    after: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Leave:
     """The server is shutting down: finish the stream cleanly; the client resumes."""
 
     after: int = 0
 
 
-Item = Batch | StatusItem | End | Leave
+PING = Ping()
+Item = Batch | StatusItem | End | Ping | Leave
 
 
 class ReadSize:
@@ -92,12 +112,20 @@ class ReadSize:
         self.lines = max(16, min(most, budget // (line_bytes + 256)))
 
     def observe(self, lines: list[Line]) -> None:
-        if not lines:
-            return
+        """A read of Line objects (the feed's): their text and about 256 bytes each."""
         size = sum([len(line.message) for line in lines]) + 256 * len(lines)
+        self.observe_size(len(lines), size)
+
+    def observe_frames(self, frames: list[tuple[int, bytes]]) -> None:
+        """A read of frames built by PostgreSQL (the catch-up's): their exact size."""
+        self.observe_size(len(frames), sum([len(frame) for _, frame in frames]))
+
+    def observe_size(self, count: int, size: int) -> None:
+        if not count:
+            return
         if size > self.budget:
             self.lines = max(16, self.lines * self.budget // size)
-        elif len(lines) >= self.lines and 2 * size <= self.budget:
+        elif count >= self.lines and 2 * size <= self.budget:
             self.lines = min(self.most, 2 * self.lines)
 
 
@@ -114,46 +142,72 @@ class Subscription:
         self.queued_bytes = 0
         self.ending = False
         self.closed = False
-        self._wakeup = asyncio.Event()
+        self.response: Any = None  # the stream's response (stream.FollowResponse)
+        self._waiter: asyncio.Future[None] | None = None
 
     def push(self, item: Item) -> None:
         if self.ending:  # nothing after `end` matters, and it must never be dropped
+            if isinstance(item, Batch):
+                item.settle(self.feed.hub.metrics)
             return
         self.ending = isinstance(item, End)
         lines, size = (len(item.lines), item.nbytes) if isinstance(item, Batch) else (0, 0)
         if self.queued_lines + lines > self.limit or self.queued_bytes + size > self.limit_bytes:
             # Too far behind: forget what is queued. The next item's `after` is then
             # ahead of the follower, which reads the gap from the database instead.
-            self.items.clear()
-            self.queued_lines = self.queued_bytes = 0
+            self._settle_all()
             self.feed.hub.metrics.follower_overflows.inc()
             if lines > self.limit or size > self.limit_bytes:
+                item.settle(self.feed.hub.metrics)  # type: ignore[union-attr]
                 item = Batch(item.upto, item.upto, [], item.notified_at, item.committed_at)  # type: ignore[union-attr]
                 lines = size = 0
         self.items.append(item)
         self.queued_lines += lines
         self.queued_bytes += size
-        self._wakeup.set()
+        self._wake()
+
+    def ping(self) -> None:
+        """Queue a keep-alive if nothing else is queued (a busy stream needs none)."""
+        if not self.items and not self.ending:
+            self.items.append(PING)
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def get(self) -> Item:
         while not self.items:
-            self._wakeup.clear()
-            await self._wakeup.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         item = self.items.popleft()
         if isinstance(item, Batch):
             self.queued_lines -= len(item.lines)
             self.queued_bytes -= item.nbytes
         return item
 
+    def _settle_all(self) -> None:
+        metrics = self.feed.hub.metrics
+        for queued in self.items:
+            if isinstance(queued, Batch):
+                queued.settle(metrics)
+        self.items.clear()
+        self.queued_lines = self.queued_bytes = 0
+
     def leave(self) -> None:
         """Shutdown: the follower's next item tells it to finish its stream now."""
         self.items.appendleft(Leave())
-        self._wakeup.set()
+        self._wake()
 
     def close(self) -> None:
         """Leave the feed (idempotent: a stream that never ran is closed by its response)."""
         if not self.closed:
             self.closed = True
+            self._settle_all()
             self.feed.unsubscribe(self)
 
 
@@ -202,7 +256,10 @@ class Feed:
         self.dirty.set()
 
     def _broadcast(self, item: Item) -> None:
-        for sub in list(self.subscribers):
+        subscribers = list(self.subscribers)
+        if isinstance(item, Batch):
+            item.pending = len(subscribers)
+        for sub in subscribers:
             sub.push(item)
 
     async def _run(self) -> None:
@@ -290,7 +347,11 @@ class Hub:
         self, store: Store, database_url: str, metrics: Metrics, *,
         queue_lines: int, end_grace: float, read_chunk: int = 2000,
         queue_bytes: int = 8 * 1024 * 1024, line_bytes: int = 64 * 1024,
+        ping_seconds: float = 15.0, send_timeout: float = 60.0,
     ) -> None:
+        self.ping_seconds = ping_seconds
+        self.send_timeout = send_timeout
+        self._pinger: asyncio.Task[None] | None = None
         self.store = store
         self.database_url = database_url
         self.metrics = metrics
@@ -324,6 +385,22 @@ class Hub:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="listen")
+        if self.ping_seconds > 0:
+            self._pinger = asyncio.create_task(self._pings(), name="pings")
+
+    async def _pings(self) -> None:
+        """One timer for every stream: each tick queues a ping for the idle followers
+        and ends the streams whose client has read nothing for `send_timeout` seconds
+        (their write has been waiting that long; they resume from their last id)."""
+        while True:
+            await asyncio.sleep(self.ping_seconds)
+            now = time.monotonic()
+            for feed in list(self.feeds.values()):
+                for sub in list(feed.subscribers):
+                    sub.ping()
+                    response = sub.response
+                    if response is not None:
+                        response.abort_if_stalled(now, self.send_timeout)
 
     async def wait_listening(self, timeout: float) -> bool:
         try:
@@ -333,6 +410,8 @@ class Hub:
         return True
 
     async def stop(self) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
         for feed in list(self.feeds.values()):
             feed.task.cancel()
         if self._task is not None:

@@ -198,7 +198,7 @@ async def ingest_vector(request: Request) -> JSONResponse:
     try:
         result = await state.store.ingest(lines, rejected)
     except PartitionMissing:
-        await state.maintain()
+        await state.maintain(wait=True)
         result = await state.store.ingest(lines, rejected)
     _observe(metrics, lines, result.committed_at)
     metrics.lines_ingested.inc(result.accepted)

@@ -35,8 +35,8 @@ class Metrics:
         self.listen_reconnects = Counter(p + "listen_reconnects", "LISTEN connection "
                                          "(re)connect attempts after a loss", registry=r)
         self.notify_to_send = Histogram(p + "notify_to_send_seconds", "NOTIFY received -> "
-                                        "lines written to a follower", buckets=_DELAY_BUCKETS,
-                                        registry=r)
+                                        "a batch written to all its followers",
+                                        buckets=_DELAY_BUCKETS, registry=r)
         # the Kubernetes API (reana_log_sse/kubernetes/)
         self.kubernetes_up = Gauge(p + "kubernetes_api_up", "1 while the pod watch reaches "
                                    "the Kubernetes API, 0 when it cannot (tap and pod "
@@ -55,6 +55,6 @@ class Metrics:
             p + "stage_delay_seconds",
             "Delay of each stage of a line's path, one observation per batch (its slowest "
             "line): written->collected (Vector read it) and collected->committed per "
-            "ingested batch, committed->sent per batch written to a follower",
+            "ingested batch, committed->sent per batch once its last follower has it",
             ["stage"], buckets=_DELAY_BUCKETS, registry=r,
         )

@@ -7,6 +7,7 @@ import datetime as dt
 import functools
 import logging
 import re
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -69,8 +70,11 @@ async def existing(conn: psycopg.AsyncConnection) -> dict[str, bool]:
     return {name: pending for name, pending in await cur.fetchall()}
 
 
-async def maintain(url: str, window: Window) -> MaintenanceReport:
+async def maintain(url: str, window: Window, *, wait: bool = False) -> MaintenanceReport:
     """Create the window's missing partitions and drop those entirely before it.
+    wait: when another process is maintaining, wait for it (then find its partitions)
+    instead of skipping; a process starting, or an ingest that met a missing partition,
+    must not go on before the partitions exist.
 
     Runs on its own autocommit connection: partitions are made with CREATE TABLE + ATTACH
     (SHARE UPDATE EXCLUSIVE on log_lines, which inserts and reads do not wait for) and
@@ -80,8 +84,12 @@ async def maintain(url: str, window: Window) -> MaintenanceReport:
 
     report = MaintenanceReport()
     async with await psycopg.AsyncConnection.connect(conninfo(url), autocommit=True) as conn:
-        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_MAINTENANCE_LOCK,))
-        row = await cur.fetchone()
+        if wait:
+            await conn.execute("SELECT pg_advisory_lock(%s)", (_MAINTENANCE_LOCK,))
+            row: tuple[Any, ...] | None = (True,)
+        else:
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_MAINTENANCE_LOCK,))
+            row = await cur.fetchone()
         if not (row and row[0]):
             report.skipped = True
             return report

@@ -12,6 +12,7 @@ handlers (body.read_body).
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import uvicorn
@@ -27,8 +28,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout: float = 10.0
     max_header_bytes: int = 64 * 1024
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, header_timeout: float | None = None,
+                 max_header_bytes: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if header_timeout is not None:
+            self.header_timeout = header_timeout
+        if max_header_bytes is not None:
+            self.max_header_bytes = max_header_bytes
         self._awaiting_headers = True
         self._header_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None
@@ -79,10 +85,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def uvicorn_config(app: Any, settings: Settings, **kwargs: Any) -> uvicorn.Config:
-    """uvicorn's config for `app` with the service's connection limits."""
-    protocol = type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {
-        "header_timeout": settings.header_timeout_seconds,
-        "max_header_bytes": settings.max_header_bytes,
-    })
+    """uvicorn's config for `app` with the service's connection limits. The protocol is
+    a partial of a module-level class, so that the config pickles into `serve --workers`
+    processes (uvicorn/_subprocess.py passes the config to each spawned worker), and uvicorn
+    calls it as it calls a protocol class (uvicorn/server.py: http_protocol_class(...))."""
+    protocol = functools.partial(GuardedHttpToolsProtocol,
+                                 header_timeout=settings.header_timeout_seconds,
+                                 max_header_bytes=settings.max_header_bytes)
     kwargs.setdefault("timeout_keep_alive", 5)  # idle keep-alive connections (uvicorn's default)
-    return uvicorn.Config(app, http=protocol, **kwargs)
+    return uvicorn.Config(app, http=protocol, **kwargs)  # type: ignore[arg-type]

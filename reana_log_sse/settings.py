@@ -41,6 +41,11 @@ class Settings:
     log_level: str = dataclasses.field(
         default="info", metadata={"help": "debug, info, warning or error"}
     )
+    workers: int = dataclasses.field(
+        default=1,
+        metadata={"help": "serve: processes sharing the port, each with its own pool, "
+                  "LISTEN connection and followers (uvicorn's workers)"},
+    )
     ingest_tokens: str = dataclasses.field(
         default="", metadata={"help": "comma-separated bearer tokens accepted by the ingest "
                               "and status endpoints"}
@@ -139,7 +144,14 @@ class Settings:
                   "instead of 404"},
     )
     ping_seconds: float = dataclasses.field(
-        default=15.0, metadata={"help": "seconds between `: ping` comments on a stream"}
+        default=15.0,
+        metadata={"help": "seconds between `: ping` comments on an idle stream (one timer "
+                  "for all streams)"},
+    )
+    send_timeout_seconds: float = dataclasses.field(
+        default=60.0,
+        metadata={"help": "a stream whose client has read nothing this long is ended (checked "
+                  "at each ping tick; the client resumes from its last id)"},
     )
     retry_ms: int = dataclasses.field(
         default=2000, metadata={"help": "the `retry:` sent to EventSource clients"}

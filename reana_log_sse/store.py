@@ -26,6 +26,11 @@ _COPY = (
     "COPY incoming (workflow_id, ord, ts, dedupe, kind, job_id, step, pod, container,"
     " stream, message, truncated, collected_at, line_key) FROM STDIN (FORMAT BINARY)"
 )
+# The same columns straight into log_lines, seq in place of ord (see Store.ingest).
+_COPY_LINES = (
+    "COPY log_lines (workflow_id, seq, ts, dedupe, kind, job_id, step, pod, container,"
+    " stream, message, truncated, collected_at, line_key) FROM STDIN (FORMAT BINARY)"
+)
 _COPY_TYPES = ["uuid", "int8", "timestamptz", "uuid", "text", "text", "text", "text", "text",
                "text", "text", "bool", "timestamptz", "uuid"]
 _ADOPT = load_sql("adopt.sql")
@@ -35,6 +40,9 @@ _POD_STATUS_CURRENT = load_sql("pod_status_current.sql")
 _RANK = {"created": 0, "queued": 1, "pending": 2, "running": 3}
 _FINAL = 4
 _LINE_COLUMNS = "seq, kind, job_id, step, stream, ts, message, truncated"
+# (seq, frame bytes): the frames of a catch-up read, built by PostgreSQL (frame.sql)
+_FRAME = "\n".join(x for x in load_sql("frame.sql").splitlines() if not x.startswith("--"))
+_FRAME_COLUMNS = f"seq, convert_to({_FRAME}, 'UTF8')"
 
 
 class PreparedLine(NamedTuple):
@@ -111,6 +119,18 @@ class Snapshot:
     statuses: list[StatusRow]
     status_cursor: int  # highest status id covered
     job_statuses: list[StatusRow] = dataclasses.field(default_factory=list)
+    frames: list[tuple[int, bytes]] = dataclasses.field(default_factory=list)
+
+    def frame_parts(self) -> Iterator[tuple[bytes, StatusRow | None]]:
+        """As parts(), for a read with frames=True: the joined frames up to each status."""
+        frames, i = self.frames, 0
+        for status in self.statuses:
+            j = i
+            while j < len(frames) and frames[j][0] <= status.after_seq:
+                j += 1
+            yield b"".join([f for _, f in frames[i:j]]), status
+            i = j
+        yield b"".join([f for _, f in frames[i:]]), None
 
     def parts(self) -> Iterator[tuple[list[Line], StatusRow | None]]:
         """The lines in order, cut at each status: (lines up to it, status) for each status,
@@ -138,6 +158,17 @@ class Store:
         """Store a batch in one transaction with one NOTIFY. of_record: the batch comes from
         the path of record (Vector, ship), whose copy of a line the live tap stored first
         replaces the tap's provisional fields (adopt.sql); the tap passes False."""
+        try:
+            return await self._ingest(lines, rejected, of_record, direct=True)
+        except psycopg.errors.UniqueViolation:
+            # some lines are stored already (a retry, or the tap's copy): that transaction
+            # left nothing; the staged path skips exactly the stored lines
+            return await self._ingest(lines, rejected, of_record, direct=False)
+
+    async def _ingest(
+        self, lines: Sequence[PreparedLine], rejected: Sequence[tuple[str, str]],
+        of_record: bool, *, direct: bool,
+    ) -> IngestResult:
         counts: dict[uuid.UUID, int] = {}
         for line in lines:
             counts[line.workflow_id] = line.ord  # ords count up within a workflow
@@ -146,24 +177,22 @@ class Store:
             async with conn.transaction():
                 if lines:
                     async with conn.cursor() as cur:
-                        async with cur.copy(_COPY) as copy:
-                            copy.set_types(_COPY_TYPES)
-                            for line in lines:
-                                await copy.write_row(line)
                         ids = sorted(counts)
                         await cur.execute(
                             _ALLOCATE,
                             {"workflow_ids": ids, "counts": [counts[w] for w in ids]},
                         )
                         last = {row[0]: row[1] for row in await cur.fetchall()}
-                        await cur.execute(
-                            _INSERT,
-                            {"workflow_ids": ids, "bases": [last[w] - counts[w] for w in ids]},
-                        )
-                        inserted = cur.rowcount
-                        if of_record and inserted < len(lines):
-                            await cur.execute(_ADOPT)
-                            adopted = cur.rowcount
+                        bases = {w: last[w] - counts[w] for w in ids}
+                        if direct:
+                            # read where ingest.sql's join reads it: after the allocation
+                            steps = await _job_steps(cur, lines)
+                            inserted = await _copy_lines(cur, lines, bases, steps)
+                        else:
+                            inserted = await _stage_lines(cur, lines, ids, bases)
+                            if of_record and inserted < len(lines):
+                                await cur.execute(_ADOPT)
+                                adopted = cur.rowcount
                         await _notify(cur, last)
                 if rejected:
                     async with conn.cursor() as cur:
@@ -227,8 +256,12 @@ class Store:
         tail: int | None = None,
         upto: int | None = None,
         job_statuses: bool = False,
+        frames: bool = False,
     ) -> Snapshot | None:
         """One REPEATABLE READ view of a workflow: its counters, lines and statuses.
+
+        frames: the lines come as (seq, SSE frame) in `frames`, built by PostgreSQL
+        (the catch-up: no Python object per line), not as Line objects in `lines`.
 
         Lines: seq > after (at most `limit`, or the last `tail` matching); statuses:
         id > status_after (None: none are read); job_statuses: the latest status of each
@@ -262,10 +295,11 @@ class Store:
                 horizon = ceiling
             else:
                 await cur.execute(
-                    f"SELECT {_LINE_COLUMNS} FROM log_lines WHERE workflow_id = %(wf)s"
+                    f"SELECT {_FRAME_COLUMNS if frames else _LINE_COLUMNS} FROM log_lines"
+                    " WHERE workflow_id = %(wf)s"
                     " AND seq > %(after)s AND seq <= %(upto)s" + _FILTER_SQL +
                     " ORDER BY seq LIMIT %(limit)s",
-                    {**params, "limit": limit},
+                    {**params, "limit": limit}, binary=frames,
                 )
                 rows = await cur.fetchall()
                 if limit == 0:
@@ -296,6 +330,9 @@ class Store:
                 )
                 jobs = sorted((StatusRow(*r) for r in await cur.fetchall()),
                               key=lambda r: r.id)
+        if frames:
+            return Snapshot(last_seq, status, status_age, horizon, [], statuses,
+                            status_cursor, jobs, rows)  # type: ignore[arg-type]
         name = str(workflow_id)
         lines = [Line.from_row(name, r) for r in rows]
         return Snapshot(last_seq, status, status_age, horizon, lines, statuses, status_cursor,
@@ -311,6 +348,53 @@ def _text(value: str) -> str:
     if "\x00" in value:
         value = value.replace("\x00", "\ufffd")
     return value.encode("utf-8", "replace").decode("utf-8")
+
+
+async def _job_steps(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine]
+                     ) -> dict[tuple[uuid.UUID, str], str]:
+    """The steps REANA named for the jobs of the lines that carry none (pods do not)."""
+    wanted = {(line.workflow_id, line.job_id) for line in lines
+              if line.step is None and line.job_id is not None}
+    if not wanted:
+        return {}
+    await cur.execute(
+        "SELECT workflow_id, job_id, step FROM job_steps"
+        " WHERE workflow_id = ANY(%s) AND job_id = ANY(%s)",
+        (list({w for w, _ in wanted}), list({j for _, j in wanted})),
+    )
+    return {(w, j): step for w, j, step in await cur.fetchall()}
+
+
+async def _copy_lines(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine],
+                      bases: dict[uuid.UUID, int],
+                      steps: dict[tuple[uuid.UUID, str], str]) -> int:
+    """COPY the lines straight into log_lines with their ids (the common case: no line
+    is stored yet). A line already stored makes the COPY fail with a unique violation,
+    which rolls the whole transaction back (Store.ingest then takes the staged path)."""
+    async with cur.copy(_COPY_LINES) as copy:
+        copy.set_types(_COPY_TYPES)
+        write = copy.write_row
+        for line in lines:
+            step = line.step
+            if step is None and steps and line.job_id is not None:
+                step = steps.get((line.workflow_id, line.job_id))
+            await write((line.workflow_id, bases[line.workflow_id] + line.ord, line.ts,
+                         line.dedupe, line.kind, line.job_id, step, line.pod, line.container,
+                         line.stream, line.message, line.truncated, line.collected_at,
+                         line.line_key))
+    return len(lines)
+
+
+async def _stage_lines(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine],
+                       ids: list[uuid.UUID], bases: dict[uuid.UUID, int]) -> int:
+    """COPY into the staging table, then INSERT .. ON CONFLICT DO NOTHING: stores the
+    lines not stored yet; returns how many."""
+    async with cur.copy(_COPY) as copy:
+        copy.set_types(_COPY_TYPES)
+        for line in lines:
+            await copy.write_row(line)
+    await cur.execute(_INSERT, {"workflow_ids": ids, "bases": [bases[w] for w in ids]})
+    return cur.rowcount
 
 
 async def _lock_workflow(cur: psycopg.AsyncCursor[Any], workflow_id: uuid.UUID) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -9,16 +10,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from .auth import authorized_workflow
 from .errors import ServiceError
-from .hub import Batch, End, Leave, ReadSize, StatusItem, Subscription
+from .hub import Batch, End, Leave, Ping, ReadSize, StatusItem, Subscription
 from .lines import Line, event_frame
-from .store import Filters, StatusRow, Store
+from .sse import LeanEventSourceResponse
+from .store import Filters, Snapshot, StatusRow, Store
 
 logger = logging.getLogger("reana_log_sse")
 
@@ -88,10 +89,11 @@ class Follower:
         self.filters = filters
         self.cursor = cursor  # every matching line with seq <= cursor has been sent
         self.status_cursor = status_cursor
-        self.read_size = ReadSize(chunk, budget, line_bytes)  # catch-up reads: ~budget bytes
+        # catch-up reads of about half the budget each: one is sent while the next is read
+        # (catch_up), so a catching-up follower holds about its queue's bound in bytes
+        self.read_size = ReadSize(chunk, budget // 2, line_bytes)
         self.metrics = metrics
         self.unfiltered = not filters.jobs and filters.kind is None
-        self.sent_delay = metrics.stage_delay.labels("committed_to_sent")
 
     def batch_frames(self, batch: Batch) -> bytes:
         """A live batch: an unfiltered follower that has not seen any of its lines sends
@@ -110,28 +112,50 @@ class Follower:
         return out
 
     async def catch_up(self, until: int | None) -> AsyncIterator[bytes]:
-        """Read from the database what lies between our cursor and `until` (None: now)."""
-        while until is None or self.cursor < until:
-            self.metrics.catchup_reads.inc()
-            snap = await self.store.snapshot(
-                self.workflow_id, after=self.cursor, status_after=self.status_cursor,
-                limit=self.read_size.lines, filters=self.filters, upto=until,
-            )
-            if snap is None:
-                return
-            out = []
-            for lines, status in snap.parts():
-                out.append(self.frames(lines))
-                if status is not None:
-                    out.append(status_frame(self.workflow_id, status))
-            self.cursor = max(self.cursor, snap.horizon)
-            self.status_cursor = max(self.status_cursor, snap.status_cursor)
-            self.read_size.observe(snap.lines)
-            data = b"".join(out)
-            if data:
-                yield data
-            if snap.horizon >= (snap.last_seq if until is None else min(until, snap.last_seq)):
-                return
+        """Read from the database what lies between our cursor and `until` (None: now).
+        The next chunk is read while this one is being sent (one read ahead); both
+        together hold about the follower's byte budget (see __init__)."""
+        pending: asyncio.Task[Snapshot | None] | None = None
+        try:
+            while until is None or self.cursor < until:
+                snap = await (pending or self._read(until))
+                pending = None
+                if snap is None:
+                    return
+                self.read_size.observe_frames(snap.frames)
+                out = []
+                # frames built by PostgreSQL, filtered there: every one is past our cursor
+                for frames, status in snap.frame_parts():
+                    out.append(frames)
+                    if status is not None:
+                        out.append(status_frame(self.workflow_id, status))
+                self.cursor = max(self.cursor, snap.horizon)
+                self.status_cursor = max(self.status_cursor, snap.status_cursor)
+                done = snap.horizon >= (snap.last_seq if until is None
+                                        else min(until, snap.last_seq))
+                if not done:
+                    pending = asyncio.ensure_future(self._read(until))
+                data = b"".join(out)
+                if data:
+                    yield data
+                if done:
+                    return
+        finally:
+            if pending is not None:  # the stream closed: the read ahead is not wanted
+                pending.cancel()
+                pending.add_done_callback(_retrieve)
+
+    async def _read(self, until: int | None) -> Snapshot | None:
+        self.metrics.catchup_reads.inc()
+        return await self.store.snapshot(
+            self.workflow_id, after=self.cursor, status_after=self.status_cursor,
+            limit=self.read_size.lines, filters=self.filters, upto=until, frames=True,
+        )
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # an abandoned read's error is not worth a warning
 
 
 async def follow(
@@ -139,9 +163,11 @@ async def follow(
 ) -> AsyncIterator[bytes]:
     metrics = follower.metrics
     metrics.active_streams.inc()
+    item: Any = None
     try:
         yield b"retry: %d\n\n" % retry_ms + first
         while True:
+            item = None
             item = await sub.get()
             if item.after > follower.cursor:
                 async for data in follower.catch_up(item.after):
@@ -151,13 +177,14 @@ async def follow(
                 follower.cursor = max(follower.cursor, item.upto)
                 if data:
                     yield data
-                    metrics.notify_to_send.observe(time.monotonic() - item.notified_at)
-                    if item.committed_at is not None:
-                        follower.sent_delay.observe(max(0.0, time.time() - item.committed_at))
+                batch, item = item, None
+                batch.settle(metrics)
             elif isinstance(item, StatusItem):
                 if item.status.id > follower.status_cursor:
                     follower.status_cursor = item.status.id
                     yield status_frame(follower.workflow_id, item.status)
+            elif isinstance(item, Ping):
+                yield b": ping\n\n"
             elif isinstance(item, End):
                 yield event_frame("end", {"workflow_id": str(follower.workflow_id),
                                           "status": item.status})
@@ -168,6 +195,8 @@ async def follow(
         # The database went away mid-stream: close it; the client resumes with its last id.
         logger.warning("stream of %s closed: %s", follower.workflow_id, exc.detail)
     finally:
+        if isinstance(item, Batch):  # closed while writing it
+            item.settle(metrics)
         metrics.active_streams.dec()
         sub.close()
 
@@ -175,12 +204,14 @@ async def follow(
 SHUTDOWN_GRACE_SECONDS = 2.0  # below serve's uvicorn timeout_graceful_shutdown (5 s)
 
 
-class FollowResponse(EventSourceResponse):
+class FollowResponse(LeanEventSourceResponse):
     """An SSE response that owns its subscription: closed when the response ends, however
     it ends. A HEAD (sse-starlette answers it with headers only), or a client gone before
     the body started, never runs the body generator, so its `finally` cannot be relied
     on to unsubscribe. On server shutdown (sse-starlette sees uvicorn's exit signal and
-    sets `shutdown_event`) the stream is finished cleanly: its last chunk, then close."""
+    sets `shutdown_event`) the stream is finished cleanly: its last chunk, then close.
+    Its sends are lean (sse.LeanEventSourceResponse: the hub's one timer pings and
+    times out stalled sends)."""
 
     def __init__(self, sub: Subscription, content: AsyncIterator[bytes], **kwargs: Any) -> None:
         self.sub = sub
@@ -200,7 +231,7 @@ class FollowResponse(EventSourceResponse):
             self.sub.close()
 
 
-async def stream_logs(request: Request) -> EventSourceResponse:
+async def stream_logs(request: Request) -> FollowResponse:
     state = request.app.state
     workflow_id = await authorized_workflow(request)
     filters = filters_param(request)
@@ -245,11 +276,11 @@ async def stream_logs(request: Request) -> EventSourceResponse:
     if snap is not None and cursor < snap.last_seq:
         # the catch-up runs inside the stream, ahead of anything live
         sub.items.appendleft(Batch(snap.last_seq, snap.last_seq, [], time.monotonic(), None))
-    return FollowResponse(
+    response = FollowResponse(
         sub, follow(follower, sub, b"".join(first), state.settings.retry_ms),
-        ping=state.settings.ping_seconds,
-        ping_message_factory=lambda: ServerSentEvent(comment="ping", sep="\n"),  # default CRLF
+        ping=0,  # the hub's one timer pings idle streams (Hub._pings)
         sep="\n",
-        send_timeout=60,  # a client that reads nothing for a minute is dropped; it resumes
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+    sub.response = response
+    return response

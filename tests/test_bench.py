@@ -107,3 +107,15 @@ def test_bench_latency_row_flags_a_missed_rate_and_uses_the_socket_floor():
     row = _latency_row({**run, "achieved_rate": 990.0}, {"p99": 8.0}, {"p99": 2.0})
     assert row.met is True and "RATE MISSED" not in row.note and row.goal == "<= 2x floor"
 
+
+
+def test_bench_write_docs_keeps_the_hand_written_changes():
+    from reana_log_sse.bench.report import CHANGES_BEGIN, CHANGES_END, docs, kept_changes
+
+    machine = {"date": "d", "cpu": "c", "cores": 2, "memory_gib": 1, "os": "o", "python": "3",
+               "postgresql": "18"}
+    block = f"{CHANGES_BEGIN}\n## What changed\n\nbefore/after\n{CHANGES_END}"
+    page = docs(machine, [], [], "p.png", "cmd", kept_changes(f"old page\n{block}\nold end"))
+    assert kept_changes(page) == block and "old page" not in page
+    assert kept_changes("no markers") == "" and CHANGES_BEGIN not in docs(
+        machine, [], [], "p.png", "cmd")

@@ -53,13 +53,13 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> httpx.Response:
     raise AssertionError("serve did not become ready in 60 s")
 
 
-def _wait_gone(data_dir: Path) -> list[psutil.Process]:
-    for _ in range(100):
-        left = _postmasters(data_dir)
-        if not left:
-            return left
+def _wait_gone(data_dir: Path, timeout: float = 60) -> list[psutil.Process]:
+    """The embedded postmasters still running under data_dir once they had `timeout` to
+    stop (a busy machine may take its time; a postmaster left running stays forever)."""
+    deadline = time.monotonic() + timeout
+    while (left := _postmasters(data_dir)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    return _postmasters(data_dir)
+    return left
 
 
 @pytest.fixture
@@ -130,6 +130,52 @@ def test_cli_serve_on_a_busy_port_says_so_and_exits_3(data_dir):
         f"reana-log-sse: cannot listen on 127.0.0.1:{port}: address already in use (another "
         "service? choose another with --port or REANA_LOG_SSE_PORT)"]
     assert not data_dir.exists()  # said before any database was started
+
+
+def test_cli_serve_workers_share_the_port_and_each_follows_every_line(data_dir):
+    import asyncio
+
+    from reana_log_sse.bench.rawhttp import close_all, open_followers
+    from tests.helpers import event, post_batch
+
+    port = free_port()
+    proc = _serve(data_dir, port, REANA_LOG_SSE_WORKERS="2",
+                  REANA_LOG_SSE_INGEST_TOKENS="ingest-secret")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, port)
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                   if "spawn_main" in " ".join(p.cmdline())]  # not the resource tracker
+        assert len(workers) == 2
+        wf = uuid.uuid4()
+        assert post_batch(url, "ingest-secret", [event(wf, "first")]).status_code == 200
+        # each worker logs as one process does: its access log, tokens redacted
+        assert httpx.get(f"{url}/api/workflows/{wf}/logs?access%5Ftoken=SECRET-XYZ"
+                         ).status_code == 200
+
+        async def follow() -> int:
+            # streams land on both processes; a line ingested by either reaches all
+            streams, refused = await open_followers(
+                url, [f"/api/workflows/{wf}/logs/stream"] * 12)
+            try:
+                assert not refused
+                for i in range(4):  # ingested over new connections: any worker
+                    await asyncio.to_thread(post_batch, url, "ingest-secret",
+                                            [event(wf, f"line {i}")])
+                await asyncio.wait_for(
+                    asyncio.gather(*(s.reached(5) for s in streams)), 30)
+                return len(streams)
+            finally:
+                close_all(streams)
+
+        assert asyncio.run(follow()) == 12
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0, out
+    assert "with 2 worker processes" in out
+    assert "access%5Ftoken=***" in out and "SECRET-XYZ" not in out
+    assert _wait_gone(data_dir) == []
 
 
 def test_cli_wait_gives_up_plainly_when_nothing_gets_ready():

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
 import subprocess
 import sys
 
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from reana_log_sse.demo import DemoServer
 from tests.conftest import free_port
 from tests.helpers import Follower
 from tests.test_cli_serve import _postmasters, _wait_gone
@@ -65,6 +73,76 @@ async def test_demo_streams_a_simulated_workflow_to_its_end(tmp_path):
     assert "The workflow finished" in said
     assert "HTTP/1.1" not in said and "uvicorn" not in said, said
     assert len(said.splitlines()) < 25, said
+
+
+def _demo(port: int, data_dir, rate: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REANA_LOG_SSE_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "reana_log_sse", "demo", "--port", str(port), "--data-dir",
+         str(data_dir), "--lines-per-second", rate],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_demo_stopped_by_ctrl_c_while_a_job_posts_exits_0_without_traceback(tmp_path):
+    # a slow job: the simulator mostly waits between its posts, so (before the fix) the
+    # service had shut down before its next one, which met a closed port: ConnectError, exit 1
+    data_dir = tmp_path / "demo"
+    proc = _demo(free_port(), data_dir, "2")
+    printed: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            printed.append(line)
+            if "job gendata is running" in line:
+                break
+        assert "job gendata is running" in printed[-1], "".join(printed)
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        printed.append(proc.communicate(timeout=60)[0])
+        for p in _postmasters(data_dir):
+            p.kill()
+    said = "".join(printed)
+    assert proc.returncode == 0, said
+    assert "Traceback" not in said and "Error" not in said, said
+    assert _wait_gone(data_dir) == []
+
+
+def _app() -> Starlette:
+    return Starlette(routes=[Route("/", lambda request: PlainTextResponse("ok"))])
+
+
+async def test_demo_server_runs_its_client_only_while_it_listens():
+    port = free_port()
+    answers: list[int] = []
+    errors: list[BaseException] = []
+
+    async def client() -> None:  # requests back to back, as a fast simulated job posts
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            while True:
+                try:
+                    answers.append((await http.get("/")).status_code)
+                except httpx.HTTPError as exc:  # e.g. ConnectError: a closed port
+                    errors.append(exc)
+                if len(answers) == 20:
+                    server.should_exit = True  # as uvicorn's Ctrl-C handler does
+
+    server = DemoServer(uvicorn.Config(_app(), port=port, lifespan="off", log_config=None,
+                                       log_level="warning"), client)
+    await asyncio.wait_for(server.serve(), 60)
+    assert errors == []  # none before the bind, none after shutdown began
+    assert len(answers) >= 20 and set(answers) == {200}
+    assert server.client_error is None
+
+
+async def test_demo_server_stops_when_its_client_fails_and_keeps_why():
+    async def client() -> None:
+        raise httpx.HTTPStatusError("403 Forbidden", request=httpx.Request("POST", "http://x/"),
+                                    response=httpx.Response(403))
+
+    server = DemoServer(uvicorn.Config(_app(), port=free_port(), lifespan="off",
+                                       log_config=None, log_level="warning"), client)
+    await asyncio.wait_for(server.serve(), 60)
+    assert isinstance(server.client_error, httpx.HTTPStatusError)  # run_demo raises it
 
 
 def test_demo_page_has_a_favicon(live_server):

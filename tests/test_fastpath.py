@@ -194,3 +194,22 @@ def test_fastpath_batch_stored_by_the_model_path_is_a_duplicate(live_server):
                                " FROM log_lines WHERE workflow_id = %s ORDER BY seq", (wf,))
         assert [r[0] for r in rows[:4]] == ["23:59:59.999999", "00:00:00.123456",
                                              "10:00:00.500000", "06:00:00.000000"]
+
+
+def test_fastpath_fields_follow_the_model():
+    """A field or an allowed value added to LogEvent must reach the fast path too (else
+    the fast path would ignore or refuse what the model accepts)."""
+    import typing
+
+    import msgspec
+
+    from reana_log_sse.fastpath import _Event
+    from reana_log_sse.models import LogEvent
+
+    fast = {f.name: f for f in msgspec.structs.fields(_Event)}
+    assert set(fast) == set(LogEvent.model_fields)
+    for name in ("kind", "stream"):
+        assert set(typing.get_args(fast[name].type)) == set(
+            typing.get_args(LogEvent.model_fields[name].annotation))
+    for name, field in LogEvent.model_fields.items():
+        assert (field.is_required()) == (fast[name].required), name

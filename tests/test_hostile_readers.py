@@ -71,7 +71,9 @@ async def test_stream_never_reading_follower_is_bounded_in_bytes(server_factory)
     async def recording_snapshot(*args: Any, **kwargs: Any) -> Any:
         snap = await snapshot(*args, **kwargs)
         if snap is not None and kwargs.get("upto") is not None:  # catch-up reads only
-            reads.append(sum(len(line.message) for line in snap.lines))
+            # Line objects, or frames built by PostgreSQL (frames=True): what it holds
+            reads.append(sum(len(line.message) for line in snap.lines)
+                         + sum(len(frame) for _, frame in snap.frames))
         return snap
 
     store.snapshot = recording_snapshot

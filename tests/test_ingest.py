@@ -153,9 +153,14 @@ def test_ingest_notifies_once_per_committed_batch(live_server):
         listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         post_batch(live_server.url, live_server.ingest_token,
                    [event(wf, f"l{i}") for i in range(500)])
-        payloads = [n.payload for n in listener.notifies(timeout=1.0)]
-    assert len(payloads) == 1
-    assert json.loads(payloads[0])["w"] == {str(wf): 500}
+        marker = uuid.uuid4()  # notifies arrive in commit order: all of wf's come before
+        post_batch(live_server.url, live_server.ingest_token, [event(marker, "after")])
+        payloads = []
+        for n in listener.notifies(timeout=60):
+            payloads.append(json.loads(n.payload)["w"])
+            if str(marker) in payloads[-1]:
+                break
+    assert payloads == [{str(wf): 500}, {str(marker): 1}]
 
 
 def test_ingest_answers_503_with_retry_after_when_the_database_is_down(live_server):
@@ -169,3 +174,18 @@ def test_ingest_answers_503_with_retry_after_when_the_database_is_down(live_serv
     response = post_batch(live_server.url, live_server.ingest_token, [event(wf, "x")])
     assert response.status_code == 200
     assert response.json()["accepted"] == 1
+
+
+def test_ingest_partly_stored_batch_stores_only_the_new_lines(live_server):
+    # the new lines go straight into log_lines by COPY; a batch with lines stored already
+    # takes the staged path, which skips exactly those
+    wf = uuid.uuid4()
+    old = [event(wf, f"old {i}") for i in range(5)]
+    new = [event(wf, f"new {i}") for i in range(3)]
+    assert post_batch(live_server.url, live_server.ingest_token, old).json()["accepted"] == 5
+    assert post_batch(live_server.url, live_server.ingest_token, new + old).json() == {
+        "accepted": 3, "duplicates": 5, "rejected": 0}
+    rows = live_server.sql("SELECT seq, message FROM log_lines WHERE workflow_id = %s"
+                           " ORDER BY seq", (wf,))
+    assert [m for _, m in rows] == [e["message"] for e in old + new]
+    assert [s for s, _ in rows][:5] == [1, 2, 3, 4, 5] and min(s for s, _ in rows[5:]) > 5

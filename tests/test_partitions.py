@@ -5,13 +5,22 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
+import time
 import uuid
+from collections.abc import Callable
 
 import psycopg
 import pytest
 
 from reana_log_sse import db, partitions
 from tests.helpers import event, post_batch
+
+
+def _until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout:g} s"
+        time.sleep(0.05)
 
 
 def _partitions(server) -> list[str]:
@@ -76,7 +85,10 @@ def test_partitions_drop_waits_for_readers_without_blocking_ingest(server_factor
     thread.start()
     try:
         # DETACH .. CONCURRENTLY waits for the reader; meanwhile ingest goes through
-        assert not done.wait(0.5)
+        _until(lambda: server.sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query ILIKE '%DETACH PARTITION%CONCURRENTLY%'")[0][0] == 1,
+            "the DETACH waiting for the reader")
         response = post_batch(server.url, server.ingest_token, [event(wf, "during")])
         assert response.status_code == 200
         assert response.json()["accepted"] == 1

@@ -199,7 +199,7 @@ async def test_reana_auth_cache_expires_after_the_ttl(reana):
     token, user = reana.add_user()
     wf = reana.add_workflow(user, "fit.1")
     now = [1000.0]
-    auth = ReanaAuth(reana.url, ttl=30, timeout=2, host=REANA_HOSTNAME, clock=lambda: now[0])
+    auth = ReanaAuth(reana.url, ttl=30, timeout=30, host=REANA_HOSTNAME, clock=lambda: now[0])
     answer = await auth.check(token, wf.id)
     assert answer == ReanaWorkflow(uuid.UUID(wf.id), "fit.1")
     assert isinstance(await auth.check("bad", wf.id), Denied)
@@ -219,7 +219,7 @@ async def test_reana_auth_concurrent_questions_are_asked_once(reana):
     token, user = reana.add_user()
     wf = reana.add_workflow(user, "fit.1")
     reana.mode, reana.delay = "slow", 0.2
-    auth = ReanaAuth(reana.url, ttl=30, timeout=5, host=REANA_HOSTNAME)
+    auth = ReanaAuth(reana.url, ttl=30, timeout=30, host=REANA_HOSTNAME)
     answers = await asyncio.gather(*(auth.check(token, wf.id) for _ in range(20)))
     assert {a.id for a in answers} == {uuid.UUID(wf.id)}  # type: ignore[union-attr]
     assert auth.asked == 1

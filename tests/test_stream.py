@@ -261,3 +261,71 @@ async def test_stream_token_auth_refuses_without_a_reader_token(server_factory):
         await f.wait_logs(1)
     ok = server.get(f"/api/workflows/{wf}/logs", headers={"Authorization": "Bearer reader-1"})
     assert ok.json()["lines"][0]["message"] == "secret"
+
+
+async def test_stream_idle_follower_gets_pings_from_the_hub_timer(server_factory):
+    server = server_factory(ping_seconds=0.1)
+    wf = uuid.uuid4()
+    await apost(server, [event(wf, "first")])
+    seen = b""
+    async with httpx.AsyncClient(timeout=30) as client, \
+            client.stream("GET", stream_url(server, wf)) as r:
+        async for chunk in r.aiter_raw():
+            seen += chunk
+            if seen.count(b"\n: ping\n\n") >= 2:  # two ticks of the one timer
+                break
+    assert b"event: log\nid: 1\n" in seen and seen.index(b"id: 1") < seen.index(b": ping")
+
+
+def _metric(server, name: str) -> float:
+    for line in server.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def test_stream_client_that_reads_nothing_is_dropped_and_resumes(server_factory):
+    import socket
+
+    server = server_factory(ping_seconds=0.1, send_timeout_seconds=0.5)
+    wf = uuid.uuid4()
+    await apost(server, [event(wf, "first")])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.settings.port))
+    sock.sendall(f"GET /api/workflows/{wf}/logs/stream HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    try:
+        big = "x" * 60_000
+        for k in range(10):  # ~12 MB: more than the socket buffers hold; never read
+            await apost(server, [event(wf, f"{big} {k} {i}") for i in range(20)])
+        for _ in range(600):  # the stalled write is given up: the stream closes
+            if await asyncio.to_thread(_metric, server, "reana_log_sse_active_streams") == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(_metric, server, "reana_log_sse_active_streams") == 0
+    finally:
+        sock.close()
+    async with Follower(stream_url(server, wf), headers={"Last-Event-ID": "1"}) as f:
+        await f.wait_logs(200)  # resuming gets every line
+    assert f.ids == list(range(2, 202))
+
+
+async def test_stream_delay_histograms_count_batches_not_batches_times_followers(live_server):
+    wf = uuid.uuid4()
+    await apost(live_server, [event(wf, "first")])
+    name = 'reana_log_sse_stage_delay_seconds_count{stage="committed_to_sent"}'
+    before = await asyncio.to_thread(_metric, live_server, name)
+    async with Follower(stream_url(live_server, wf)) as a, \
+            Follower(stream_url(live_server, wf)) as b, \
+            Follower(stream_url(live_server, wf)) as c:
+        for f in (a, b, c):
+            await f.wait_logs(1)
+        for k in range(2):
+            await apost(live_server, [event(wf, f"batch {k} line {i}") for i in range(5)])
+            for f in (a, b, c):
+                await f.wait_logs(1 + 5 * (k + 1))
+        for _ in range(200):  # observed once the last follower has written each batch
+            if await asyncio.to_thread(_metric, live_server, name) >= before + 2:
+                break
+            await asyncio.sleep(0.02)
+    assert await asyncio.to_thread(_metric, live_server, name) == before + 2

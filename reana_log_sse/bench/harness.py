@@ -93,20 +93,22 @@ def machine_info(url: str) -> dict[str, Any]:
 class Server:
     """`reana-log-sse serve` in its own process (not sharing the load generator's GIL)."""
 
-    def __init__(self, database_url: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, database_url: str, env: dict[str, str] | None = None,
+                 tree: Path | None = None) -> None:
+        self.tree = tree  # run the service from this source tree (cwd and PYTHONPATH)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.database_url = database_url
         self.env = {**os.environ, "REANA_LOG_SSE_INGEST_TOKENS": TOKEN,
                     "REANA_LOG_SSE_AUTH": "none", "REANA_LOG_SSE_END_GRACE_SECONDS": "0.5",
-                    **(env or {})}
+                    **(env or {}), **({"PYTHONPATH": str(tree)} if tree else {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.ps: psutil.Process | None = None
 
     def start(self) -> Server:
         cmd = [sys.executable, "-m", "reana_log_sse", "serve", "--port", str(self.port),
                "--database-url", self.database_url, "--log-level", "warning"]
-        self.proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL, cwd=self.tree)
         self.ps = psutil.Process(self.proc.pid)
         deadline = time.monotonic() + 60
         while True:

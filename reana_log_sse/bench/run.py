@@ -22,6 +22,7 @@ from .report import (
     SHARED_MACHINE,
     Row,
     docs,
+    kept_changes,
     plot,
     readme_block,
     replace_block,
@@ -58,7 +59,7 @@ async def run(opts: dict[str, Any]) -> str:
         cores = int(machine["cores"] or 1)
         echo(SHARED_MACHINE.format(cores=cores))
         tree = opts.get("service_tree")
-        server = h.Server(url, {"PYTHONPATH": str(tree.resolve())} if tree else None).start()
+        server = h.Server(url, tree=tree.resolve() if tree else None).start()
         try:
             results = await _scenarios(server, url, sizes, only, out if opts["profile"] else None,
                                        echo)
@@ -80,8 +81,10 @@ async def run(opts: dict[str, Any]) -> str:
         d.mkdir(parents=True, exist_ok=True)
         if (out / "perf-latency.png").exists():
             shutil.copyfile(out / "perf-latency.png", d / "perf-latency.png")
-        (d / "performance.md").write_text(
-            docs(machine, rows, notes, "perf-latency.png", opts["command"]))
+        page = d / "performance.md"
+        changes = kept_changes(page.read_text()) if page.exists() else ""
+        page.write_text(docs(machine, rows, notes, "perf-latency.png", opts["command"],
+                             changes))
         echo(_update_readme(opts["readme"], d, machine, rows, notes))
     footer = [f"{machine['date']} | {machine['cpu']} | {cores} cores | "
               f"PostgreSQL {machine['postgresql']} | Python {machine['python']}",
@@ -245,7 +248,11 @@ def rows_and_notes(r: dict[str, Any], s: Any, cores: int) -> tuple[list[Row], li
         rows.append(Row("4 catch-up", f"one follower joining {c['lines']:,} stored lines, "
                         f"then live ({c['live_ms']:.0f} ms)", c["rate"], "lines/s",
                         "COPY TO of the same rows", c["copy_rate"], ">= 0.5x",
-                        c["rate"] >= 0.5 * c["copy_rate"], c["cpu"]))
+                        c["rate"] >= 0.5 * c["copy_rate"], c["cpu"],
+                        "CPU per line: " + ", ".join(
+                            f"{who} {c['cpu'][k] / 100 * c['seconds'] / c['lines'] * 1e6:.2f} µs"
+                            for k, who in (("service", "service"),
+                                           ("postgres", "PostgreSQL")))))
         notes.append(f"Catch-up: {_limit(c['cpu'], cores)}.")
     sse_by_n = {x["followers"]: x for x in r.get("latency", []) if x["layout"] == "one workflow"}
     for p in r.get("polling", []):
@@ -338,7 +345,16 @@ def _latency_row(run: dict[str, Any], sockets: dict[str, Any] | None,
         f"{run['undelivered']:,} batch deliveries missing" if run["undelivered"] else "",
         f"{run['refused']:,} streams refused ({', '.join(run['refusals'])})"
         if run["refused"] else "",
-        f"commit + NOTIFY p50 {run['notify']['p50']:.1f} ms") if x)
+        f"commit + NOTIFY p50 {run['notify']['p50']:.1f} ms",
+        _per_frame(run, achieved)) if x)
     return Row("2 latency", f"p99, {_n(run['followers'], 'follower')}, {where}, "
                f"{achieved:,.0f} of {run['rate']:,.0f} lines/s ({_ms(run)})", run["p99"], "ms",
                label, base["p99"] if base else None, goal, ok, run["cpu"], note)
+
+
+def _per_frame(run: dict[str, Any], achieved: float) -> str:
+    """Service CPU per line written to one follower: what a busy machine disturbs least."""
+    frames = achieved * run["followers"] / max(1, run["workflows"])
+    if not run.get("cpu") or frames <= 0:
+        return ""
+    return f"service CPU {run['cpu']['service'] / 100 / frames * 1e6:.2f} µs per line per follower"

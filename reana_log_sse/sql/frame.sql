@@ -1,0 +1,15 @@
+-- A stored line's SSE `log` frame, built by PostgreSQL for the catch-up reads: byte for
+-- byte what lines.Line.frame builds with orjson (tests/test_frames.py checks it), so a
+-- follower cannot tell which of the two built it. Keys in Line.as_dict's order; the
+-- timestamp as orjson writes a UTC datetime with OPT_UTC_Z (no fraction when it is
+-- zero); to_json escapes text as orjson does (\b \f \n \r \t, other controls \u00XX).
+'event: log' || chr(10) || 'id: ' || seq || chr(10) || 'data: {"id":' || seq
+|| ',"workflow_id":"' || workflow_id || '","kind":' || to_json(kind)
+|| ',"job_id":' || coalesce(to_json(job_id)::text, 'null')
+|| ',"step":' || coalesce(to_json(step)::text, 'null')
+|| ',"stream":' || to_json(stream)
+|| ',"timestamp":"'
+|| replace(to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '.000000Z', 'Z')
+|| '","message":' || to_json(message)
+|| CASE WHEN truncated THEN ',"truncated":true' ELSE '' END
+|| '}' || chr(10) || chr(10)
