@@ -102,7 +102,8 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
                             timeout=settings.db_timeout_seconds)
         await pool.open(wait=True, timeout=30)
         state.pool = pool
-        state.store = Store(pool)
+        # another process may be creating the partitions right now: wait for it
+        state.store = Store(pool, create_partitions=lambda: state.maintain(wait=True))
         state.hub = Hub(state.store, url, state.metrics, queue_lines=settings.follower_queue_lines,
                         queue_bytes=settings.follower_queue_bytes,
                         line_bytes=settings.max_line_bytes,
@@ -116,8 +117,7 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
         state.kubernetes = None
         if kubernetes.enabled(settings):  # pod statuses and the live tap
             state.kubernetes = await kubernetes.KubernetesLink.start(
-                settings, state.store, state.hub, state.metrics, window=window,
-                maintain=maintain)
+                settings, state.store, state.hub, state.metrics, window=window)
         if not settings.ingest_token_list():
             logger.warning("no ingest tokens configured: POST /ingest/vector answers 401 "
                            "(set REANA_LOG_SSE_INGEST_TOKENS)")

@@ -14,7 +14,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from .body import BodyTooLarge, dump_rejected, is_array, parse_events, read_body, salvage
-from .errors import PartitionMissing
 from .fastpath import prepare_fast
 from .identity import LineKeys, parse_ns
 from .models import LogEvent
@@ -195,11 +194,7 @@ async def ingest_vector(request: Request) -> JSONResponse:
         metrics.ingest_batches.labels("model").inc()
     else:
         metrics.ingest_batches.labels("fast").inc()
-    try:
-        result = await state.store.ingest(lines, rejected)
-    except PartitionMissing:
-        await state.maintain(wait=True)
-        result = await state.store.ingest(lines, rejected)
+    result = await state.store.ingest(lines, rejected)
     _observe(metrics, lines, result.committed_at)
     metrics.lines_ingested.inc(result.accepted)
     metrics.duplicates.inc(result.duplicates)

@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from .db import NOTIFY_CHANNEL, load_sql
-from .errors import translated
+from .errors import PartitionMissing, translated
 from .lines import Line
 from .models import TERMINAL_STATUSES
 
@@ -146,8 +146,12 @@ class Snapshot:
 
 
 class Store:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, *,
+                 create_partitions: Callable[[], Awaitable[Any]] | None = None) -> None:
+        """create_partitions: run when a line's day has no partition yet, before the one
+        retry of that batch (every ingest path: Vector's, ship's, the tap's)."""
         self.pool = pool
+        self.create_partitions = create_partitions
 
     # -- writes ------------------------------------------------------------------------
 
@@ -158,6 +162,18 @@ class Store:
         """Store a batch in one transaction with one NOTIFY. of_record: the batch comes from
         the path of record (Vector, ship), whose copy of a line the live tap stored first
         replaces the tap's provisional fields (adopt.sql); the tap passes False."""
+        try:
+            return await self._ingest_once(lines, rejected, of_record)
+        except PartitionMissing:
+            if self.create_partitions is None:
+                raise
+            await self.create_partitions()
+            return await self._ingest_once(lines, rejected, of_record)
+
+    async def _ingest_once(
+        self, lines: Sequence[PreparedLine], rejected: Sequence[tuple[str, str]],
+        of_record: bool,
+    ) -> IngestResult:
         try:
             return await self._ingest(lines, rejected, of_record, direct=True)
         except psycopg.errors.UniqueViolation:

@@ -136,3 +136,23 @@ def test_partitions_start_reads_the_servers_version_and_refuses_before_any_chang
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT to_regclass('reana_log_sse_migrations')").fetchone() == (
             None,)
+
+
+def test_partitions_missing_day_is_created_before_the_batch_is_retried(server_factory):
+    # Maintenance has not run since the clock moved on: the line's day has no partition
+    # yet. The store creates it and retries the batch once (Store.create_partitions).
+    today = dt.datetime.now(dt.UTC).date()
+    clock = {"today": today}
+    server = server_factory(today=lambda: clock["today"], retention_days=3,
+                            partitions_ahead_days=1)
+    later = today + dt.timedelta(days=5)
+    clock["today"] = later
+    assert partitions.partition_name(later) not in _partitions(server)
+    wf = uuid.uuid4()
+    stamp = (dt.datetime.combine(later, dt.time(12), dt.UTC)
+             .strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    answer = post_batch(server.url, server.ingest_token, [event(wf, "later", timestamp=stamp)])
+    assert answer.status_code == 200 and answer.json()["accepted"] == 1
+    assert partitions.partition_name(later) in _partitions(server)
+    assert server.sql("SELECT message FROM log_lines WHERE workflow_id = %s", (wf,)) == [
+        ("later",)]

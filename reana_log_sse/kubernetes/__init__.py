@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 from ..hub import Hub
 from ..metrics import Metrics
@@ -29,14 +28,13 @@ class KubernetesLink:
     """The pod watch, the statuses it yields and the tap, as one running unit."""
 
     def __init__(self, kube: Kube, settings: Settings, store: Store, hub: Hub,
-                 metrics: Metrics, *, window: Callable[[], Window],
-                 maintain: Callable[[], Awaitable[Any]]) -> None:
+                 metrics: Metrics, *, window: Callable[[], Window]) -> None:
         self.kube = kube
         self.hub = hub
         self.statuses = PodStatuses(store, metrics)
         self.pods = PodWatcher(kube, settings.kubernetes_namespace, metrics, [])
         self.tap = Tap(kube, settings.kubernetes_namespace, store, metrics, self.pods,
-                       window=window, maintain=maintain,
+                       window=window,
                        max_line_bytes=settings.max_line_bytes,
                        max_follows=settings.kubernetes_max_follows)
         self.pods.listeners.extend([self.statuses, self.tap.pod_changed])
@@ -44,8 +42,7 @@ class KubernetesLink:
 
     @classmethod
     async def start(cls, settings: Settings, store: Store, hub: Hub, metrics: Metrics, *,
-                    window: Callable[[], Window],
-                    maintain: Callable[[], Awaitable[Any]]) -> KubernetesLink | None:
+                    window: Callable[[], Window]) -> KubernetesLink | None:
         try:
             kube = await connect()
         except Exception as exc:  # no kubeconfig, unreadable token: serve without it
@@ -53,7 +50,7 @@ class KubernetesLink:
                          "and no live tap", exc)
             metrics.kubernetes_up.set(0)
             return None
-        link = cls(kube, settings, store, hub, metrics, window=window, maintain=maintain)
+        link = cls(kube, settings, store, hub, metrics, window=window)
         hub.on_followed = link.tap.followed_changed
         for workflow_id in list(hub.feeds):
             link.tap.followed_changed(workflow_id, True)

@@ -33,12 +33,12 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
-from ..errors import PartitionMissing, ServiceError
+from ..errors import ServiceError
 from ..identity import LineKeys, parse_ns
 from ..ingest import prepare
 from ..metrics import Metrics
@@ -68,7 +68,7 @@ class Cursor:
 class Tap:
     def __init__(
         self, kube: Kube, namespace: str, store: Store, metrics: Metrics, pods: PodWatcher, *,
-        window: Callable[[], Window], maintain: Callable[[], Awaitable[Any]],
+        window: Callable[[], Window],
         max_line_bytes: int, max_follows: int, clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.kube = kube
@@ -77,7 +77,6 @@ class Tap:
         self.metrics = metrics
         self.pods = pods
         self.window = window
-        self.maintain = maintain
         self.max_line_bytes = max_line_bytes
         self.max_follows = max_follows
         self.clock = clock
@@ -231,9 +230,5 @@ class Tap:
         lines = [line._replace(dedupe=line.line_key) for line in lines if line.line_key]
         if not lines:
             return
-        try:
-            result = await self.store.ingest(lines, (), of_record=False)
-        except PartitionMissing:
-            await self.maintain()
-            result = await self.store.ingest(lines, (), of_record=False)
+        result = await self.store.ingest(lines, (), of_record=False)
         self.metrics.tap_lines.inc(result.accepted)
