@@ -70,7 +70,16 @@ class Follower:
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Follower:
+        """Returns once the response's headers arrived: the service answers only after
+        it subscribed and read the workflow, so whatever a test does next reaches this
+        stream live. (Not waiting made a stream opened "before" a status miss it: a
+        stream that starts late shows each job's latest status, not its history.)"""
         self._task = asyncio.create_task(self._run())
+        try:
+            await self.wait_for(lambda f: f.status_code is not None)
+        except BaseException:
+            await self.stop()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
