@@ -116,9 +116,10 @@ class ReadSize:
         size = sum([len(line.message) for line in lines]) + 256 * len(lines)
         self.observe_size(len(lines), size)
 
-    def observe_frames(self, frames: list[tuple[int, bytes]]) -> None:
-        """A read of frames built by PostgreSQL (the catch-up's): their exact size."""
-        self.observe_size(len(frames), sum([len(frame) for _, frame in frames]))
+    def observe_frames(self, count: int, frames: list[tuple[int, bytes]]) -> None:
+        """A read of `count` lines as frames joined by PostgreSQL (the catch-up's): their
+        exact size."""
+        self.observe_size(count, sum([len(frame) for _, frame in frames]))
 
     def observe_size(self, count: int, size: int) -> None:
         if not count:

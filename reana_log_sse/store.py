@@ -40,9 +40,6 @@ _POD_STATUS_CURRENT = load_sql("pod_status_current.sql")
 _RANK = {"created": 0, "queued": 1, "pending": 2, "running": 3}
 _FINAL = 4
 _LINE_COLUMNS = "seq, kind, job_id, step, stream, ts, message, truncated"
-# (seq, frame bytes): the frames of a catch-up read, built by PostgreSQL (frame.sql)
-_FRAME = "\n".join(x for x in load_sql("frame.sql").splitlines() if not x.startswith("--"))
-_FRAME_COLUMNS = f"seq, convert_to({_FRAME}, 'UTF8')"
 
 
 class PreparedLine(NamedTuple):
@@ -94,6 +91,47 @@ _FILTER_SQL = (
 )
 
 
+# A catch-up read (Snapshot.frames): the frames built by PostgreSQL (frame.sql) and joined
+# there into one bytes value, so the service makes a few objects per read, not one per
+# line. One plain aggregate over the ordered subquery: PostgreSQL 16+ feeds it presorted
+# (no sort: a GROUP BY per status would sort megabytes of frames, spilling past
+# work_mem); Snapshot.frame_parts cuts the bytes at the statuses.
+_FRAME = "\n".join(x for x in load_sql("frame.sql").splitlines() if not x.startswith("--"))
+_FRAME_READ = (
+    "SELECT max(seq), count(*), convert_to(string_agg(frame, '' ORDER BY seq), 'UTF8')"
+    f" FROM (SELECT seq, {_FRAME} AS frame FROM log_lines WHERE workflow_id = %(wf)s"
+    " AND seq > %(after)s AND seq <= %(upto)s" + _FILTER_SQL +
+    " ORDER BY seq LIMIT %(limit)s) AS x"
+)
+_FRAME_ID = len(b"event: log\nid: ")  # where a frame's id starts (frame.sql)
+
+
+def frame_end(data: bytes, seq: int, start: int = 0) -> int:
+    """Where the frames with id <= seq end in `data` (joined frames in id order, from
+    offset `start`, a frame's start). A frame ends with its only blank line ("\\n\\n":
+    its data line is JSON, whose newlines are escaped), so a bisection over the bytes
+    finds it with a few searches, whatever the number of frames."""
+    end = len(data)
+
+    def first_start(off: int) -> int:  # the first frame starting at or after off
+        if off <= start:
+            return start
+        i = data.find(b"\n\n", off - 2)
+        return end if i < 0 or i + 2 >= end else i + 2
+
+    def past(s: int) -> bool:  # the frame at s is past seq (or s is the end)
+        return s >= end or int(data[s + _FRAME_ID:data.index(b"\n", s + _FRAME_ID)]) > seq
+
+    lo, hi = start, end
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if past(first_start(mid)):
+            hi = mid
+        else:
+            lo = mid + 1
+    return first_start(lo)
+
+
 @dataclasses.dataclass(frozen=True)
 class StatusRow:
     id: int
@@ -119,18 +157,20 @@ class Snapshot:
     statuses: list[StatusRow]
     status_cursor: int  # highest status id covered
     job_statuses: list[StatusRow] = dataclasses.field(default_factory=list)
+    # a read with frames=True: [(last seq, the lines' frames joined)], or [] without
+    # lines, and how many lines they are
     frames: list[tuple[int, bytes]] = dataclasses.field(default_factory=list)
+    frame_count: int = 0
 
     def frame_parts(self) -> Iterator[tuple[bytes, StatusRow | None]]:
         """As parts(), for a read with frames=True: the joined frames up to each status."""
-        frames, i = self.frames, 0
+        data = b"".join([f for _, f in self.frames])
+        pos = 0
         for status in self.statuses:
-            j = i
-            while j < len(frames) and frames[j][0] <= status.after_seq:
-                j += 1
-            yield b"".join([f for _, f in frames[i:j]]), status
-            i = j
-        yield b"".join([f for _, f in frames[i:]]), None
+            cut = frame_end(data, status.after_seq, pos)
+            yield data[pos:cut], status
+            pos = cut
+        yield data[pos:] if pos else data, None
 
     def parts(self) -> Iterator[tuple[list[Line], StatusRow | None]]:
         """The lines in order, cut at each status: (lines up to it, status) for each status,
@@ -276,7 +316,7 @@ class Store:
     ) -> Snapshot | None:
         """One REPEATABLE READ view of a workflow: its counters, lines and statuses.
 
-        frames: the lines come as (seq, SSE frame) in `frames`, built by PostgreSQL
+        frames: the lines come as SSE frames built and joined by PostgreSQL, in `frames`
         (the catch-up: no Python object per line), not as Line objects in `lines`.
 
         Lines: seq > after (at most `limit`, or the last `tail` matching); statuses:
@@ -300,6 +340,9 @@ class Store:
             last_seq, status, status_age, max_status_id = head
             ceiling = last_seq if upto is None else min(upto, last_seq)
             params = {"wf": workflow_id, "after": after, "upto": ceiling, **filters.sql_params()}
+            statuses: list[StatusRow] = []
+            status_cursor = max_status_id
+            count = 0
             if tail is not None:
                 await cur.execute(
                     f"SELECT {_LINE_COLUMNS} FROM log_lines WHERE workflow_id = %(wf)s"
@@ -310,29 +353,27 @@ class Store:
                 rows = list(reversed(await cur.fetchall()))
                 horizon = ceiling
             else:
-                await cur.execute(
-                    f"SELECT {_FRAME_COLUMNS if frames else _LINE_COLUMNS} FROM log_lines"
-                    " WHERE workflow_id = %(wf)s"
-                    " AND seq > %(after)s AND seq <= %(upto)s" + _FILTER_SQL +
-                    " ORDER BY seq LIMIT %(limit)s",
-                    {**params, "limit": limit}, binary=frames,
-                )
-                rows = await cur.fetchall()
+                if frames:
+                    await cur.execute(_FRAME_READ, {**params, "limit": limit}, binary=True)
+                    last, count, data = await cur.fetchone() or (None, 0, None)
+                    rows = [(last, data)] if count else []
+                else:
+                    await cur.execute(
+                        f"SELECT {_LINE_COLUMNS} FROM log_lines WHERE workflow_id = %(wf)s"
+                        " AND seq > %(after)s AND seq <= %(upto)s" + _FILTER_SQL +
+                        " ORDER BY seq LIMIT %(limit)s",
+                        {**params, "limit": limit},
+                    )
+                    rows = await cur.fetchall()
+                    count = len(rows)
                 if limit == 0:
                     horizon = after
-                elif len(rows) >= limit:
+                elif count >= limit:
                     horizon = rows[-1][0]
                 else:
                     horizon = max(ceiling, after)
-            statuses: list[StatusRow] = []
-            status_cursor = max_status_id
             if status_after is not None:
-                await cur.execute(
-                    "SELECT id, after_seq, job_id, step, status FROM status_events"
-                    " WHERE workflow_id = %s AND id > %s AND after_seq <= %s ORDER BY id",
-                    (workflow_id, status_after, horizon),
-                )
-                statuses = [StatusRow(*r) for r in await cur.fetchall()]
+                statuses = await _statuses(cur, workflow_id, status_after, horizon)
                 # status ids grow with after_seq, so the withheld ones come last
                 status_cursor = statuses[-1].id if statuses else status_after
             jobs: list[StatusRow] = []
@@ -348,7 +389,7 @@ class Store:
                               key=lambda r: r.id)
         if frames:
             return Snapshot(last_seq, status, status_age, horizon, [], statuses,
-                            status_cursor, jobs, rows)  # type: ignore[arg-type]
+                            status_cursor, jobs, rows, count)  # type: ignore[arg-type]
         name = str(workflow_id)
         lines = [Line.from_row(name, r) for r in rows]
         return Snapshot(last_seq, status, status_age, horizon, lines, statuses, status_cursor,
@@ -357,6 +398,17 @@ class Store:
     async def ping(self) -> None:
         async with translated(), self.pool.connection() as conn:
             await conn.execute("SELECT 1")
+
+
+async def _statuses(cur: psycopg.AsyncCursor[Any], workflow_id: uuid.UUID, after: int,
+                    upto: int) -> list[StatusRow]:
+    """The status changes with id > after that came after no line past `upto`."""
+    await cur.execute(
+        "SELECT id, after_seq, job_id, step, status FROM status_events"
+        " WHERE workflow_id = %s AND id > %s AND after_seq <= %s ORDER BY id",
+        (workflow_id, after, upto),
+    )
+    return [StatusRow(*r) for r in await cur.fetchall()]
 
 
 def _text(value: str) -> str:

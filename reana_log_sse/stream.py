@@ -76,6 +76,11 @@ def status_frame(workflow_id: uuid.UUID, status: StatusRow) -> bytes:
                                   "step": status.step, "status": status.status})
 
 
+# the shortest `log` frame: its event and id lines, and the JSON with a 36-character
+# workflow id, null job and step and an empty message, is over 160 bytes
+MIN_FRAME_BYTES = 128
+
+
 class Follower:
     """One stream's position and the frames it owes its client."""
 
@@ -90,8 +95,11 @@ class Follower:
         self.cursor = cursor  # every matching line with seq <= cursor has been sent
         self.status_cursor = status_cursor
         # catch-up reads of about half the budget each: one is sent while the next is read
-        # (catch_up), so a catching-up follower holds about its queue's bound in bytes
-        self.read_size = ReadSize(chunk, budget // 2, line_bytes)
+        # (catch_up), so a catching-up follower holds about its queue's bound in bytes.
+        # Their frames come joined (a few bytes objects per read, however many lines), so
+        # they are bounded in bytes alone: no frame is under MIN_FRAME_BYTES.
+        self.read_size = ReadSize(max(chunk, budget // 2 // MIN_FRAME_BYTES), budget // 2,
+                                  line_bytes)
         self.metrics = metrics
         self.unfiltered = not filters.jobs and filters.kind is None
 
@@ -122,7 +130,7 @@ class Follower:
                 pending = None
                 if snap is None:
                     return
-                self.read_size.observe_frames(snap.frames)
+                self.read_size.observe_frames(snap.frame_count, snap.frames)
                 out = []
                 # frames built by PostgreSQL, filtered there: every one is past our cursor
                 for frames, status in snap.frame_parts():
