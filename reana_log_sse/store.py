@@ -116,7 +116,7 @@ def frame_end(data: bytes, seq: int, start: int = 0) -> int:
     def first_start(off: int) -> int:  # the first frame starting at or after off
         if off <= start:
             return start
-        i = data.find(b"\n\n", off - 2)
+        i = data.find(b"\n\n", max(off - 2, start))
         return end if i < 0 or i + 2 >= end else i + 2
 
     def past(s: int) -> bool:  # the frame at s is past seq (or s is the end)
