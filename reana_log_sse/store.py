@@ -354,7 +354,9 @@ class Store:
                 horizon = ceiling
             else:
                 if frames:
-                    await cur.execute(_FRAME_READ, {**params, "limit": limit}, binary=True)
+                    wf_key = f',"workflow_id":"{workflow_id}","kind":'
+                    await cur.execute(_FRAME_READ, {**params, "limit": limit,
+                                                    "wf_key": wf_key}, binary=True)
                     last, count, data = await cur.fetchone() or (None, 0, None)
                     rows = [(last, data)] if count else []
                 else:

@@ -35,7 +35,7 @@ def test_frames_built_by_postgresql_are_the_frames_orjson_builds(database_url):
         seq = 0
         for i, message in enumerate(_messages()):
             for kind, job, step in (("job", "reana-run-job-1", "fit"), ("workflow", None, None),
-                                    ("job", 'job "quoted"', None)):
+                                    ("job", 'job "quoted"', None), ("service", None, "s")):
                 seq += 1
                 rows.append((wf, seq, stamps[seq % len(stamps)], uuid.uuid4(), kind, job,
                              step, "pod", "job", "stderr" if seq % 2 else "stdout", message,
@@ -65,6 +65,6 @@ def test_frames_built_by_postgresql_are_the_frames_orjson_builds(database_url):
         return [line.frame for line in lines.lines], joined.split(b"\n\n")[:-1]
 
     orjson_frames, sql_frames = asyncio.run(run())
-    assert len(sql_frames) == 30
+    assert len(sql_frames) == 40
     for a, b in zip(orjson_frames, sql_frames, strict=True):
         assert a == b + b"\n\n"
