@@ -397,6 +397,13 @@ class Store:
         return Snapshot(last_seq, status, status_age, horizon, lines, statuses, status_cursor,
                         jobs)
 
+    def spare_connection(self) -> bool:
+        """Whether the pool could lend a connection now without making anyone wait."""
+        stats = self.pool.get_stats()
+        return not stats.get("requests_waiting", 0) and (
+            stats.get("pool_available", 0) > 0
+            or stats.get("pool_size", 0) < stats.get("pool_max", 0))
+
     async def ping(self) -> None:
         async with translated(), self.pool.connection() as conn:
             await conn.execute("SELECT 1")

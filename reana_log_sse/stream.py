@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import uuid
@@ -76,6 +77,7 @@ def status_frame(workflow_id: uuid.UUID, status: StatusRow) -> bytes:
                                   "step": status.step, "status": status.status})
 
 
+READS_IN_FLIGHT = 2  # catch-up range reads at once per follower (Follower._catch_up_ranges)
 # the shortest `log` frame: its event and id lines, and the JSON with a 36-character
 # workflow id, null job and step and an empty message, is over 160 bytes
 MIN_FRAME_BYTES = 128
@@ -100,6 +102,12 @@ class Follower:
         # they are bounded in bytes alone: no frame is under MIN_FRAME_BYTES.
         self.read_size = ReadSize(max(chunk, budget // 2 // MIN_FRAME_BYTES), budget // 2,
                                   line_bytes)
+        # an unfiltered catch-up to a known id reads ranges of ids, up to READS_IN_FLIGHT
+        # at once (on connections the pool has spare): they and the chunk being sent
+        # hold about the budget; ReadSize counts ids here (a range of n ids holds at
+        # most n lines)
+        share = budget // (READS_IN_FLIGHT + 1)
+        self.range_size = ReadSize(max(chunk, share // MIN_FRAME_BYTES), share, line_bytes)
         self.metrics = metrics
         self.unfiltered = not filters.jobs and filters.kind is None
 
@@ -123,6 +131,10 @@ class Follower:
         """Read from the database what lies between our cursor and `until` (None: now).
         The next chunk is read while this one is being sent (one read ahead); both
         together hold about the follower's byte budget (see __init__)."""
+        if until is not None and self.unfiltered:
+            async for data in self._catch_up_ranges(until):
+                yield data
+            return
         pending: asyncio.Task[Snapshot | None] | None = None
         try:
             while until is None or self.cursor < until:
@@ -153,12 +165,73 @@ class Follower:
                 pending.cancel()
                 pending.add_done_callback(_retrieve)
 
-    async def _read(self, until: int | None) -> Snapshot | None:
+    async def _catch_up_ranges(self, until: int) -> AsyncIterator[bytes]:
+        """catch_up to a known id, for an unfiltered follower: the ids (cursor, until]
+        in consecutive ranges, read by up to READS_IN_FLIGHT transactions at once (the
+        database's work for one follower then runs on more than one core), sent in
+        order. Every line up to `until` was committed before `until` was known, so
+        each range's read sees all of it whatever its snapshot; so does every status
+        committed before a line up to `until`. A status the read of a later range
+        repeats (read with an older status cursor) is skipped; one committed later
+        has after_seq >= until and comes after every line of the catch-up."""
+        pending: collections.deque[tuple[int, int, asyncio.Task[Snapshot | None]]] = \
+            collections.deque()
+        start = self.cursor  # where the next range starts
+
+        def fill() -> None:
+            nonlocal start
+            while start < until and len(pending) < READS_IN_FLIGHT and (
+                    not pending or self.store.spare_connection()):
+                n = self.range_size.lines
+                end = min(until, start + n)
+                pending.append((end, end - start,
+                                asyncio.ensure_future(self._read(end, after=start))))
+                start = end
+
+        try:
+            fill()
+            while pending:
+                end, ids, task = pending.popleft()
+                snap = await task
+                if snap is None:
+                    return
+                self.range_size.observe_frames(ids, snap.frames)
+                out = []
+                for frames, status in snap.frame_parts():
+                    out.append(frames)
+                    if status is not None and status.id > self.status_cursor:
+                        self.status_cursor = status.id
+                        out.append(status_frame(self.workflow_id, status))
+                self.cursor = max(self.cursor, snap.horizon)
+                self.status_cursor = max(self.status_cursor, snap.status_cursor)
+                if snap.horizon < end:  # it saw fewer ids than asked: go on from there
+                    _cancel(pending)
+                    start = self.cursor
+                fill()
+                data = b"".join(out)
+                if data:
+                    yield data
+        finally:
+            _cancel(pending)  # the stream closed: the reads ahead are not wanted
+
+    async def _read(self, until: int | None, *, after: int | None = None) -> Snapshot | None:
         self.metrics.catchup_reads.inc()
+        if after is None:
+            after, limit = self.cursor, self.read_size.lines
+        else:  # a range of ids (after, until]: at most that many lines
+            assert until is not None
+            limit = until - after
         return await self.store.snapshot(
-            self.workflow_id, after=self.cursor, status_after=self.status_cursor,
-            limit=self.read_size.lines, filters=self.filters, upto=until, frames=True,
+            self.workflow_id, after=after, status_after=self.status_cursor,
+            limit=limit, filters=self.filters, upto=until, frames=True,
         )
+
+
+def _cancel(pending: collections.deque[tuple[int, int, asyncio.Task[Any]]]) -> None:
+    while pending:
+        task = pending.popleft()[2]
+        task.cancel()
+        task.add_done_callback(_retrieve)
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import uuid
 from typing import Any
 
@@ -129,14 +130,19 @@ def test_catchup_across_day_partitions_with_statuses_filters_and_resume(database
         ]
         reads: dict[int, int] = {}
         try:
-            for budget in (8 * 1024, 8 * 1024 * 1024):  # 16-line reads, and one read
+            # 16-line reads, and few; to `None` (now): reads of up to n lines one after
+            # another; to the last id: an unfiltered follower's ranges of ids, several
+            # at once
+            for budget, to_last in itertools.product((8 * 1024, 8 * 1024 * 1024),
+                                                     (False, True)):
                 for cursor, status_cursor, filters in cases:
                     metrics = Metrics()
                     follower = Follower(store, wf, filters, cursor, status_cursor, 2000,
                                         metrics, budget=budget)
-                    got = b"".join([data async for data in follower.catch_up(None)])
+                    until = lines[-1].seq if to_last else None
+                    got = b"".join([data async for data in follower.catch_up(until)])
                     assert got == _expected(wf, lines, statuses, cursor, status_cursor,
-                                            filters), (budget, cursor, filters)
+                                            filters), (budget, to_last, cursor, filters)
                     assert follower.cursor == lines[-1].seq
                     assert follower.status_cursor == statuses[-1].id
                     reads[budget] = reads.get(budget, 0) + _count(metrics)
