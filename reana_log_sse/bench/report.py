@@ -223,7 +223,10 @@ PostgreSQL (all its processes), the load generator, and everything else on the m
   number of streams, after one line was delivered to every one of them. Baseline: a bare
   asyncio server holding as many connections, each with a task waiting on it.
 - **Catch-up**: one follower joins a workflow with the stated number of stored lines and
-  reads until it has the last one. Baseline: `COPY (SELECT ...) TO STDOUT` of the same rows.
+  reads until it has the last one. Each of the 29 days before today holds lines of other
+  workflows (1 per 50 of the followed ones), so every daily partition of the default
+  30-day retention has rows, as in a database in use. Baseline: `COPY (SELECT ...) TO
+  STDOUT` of the same rows.
 - **Polling**: clients GET `/logs?since=` every interval (today's REANA way), against
   the SSE path at the same number of followers; database reads are snapshot transactions
   (the service's feed and catch-up reads, one per poll for polling).

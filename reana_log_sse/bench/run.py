@@ -245,8 +245,10 @@ def rows_and_notes(r: dict[str, Any], s: Any, cores: int) -> tuple[list[Row], li
                      "per-stream tasks and buffers.")
     if "catchup" in r:
         c = r["catchup"]
+        others = (f"; 29 earlier days hold {c['other_lines']:,} lines of other workflows"
+                  if c.get("other_lines") else "")
         rows.append(Row("4 catch-up", f"one follower joining {c['lines']:,} stored lines, "
-                        f"then live ({c['live_ms']:.0f} ms)", c["rate"], "lines/s",
+                        f"then live ({c['live_ms']:.0f} ms{others})", c["rate"], "lines/s",
                         "COPY TO of the same rows", c["copy_rate"], ">= 0.5x",
                         c["rate"] >= 0.5 * c["copy_rate"], c["cpu"],
                         "CPU per line: " + ", ".join(

@@ -129,6 +129,24 @@ def store_lines(database_url: str, n: int) -> str:
     return wf
 
 
+def fill_earlier_days(database_url: str, days: int, per_day: int) -> int:
+    """Lines of other workflows in each of the `days` days before today, as a database
+    with a retention of days holds: every daily partition of log_lines then has rows,
+    and a read by workflow and id probes each one's index (not empty ones)."""
+    with psycopg.connect(conninfo(database_url), autocommit=True) as conn:
+        for day in range(1, days + 1):
+            conn.execute(
+                "INSERT INTO log_lines (workflow_id, seq, ts, dedupe, kind, job_id, step, pod,"
+                " container, stream, message, truncated)"
+                " SELECT md5(%s || '-' || g %% 10)::uuid, g,"  # 10 workflows a day
+                "  date_trunc('day', now()) - %s * interval '1 day' + g * interval '1 ms',"
+                "  gen_random_uuid(), 'job', 'reana-run-job-other', 'other',"
+                "  'reana-run-job-other-x', 'job', 'stdout', 'INFO  [other] event ' || g,"
+                "  false FROM generate_series(1, %s) AS g", (str(day), day, per_day))
+        conn.execute("VACUUM ANALYZE log_lines")
+    return days * per_day
+
+
 async def copy_out(database_url: str, wf: str) -> tuple[float, int]:
     """Seconds and bytes to COPY a workflow's lines out, in id order (the read floor)."""
     query = sql.SQL(
@@ -146,6 +164,9 @@ async def copy_out(database_url: str, wf: str) -> tuple[float, int]:
 async def catchup(server: h.Server, meter: h.CpuMeter, *, lines: int) -> dict[str, Any]:
     """One follower joins a workflow with `lines` stored lines: lines/s until live."""
     wf = await asyncio.to_thread(store_lines, server.database_url, lines)
+    # the service keeps 30 days of partitions (REANA_LOG_SSE_RETENTION_DAYS): fill them
+    others = await asyncio.to_thread(fill_earlier_days, server.database_url, 29,
+                                     max(100, lines // 50))
     copy_seconds, copy_bytes = await copy_out(server.database_url, wf)
     c0 = meter.sample()
     t0 = time.perf_counter()
@@ -162,7 +183,7 @@ async def catchup(server: h.Server, meter: h.CpuMeter, *, lines: int) -> dict[st
     follower.close()
     return {"workflow": wf, "lines": lines, "seconds": seconds, "rate": lines / seconds,
             "bytes": follower.bytes, "copy_rate": lines / copy_seconds, "copy_bytes": copy_bytes,
-            "live_ms": live_ms, "cpu": h.CpuMeter.share(c0, c1)}
+            "live_ms": live_ms, "cpu": h.CpuMeter.share(c0, c1), "other_lines": others}
 
 
 def cli_available() -> bool:
