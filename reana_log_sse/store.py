@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import operator
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -85,6 +86,9 @@ class Filters:
         return {"jobs": list(self.jobs) or None, "kind": self.kind}
 
 
+# the workflow's range of line timestamps (0004_workflow_days.sql): PostgreSQL reads only
+# the daily partitions it touches. As text: it may be infinite, which datetime cannot hold
+_DAYS_SQL = " AND ts >= %(ts_first)s::timestamptz AND ts <= %(ts_last)s::timestamptz"
 _FILTER_SQL = (
     " AND (%(jobs)s::text[] IS NULL OR job_id = ANY(%(jobs)s) OR step = ANY(%(jobs)s))"
     " AND (%(kind)s::text IS NULL OR kind = %(kind)s)"
@@ -100,7 +104,7 @@ _FRAME = "\n".join(x for x in load_sql("frame.sql").splitlines() if not x.starts
 _FRAME_READ = (
     "SELECT max(seq), count(*), convert_to(string_agg(frame, '' ORDER BY seq), 'UTF8')"
     f" FROM (SELECT seq, {_FRAME} AS frame FROM log_lines WHERE workflow_id = %(wf)s"
-    " AND seq > %(after)s AND seq <= %(upto)s" + _FILTER_SQL +
+    " AND seq > %(after)s AND seq <= %(upto)s" + _DAYS_SQL + _FILTER_SQL +
     " ORDER BY seq LIMIT %(limit)s) AS x"
 )
 _FRAME_ID = len(b"event: log\nid: ")  # where a frame's id starts (frame.sql)
@@ -234,9 +238,11 @@ class Store:
                 if lines:
                     async with conn.cursor() as cur:
                         ids = sorted(counts)
+                        firsts, lasts = _ts_bounds(lines, ids)
                         await cur.execute(
                             _ALLOCATE,
-                            {"workflow_ids": ids, "counts": [counts[w] for w in ids]},
+                            {"workflow_ids": ids, "counts": [counts[w] for w in ids],
+                             "ts_firsts": firsts, "ts_lasts": lasts},
                         )
                         last = {row[0]: row[1] for row in await cur.fetchall()}
                         bases = {w: last[w] - counts[w] for w in ids}
@@ -330,23 +336,24 @@ class Store:
             await cur.execute(
                 "SELECT last_seq, status, extract(epoch FROM now() - status_at)::float8,"
                 " (SELECT coalesce(max(id), 0) FROM status_events s"
-                "  WHERE s.workflow_id = w.workflow_id)"
+                "  WHERE s.workflow_id = w.workflow_id), ts_first::text, ts_last::text"
                 " FROM workflows w WHERE workflow_id = %s",
                 (workflow_id,),
             )
             head = await cur.fetchone()
             if head is None:
                 return None
-            last_seq, status, status_age, max_status_id = head
+            last_seq, status, status_age, max_status_id, ts_first, ts_last = head
             ceiling = last_seq if upto is None else min(upto, last_seq)
-            params = {"wf": workflow_id, "after": after, "upto": ceiling, **filters.sql_params()}
+            params = {"wf": workflow_id, "after": after, "upto": ceiling, **filters.sql_params(),
+                      "ts_first": ts_first, "ts_last": ts_last}
             statuses: list[StatusRow] = []
             status_cursor = max_status_id
             count = 0
             if tail is not None:
                 await cur.execute(
                     f"SELECT {_LINE_COLUMNS} FROM log_lines WHERE workflow_id = %(wf)s"
-                    " AND seq > %(after)s AND seq <= %(upto)s" + _FILTER_SQL +
+                    " AND seq > %(after)s AND seq <= %(upto)s" + _DAYS_SQL + _FILTER_SQL +
                     " ORDER BY seq DESC LIMIT %(limit)s",
                     {**params, "limit": tail},
                 )
@@ -362,7 +369,7 @@ class Store:
                 else:
                     await cur.execute(
                         f"SELECT {_LINE_COLUMNS} FROM log_lines WHERE workflow_id = %(wf)s"
-                        " AND seq > %(after)s AND seq <= %(upto)s" + _FILTER_SQL +
+                        " AND seq > %(after)s AND seq <= %(upto)s" + _DAYS_SQL + _FILTER_SQL +
                         " ORDER BY seq LIMIT %(limit)s",
                         {**params, "limit": limit},
                     )
@@ -425,6 +432,21 @@ def _text(value: str) -> str:
     if "\x00" in value:
         value = value.replace("\x00", "\ufffd")
     return value.encode("utf-8", "replace").decode("utf-8")
+
+
+_TS = operator.attrgetter("ts")
+
+
+def _ts_bounds(lines: Sequence[PreparedLine], ids: list[uuid.UUID]
+               ) -> tuple[list[dt.datetime], list[dt.datetime]]:
+    """The earliest and latest line timestamp of each workflow (in `ids` order)."""
+    if len(ids) == 1:  # the usual batch: one workflow's lines
+        stamps = list(map(_TS, lines))
+        return [min(stamps)], [max(stamps)]
+    by: dict[uuid.UUID, list[dt.datetime]] = {}
+    for line in lines:
+        by.setdefault(line.workflow_id, []).append(line.ts)
+    return [min(by[w]) for w in ids], [max(by[w]) for w in ids]
 
 
 async def _job_steps(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine]

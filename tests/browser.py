@@ -62,8 +62,9 @@ def seed_lines(server: Any, workflow_id: uuid.UUID, n: int, jobs: int = 4) -> No
     HTTP endpoint is the ingest benchmark's business, and slow on a small machine). Ids
     1..n, timestamps within the last few minutes, a mix of jobs, ANSI and stderr."""
     server.sql(
-        "INSERT INTO workflows (workflow_id, last_seq, status, status_at) "
-        "VALUES (%s, %s, 'running', now())", (workflow_id, n))
+        "INSERT INTO workflows (workflow_id, last_seq, status, status_at, ts_first, ts_last) "
+        "VALUES (%s, %s, 'running', now(), '-infinity', 'infinity')",  # lines of any day
+        (workflow_id, n))
     server.sql(
         """
         INSERT INTO log_lines (workflow_id, seq, ts, dedupe, kind, job_id, step, pod,

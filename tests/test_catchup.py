@@ -15,9 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reana_log_sse import db, partitions
+from reana_log_sse.embedded import create_database
 from reana_log_sse.lines import Line
 from reana_log_sse.metrics import Metrics
-from reana_log_sse.store import Filters, Snapshot, StatusRow, Store, frame_end
+from reana_log_sse.store import Filters, PreparedLine, Snapshot, StatusRow, Store, frame_end
 from reana_log_sse.stream import Follower, status_frame
 
 WF = "6b4bf6b1-4a2c-4f46-9d8a-1df2c9f0c001"
@@ -80,8 +81,8 @@ async def _store_workflow(url: str, wf: uuid.UUID) -> tuple[list[Line], list[Sta
     last = lines[-1].seq
     afters = [0, 1, 2, 2, 40, 41, 99, 100, 101, last - 1, last, last]
     async with await psycopg.AsyncConnection.connect(db.conninfo(url)) as conn:
-        await conn.execute("INSERT INTO workflows (workflow_id, last_seq) VALUES (%s, %s)",
-                           (wf, last))
+        await conn.execute("INSERT INTO workflows (workflow_id, last_seq, ts_first, ts_last)"
+                           " VALUES (%s, %s, %s, %s)", (wf, last, min(stamps), max(stamps)))
         async with conn.cursor() as cur:
             await cur.executemany(
                 "INSERT INTO log_lines (workflow_id, seq, ts, dedupe, kind, job_id, step,"
@@ -156,3 +157,90 @@ def test_catchup_across_day_partitions_with_statuses_filters_and_resume(database
 
 def _count(metrics: Any) -> int:
     return int(metrics.catchup_reads._value.get())
+
+
+async def _catch_up_all(url: str, wf: uuid.UUID) -> list[int]:
+    """The ids of every line a new follower's catch-up of the workflow sends."""
+    pool = db.make_pool(url, max_size=4, timeout=10)
+    await pool.open()
+    try:
+        store = Store(pool)
+        snap = await store.snapshot(wf, limit=0)
+        assert snap is not None
+        got = []
+        for until in (None, snap.last_seq):  # both catch-up paths
+            follower = Follower(store, wf, Filters(), 0, 0, 2000, Metrics(), budget=8 * 1024)
+            data = b"".join([d async for d in follower.catch_up(until)])
+            got.append([int(x.split(b"\n", 1)[0]) for x in data.split(b"\nid: ")[1:]])
+        assert got[0] == got[1]
+        return got[0]
+    finally:
+        await pool.close()
+
+
+def _prepared(wf: uuid.UUID, stamps: list[dt.datetime]) -> list[PreparedLine]:
+    return [PreparedLine(wf, i + 1, ts, uuid.uuid4(), "job", "j", None, "p", "c", "stdout",
+                         f"line {i} at {ts}", False, None) for i, ts in enumerate(stamps)]
+
+
+def test_catchup_reads_every_day_a_workflow_wrote_to_through_ingest(database_url):
+    """Ingest widens the workflow's range of days (allocate.sql): a batch of today, then
+    one of lines from three days ago (a late shipper), then one straddling midnight."""
+    async def run() -> None:
+        await partitions.maintain(database_url, partitions.Window.around(
+            dt.datetime.now(dt.UTC).date(), retention_days=5, ahead_days=1))
+        wf = uuid.uuid4()
+        pool = db.make_pool(database_url, max_size=2, timeout=10)
+        await pool.open()
+        try:
+            store = Store(pool)
+            for stamps in ([_day(0, 9), _day(0, 10)], [_day(-3, 8), _day(-3, 9)],
+                           [_day(-2, 23, 999_999), _day(-1, 0)]):
+                await store.ingest(_prepared(wf, stamps))
+        finally:
+            await pool.close()
+        assert await _catch_up_all(database_url, wf) == [1, 2, 3, 4, 5, 6]
+
+    asyncio.run(run())
+
+
+def test_catchup_workflow_stored_before_migration_0004_keeps_every_line(pg_admin_url):
+    """A workflow whose lines an older version stored (no range of days yet) is read
+    whole after the upgrade, also once a new batch of today gave it a range."""
+    async def run() -> None:
+        name = f"t_before_0004_{uuid.uuid4().hex[:8]}"
+        create_database(pg_admin_url, name)
+        url = pg_admin_url.replace("/postgres?", f"/{name}?")
+        wf = uuid.uuid4()
+        async with await psycopg.AsyncConnection.connect(db.conninfo(url)) as conn:
+            await conn.execute("CREATE TABLE reana_log_sse_migrations (version integer"
+                               " PRIMARY KEY, name text NOT NULL, applied_at timestamptz"
+                               " NOT NULL DEFAULT now())")
+            for version, mname, text in db.migrations():
+                if version < 4:
+                    await conn.execute(text)  # type: ignore[arg-type]
+                    await conn.execute("INSERT INTO reana_log_sse_migrations (version, name)"
+                                       " VALUES (%s, %s)", (version, mname))
+            await conn.commit()
+        await partitions.maintain(url, partitions.Window.around(
+            dt.datetime.now(dt.UTC).date(), retention_days=5, ahead_days=1))
+        async with await psycopg.AsyncConnection.connect(db.conninfo(url)) as conn:
+            await conn.execute("INSERT INTO workflows (workflow_id, last_seq) VALUES (%s, 3)",
+                               (wf,))
+            for seq, ts in ((1, _day(-4, 1)), (2, _day(-1, 23)), (3, _day(0, 1))):
+                await conn.execute(
+                    "INSERT INTO log_lines (workflow_id, seq, ts, dedupe, kind, stream,"
+                    " message) VALUES (%s, %s, %s, %s, 'job', 'stdout', 'old')",
+                    (wf, seq, ts, uuid.uuid4()))
+            await conn.commit()
+        assert await db.migrate(url) == [4]
+        assert await _catch_up_all(url, wf) == [1, 2, 3]
+        pool = db.make_pool(url, max_size=2, timeout=10)
+        await pool.open()
+        try:
+            await Store(pool).ingest(_prepared(wf, [_day(0, 2)]))
+        finally:
+            await pool.close()
+        assert await _catch_up_all(url, wf) == [1, 2, 3, 4]
+
+    asyncio.run(run())

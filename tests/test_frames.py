@@ -41,8 +41,8 @@ def test_frames_built_by_postgresql_are_the_frames_orjson_builds(database_url):
                              step, "pod", "job", "stderr" if seq % 2 else "stdout", message,
                              i % 2 == 0))
         async with await psycopg.AsyncConnection.connect(db.conninfo(database_url)) as conn:
-            await conn.execute("INSERT INTO workflows (workflow_id, last_seq) VALUES (%s, %s)",
-                               (wf, seq))
+            await conn.execute("INSERT INTO workflows (workflow_id, last_seq, ts_first, ts_last)"
+                               " VALUES (%s, %s, %s, %s)", (wf, seq, min(stamps), max(stamps)))
             async with conn.cursor() as cur:
                 await cur.executemany(
                     "INSERT INTO log_lines (workflow_id, seq, ts, dedupe, kind, job_id, step,"
