@@ -125,9 +125,13 @@ def store_lines(database_url: str, n: int) -> str:
             " 'INFO  [fitdata] iteration ' || g || ': chi2/ndf = 1.0' || (g %% 997)"
             " || ', params = [0.4, 12.3, 7.1e-3] converged', false"
             " FROM generate_series(1, %s) AS g", (wf, n))
-        # the range of its lines' timestamps, as ingest keeps it (0004_workflow_days.sql)
-        conn.execute("UPDATE workflows SET (ts_first, ts_last) = (SELECT min(ts), max(ts)"
-                     " FROM log_lines WHERE workflow_id = %s) WHERE workflow_id = %s", (wf, wf))
+        # the range of its lines' timestamps, as ingest keeps it (0004_workflow_days.sql;
+        # a service from before it, run with --service-tree, has no such columns)
+        if conn.execute("SELECT 1 FROM information_schema.columns WHERE table_name ="
+                        " 'workflows' AND column_name = 'ts_first'").fetchone():
+            conn.execute("UPDATE workflows SET (ts_first, ts_last) = (SELECT min(ts), max(ts)"
+                         " FROM log_lines WHERE workflow_id = %s) WHERE workflow_id = %s",
+                         (wf, wf))
         conn.execute("VACUUM ANALYZE log_lines")
     return wf
 
