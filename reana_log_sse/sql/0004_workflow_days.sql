@@ -1,7 +1,7 @@
 -- 0004: the range of line timestamps a workflow's lines lie in, so that its reads name it
 -- and PostgreSQL reads only the daily partitions of log_lines that range touches (a
 -- read by workflow_id and seq alone probes the index of every partition: 30 days of
--- retention, 33 partitions). Ingest widens the range in the transaction that stores the
+-- retention, 32 partitions). Ingest widens the range in the transaction that stores the
 -- lines (allocate.sql, under the workflow's row lock), so every snapshot that sees a line
 -- sees a range holding its ts. The range only widens: lines later dropped with their
 -- partition or deleted leave it as wide as it was, which is harmless.
