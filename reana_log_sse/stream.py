@@ -173,7 +173,10 @@ class Follower:
         each range's read sees all of it whatever its snapshot; so does every status
         committed before a line up to `until`. A status the read of a later range
         repeats (read with an older status cursor) is skipped; one committed later
-        has after_seq >= until and comes after every line of the catch-up."""
+        has after_seq >= until and comes after every line of the catch-up. A range that
+        held no line (ids whose lines are gone: a dropped day, a retried batch's
+        duplicates) is followed by one read by line count from there, which jumps the
+        gap however wide, before ranges go on."""
         pending: collections.deque[tuple[int, int, asyncio.Task[Snapshot | None]]] = \
             collections.deque()
         start = self.cursor  # where the next range starts
@@ -188,6 +191,15 @@ class Follower:
                                 asyncio.ensure_future(self._read(end, after=start))))
                 start = end
 
+        def emit(snap: Snapshot, out: list[bytes]) -> None:
+            for frames, status in snap.frame_parts():
+                out.append(frames)
+                if status is not None and status.id > self.status_cursor:
+                    self.status_cursor = status.id
+                    out.append(status_frame(self.workflow_id, status))
+            self.cursor = max(self.cursor, snap.horizon)
+            self.status_cursor = max(self.status_cursor, snap.status_cursor)
+
         try:
             fill()
             while pending:
@@ -196,16 +208,18 @@ class Follower:
                 if snap is None:
                     return
                 self.range_size.observe_frames(ids, snap.frames)
-                out = []
-                for frames, status in snap.frame_parts():
-                    out.append(frames)
-                    if status is not None and status.id > self.status_cursor:
-                        self.status_cursor = status.id
-                        out.append(status_frame(self.workflow_id, status))
-                self.cursor = max(self.cursor, snap.horizon)
-                self.status_cursor = max(self.status_cursor, snap.status_cursor)
+                out: list[bytes] = []
+                emit(snap, out)
                 if snap.horizon < end:  # it saw fewer ids than asked: go on from there
-                    _cancel(pending)
+                    _drop(pending)
+                    start = self.cursor
+                elif not snap.frame_count and end < until:  # a gap: jump it
+                    _drop(pending)
+                    gap = await self._read(until)
+                    if gap is None:
+                        return
+                    self.read_size.observe_frames(gap.frame_count, gap.frames)
+                    emit(gap, out)
                     start = self.cursor
                 fill()
                 data = b"".join(out)
@@ -232,6 +246,13 @@ def _cancel(pending: collections.deque[tuple[int, int, asyncio.Task[Any]]]) -> N
         task = pending.popleft()[2]
         task.cancel()
         task.add_done_callback(_retrieve)
+
+
+def _drop(pending: collections.deque[tuple[int, int, asyncio.Task[Any]]]) -> None:
+    """Forget reads in flight without cancelling them (a cancelled query costs the
+    connection a cancel request and a rollback): they finish, their results unread."""
+    while pending:
+        pending.popleft()[2].add_done_callback(_retrieve)
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

@@ -244,3 +244,36 @@ def test_catchup_workflow_stored_before_migration_0004_keeps_every_line(pg_admin
         assert await _catch_up_all(url, wf) == [1, 2, 3, 4]
 
     asyncio.run(run())
+
+
+def test_catchup_to_a_known_id_jumps_a_gap_of_ids_in_a_few_reads(database_url):
+    """Ids whose lines are gone (a dropped day, duplicates of a retried batch): the ranges
+    of ids do not walk the gap range by range."""
+    async def run() -> None:
+        await partitions.maintain(database_url, partitions.Window.around(
+            dt.datetime.now(dt.UTC).date(), retention_days=2, ahead_days=1))
+        wf = uuid.uuid4()
+        seqs = [1, 2, 3, *range(1_000_001, 1_000_011)]
+        async with await psycopg.AsyncConnection.connect(db.conninfo(database_url)) as conn:
+            await conn.execute("INSERT INTO workflows (workflow_id, last_seq, ts_first, ts_last)"
+                               " VALUES (%s, %s, %s, %s)", (wf, seqs[-1], _day(0, 1), _day(0, 1)))
+            for seq in seqs:
+                await conn.execute(
+                    "INSERT INTO log_lines (workflow_id, seq, ts, dedupe, kind, stream,"
+                    " message) VALUES (%s, %s, %s, %s, 'job', 'stdout', 'x')",
+                    (wf, seq, _day(0, 1), uuid.uuid4()))
+            await conn.commit()
+        pool = db.make_pool(database_url, max_size=4, timeout=10)
+        await pool.open()
+        try:
+            metrics = Metrics()
+            follower = Follower(Store(pool), wf, Filters(), 0, 0, 2000, metrics,
+                                budget=8 * 1024)
+            data = b"".join([d async for d in follower.catch_up(seqs[-1])])
+        finally:
+            await pool.close()
+        got = [int(x.split(b"\n", 1)[0]) for x in data.split(b"\nid: ")[1:]]
+        assert got == seqs
+        assert _count(metrics) < 10  # 2,000-id ranges would take 500 reads
+
+    asyncio.run(run())
