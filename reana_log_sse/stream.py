@@ -130,7 +130,8 @@ class Follower:
     async def catch_up(self, until: int | None) -> AsyncIterator[bytes]:
         """Read from the database what lies between our cursor and `until` (None: now).
         The next chunk is read while this one is being sent (one read ahead); both
-        together hold about the follower's byte budget (see __init__)."""
+        together hold about the follower's byte budget (see __init__). To a known id,
+        an unfiltered follower reads ranges of ids, several at once (_catch_up_ranges)."""
         if until is not None and self.unfiltered:
             async for data in self._catch_up_ranges(until):
                 yield data
