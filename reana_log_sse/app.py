@@ -103,7 +103,8 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
         await pool.open(wait=True, timeout=30)
         state.pool = pool
         # another process may be creating the partitions right now: wait for it
-        state.store = Store(pool, create_partitions=lambda: state.maintain(wait=True))
+        state.store = Store(pool, create_partitions=lambda: state.maintain(wait=True),
+                            group_lines=settings.ingest_group_lines, metrics=state.metrics)
         state.hub = Hub(state.store, url, state.metrics, queue_lines=settings.follower_queue_lines,
                         queue_bytes=settings.follower_queue_bytes,
                         line_bytes=settings.max_line_bytes,
@@ -128,6 +129,7 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
             if state.kubernetes is not None:
                 await state.kubernetes.stop()
             await state.hub.stop()
+            await state.store.close()  # the batches of a pending group commit first
             await pool.close()
             server = getattr(app.state.reader_auth, "server", None)
             if server is not None:  # auth=reana's client of reana-server

@@ -7,7 +7,7 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 import psycopg
@@ -18,6 +18,10 @@ from .db import NOTIFY_CHANNEL, load_sql
 from .errors import PartitionMissing, translated
 from .lines import Line
 from .models import TERMINAL_STATUSES
+
+if TYPE_CHECKING:
+    from .group import GroupCommit
+    from .metrics import Metrics
 
 _NOTIFY_MAX = 7900  # PostgreSQL caps a payload at 8000 bytes
 _ALLOCATE = load_sql("allocate.sql")
@@ -147,11 +151,23 @@ class Snapshot:
 
 class Store:
     def __init__(self, pool: AsyncConnectionPool, *,
-                 create_partitions: Callable[[], Awaitable[Any]] | None = None) -> None:
+                 create_partitions: Callable[[], Awaitable[Any]] | None = None,
+                 group_lines: int = 0, metrics: Metrics | None = None) -> None:
         """create_partitions: run when a line's day has no partition yet, before the one
-        retry of that batch (every ingest path: Vector's, ship's, the tap's)."""
+        retry of that batch (every ingest path: Vector's, ship's, the tap's).
+        group_lines: group commit (group.py) up to this many lines; 0: each batch alone."""
         self.pool = pool
         self.create_partitions = create_partitions
+        self.group: GroupCommit | None = None
+        if group_lines > 0:
+            from .group import GroupCommit  # group.py builds on this module's COPY
+
+            self.group = GroupCommit(self, max_lines=group_lines, metrics=metrics)
+
+    async def close(self) -> None:
+        """Finish the pending group commits (before the pool closes)."""
+        if self.group is not None:
+            await self.group.close()
 
     # -- writes ------------------------------------------------------------------------
 
@@ -159,9 +175,19 @@ class Store:
         self, lines: Sequence[PreparedLine], rejected: Sequence[tuple[str, str]] = (),
         *, of_record: bool = True,
     ) -> IngestResult:
-        """Store a batch in one transaction with one NOTIFY. of_record: the batch comes from
-        the path of record (Vector, ship), whose copy of a line the live tap stored first
-        replaces the tap's provisional fields (adopt.sql); the tap passes False."""
+        """Store a batch with its NOTIFY; answers after the commit. of_record: the batch
+        comes from the path of record (Vector, ship), whose copy of a line the live tap
+        stored first replaces the tap's provisional fields (adopt.sql); the tap passes
+        False. With group commit, batches arriving together share a transaction."""
+        if self.group is not None:
+            return await self.group.submit(lines, rejected, of_record)
+        return await self.ingest_alone(lines, rejected, of_record=of_record)
+
+    async def ingest_alone(
+        self, lines: Sequence[PreparedLine], rejected: Sequence[tuple[str, str]] = (),
+        *, of_record: bool = True,
+    ) -> IngestResult:
+        """Store one batch in its own transaction with one NOTIFY."""
         try:
             return await self._ingest_once(lines, rejected, of_record)
         except PartitionMissing:
@@ -203,7 +229,7 @@ class Store:
                         if direct:
                             # read where ingest.sql's join reads it: after the allocation
                             steps = await _job_steps(cur, lines)
-                            inserted = await _copy_lines(cur, lines, bases, steps)
+                            inserted = await _copy_lines(cur, [(lines, bases)], steps)
                         else:
                             inserted = await _stage_lines(cur, lines, ids, bases)
                             if of_record and inserted < len(lines):
@@ -381,24 +407,30 @@ async def _job_steps(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine
     return {(w, j): step for w, j, step in await cur.fetchall()}
 
 
-async def _copy_lines(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine],
-                      bases: dict[uuid.UUID, int],
-                      steps: dict[tuple[uuid.UUID, str], str]) -> int:
-    """COPY the lines straight into log_lines with their ids (the common case: no line
-    is stored yet). A line already stored makes the COPY fail with a unique violation,
-    which rolls the whole transaction back (Store.ingest then takes the staged path)."""
+async def _copy_lines(
+    cur: psycopg.AsyncCursor[Any],
+    parts: Sequence[tuple[Sequence[PreparedLine], dict[uuid.UUID, int]]],
+    steps: dict[tuple[uuid.UUID, str], str],
+) -> int:
+    """COPY batches' lines straight into log_lines with their ids, base + ord per batch
+    (the common case: no line is stored yet). A line already stored makes the COPY fail
+    with a unique violation, which rolls the whole transaction back (Store.ingest then
+    takes the staged path)."""
+    n = 0
     async with cur.copy(_COPY_LINES) as copy:
         copy.set_types(_COPY_TYPES)
         write = copy.write_row
-        for line in lines:
-            step = line.step
-            if step is None and steps and line.job_id is not None:
-                step = steps.get((line.workflow_id, line.job_id))
-            await write((line.workflow_id, bases[line.workflow_id] + line.ord, line.ts,
-                         line.dedupe, line.kind, line.job_id, step, line.pod, line.container,
-                         line.stream, line.message, line.truncated, line.collected_at,
-                         line.line_key))
-    return len(lines)
+        for lines, bases in parts:
+            n += len(lines)
+            for line in lines:
+                step = line.step
+                if step is None and steps and line.job_id is not None:
+                    step = steps.get((line.workflow_id, line.job_id))
+                await write((line.workflow_id, bases[line.workflow_id] + line.ord, line.ts,
+                             line.dedupe, line.kind, line.job_id, step, line.pod,
+                             line.container, line.stream, line.message, line.truncated,
+                             line.collected_at, line.line_key))
+    return n
 
 
 async def _stage_lines(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine],
