@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 
 from .body import BodyTooLarge, dump_rejected, is_array, parse_events, read_body, salvage
 from .fastpath import prepare_fast
-from .identity import LineKeys, parse_ns
+from .identity import LineKeys, parse_ns, uuid_of
 from .models import LogEvent
 from .partitions import Window
 from .store import PreparedLine
@@ -40,13 +40,7 @@ def _reason(exc: pydantic.ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _uuid(digest: bytes) -> uuid.UUID:
-    """uuid.UUID(bytes=digest) without its Python-level argument checks (a third of the
-    cost): the two slots UUID.__init__ sets."""
-    u = object.__new__(uuid.UUID)
-    object.__setattr__(u, "int", int.from_bytes(digest))
-    object.__setattr__(u, "is_safe", uuid.SafeUUID.unknown)
-    return u
+_line = tuple.__new__  # PreparedLine(...) without NamedTuple's Python-level __new__
 
 
 class Preparer:
@@ -86,7 +80,9 @@ class Preparer:
         message = event.message
         if "\x00" in message:  # PostgreSQL text cannot hold NUL
             message = message.replace("\x00", "\ufffd")
-        message, cut = truncate(message, self.max_line_bytes)
+        cut = False
+        if len(message) * 4 > self.max_line_bytes:  # else it fits (truncate's first test)
+            message, cut = truncate(message, self.max_line_bytes)
         # nor any other text field (a NUL there used to fail the whole batch with a 500)
         job_id, step, pod, container = event.job_id, event.step, event.pod, event.container
         if job_id is not None and "\x00" in job_id:
@@ -117,10 +113,10 @@ class Preparer:
             ns = parse_ns(ts_text)
             if ns is not None:
                 line_key = self._keys.key(name, pod, container, ns, message)
-        self.lines.append(PreparedLine(
-            wid, n, ts, _uuid(digest), event.kind, job_id, step,
+        self.lines.append(_line(PreparedLine, (
+            wid, n, ts, uuid_of(digest), event.kind, job_id, step,
             pod, container, event.stream, message, cut, collected, line_key,
-        ))
+        )))
         return None
 
 

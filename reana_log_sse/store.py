@@ -419,17 +419,20 @@ async def _copy_lines(
     n = 0
     async with cur.copy(_COPY_LINES) as copy:
         copy.set_types(_COPY_TYPES)
-        write = copy.write_row
+        # copy.write_row, without a coroutine per row: the formatter encodes each row
+        # into its buffer and hands back a full one, which copy.write sends
+        encode, send = copy.formatter.write_row, copy.write
         for lines, bases in parts:
             n += len(lines)
             for line in lines:
                 step = line.step
                 if step is None and steps and line.job_id is not None:
                     step = steps.get((line.workflow_id, line.job_id))
-                await write((line.workflow_id, bases[line.workflow_id] + line.ord, line.ts,
-                             line.dedupe, line.kind, line.job_id, step, line.pod,
-                             line.container, line.stream, line.message, line.truncated,
-                             line.collected_at, line.line_key))
+                if full := encode((line.workflow_id, bases[line.workflow_id] + line.ord,
+                                   line.ts, line.dedupe, line.kind, line.job_id, step,
+                                   line.pod, line.container, line.stream, line.message,
+                                   line.truncated, line.collected_at, line.line_key)):
+                    await send(full)
     return n
 
 
