@@ -165,6 +165,7 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
     app.state.status_auth = make_status_auth(settings, app.state.ingest_auth)
     app.state.reader_auth = reader_auth
     app.state.maintain = maintain
+    app.state.parse_turn = asyncio.Lock()  # ingest.py: batches decoded one at a time
     app.state.window = window
     return app
 
