@@ -60,6 +60,9 @@ _DECODER = msgspec.json.Decoder(list[_Event])
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
+_datetime = dt.datetime
+
+
 class _NotCanonical(Exception):
     pass
 
@@ -88,15 +91,16 @@ class _Timestamps:
         parts = self._seconds.get(key)
         if parts is None:
             parts = self._seconds[key] = self._second(key)
+        year, month, day, hour, minute, second, tz = parts
         frac = text[19:cut]
         if not frac:
-            return dt.datetime(*parts[:6], 0, parts[6])
+            return _datetime(year, month, day, hour, minute, second, 0, tz)
         if not (frac[0] == "." and 2 <= len(frac) <= 10 and frac[1:].isdigit()
                 and frac.isascii()):
             raise _NotCanonical(text)
         digits = frac[1:7]
         micro = int(digits) if len(digits) == 6 else int(digits.ljust(6, "0"))
-        return dt.datetime(*parts[:6], micro, parts[6])
+        return _datetime(year, month, day, hour, minute, second, micro, tz)
 
     def parse_repeated(self, text: str) -> dt.datetime:
         when = self._whole.get(text)

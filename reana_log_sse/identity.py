@@ -33,6 +33,7 @@ _RFC3339 = re.compile(
 
 
 _blake2b = hashlib.blake2b
+_BLAKE2B_16 = _blake2b(digest_size=16)  # copied per line, never updated itself
 _new = object.__new__
 _set_int = uuid.UUID.int.__set__  # UUID's slots (member descriptors)
 _set_safe = uuid.UUID.is_safe.__set__
@@ -141,5 +142,7 @@ class LineKeys:
             self._latest = ns
         ordinal = seen.get(base, 0)
         seen[base] = ordinal + 1
-        return uuid_of(_blake2b(base + (b"\x1f0" if ordinal == 0 else b"\x1f%d" % ordinal),
-                                digest_size=16).digest())
+        h = _BLAKE2B_16.copy()  # = _blake2b(base + suffix, digest_size=16)
+        h.update(base)
+        h.update(b"\x1f0" if ordinal == 0 else b"\x1f%d" % ordinal)
+        return uuid_of(h.digest())

@@ -424,14 +424,13 @@ async def _copy_lines(
         encode, send = copy.formatter.write_row, copy.write
         for lines, bases in parts:
             n += len(lines)
-            for line in lines:
-                step = line.step
-                if step is None and steps and line.job_id is not None:
-                    step = steps.get((line.workflow_id, line.job_id))
-                if full := encode((line.workflow_id, bases[line.workflow_id] + line.ord,
-                                   line.ts, line.dedupe, line.kind, line.job_id, step,
-                                   line.pod, line.container, line.stream, line.message,
-                                   line.truncated, line.collected_at, line.line_key)):
+            for (w, o, ts, dedupe, kind, job_id, step, pod, container, stream, message,
+                 truncated, collected_at, line_key) in lines:  # one unpack, no getters
+                if step is None and steps and job_id is not None:
+                    step = steps.get((w, job_id))
+                if full := encode((w, bases[w] + o, ts, dedupe, kind, job_id, step, pod,
+                                   container, stream, message, truncated, collected_at,
+                                   line_key)):
                     await send(full)
     return n
 
