@@ -18,6 +18,7 @@ raw timestamp text, which both paths pass on unchanged.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import datetime as dt
 import re
 import uuid
@@ -76,10 +77,16 @@ class _Timestamps:
     __slots__ = ("_seconds", "_whole")
 
     def __init__(self) -> None:
-        self._seconds: dict[str, tuple[int, int, int, int, int, int, dt.tzinfo | None]] = {}
+        self._seconds: dict[str, tuple[int, int, int, int, int, int, dt.tzinfo | None,
+                                       int | None]] = {}
         self._whole: dict[str, dt.datetime] = {}  # collected_at often repeats
 
     def parse(self, text: str) -> dt.datetime:
+        return self.parse_exact(text)[0]
+
+    def parse_exact(self, text: str) -> tuple[dt.datetime, int | None]:
+        """The datetime, and the time in integer nanoseconds exactly as identity.parse_ns
+        reads the same text (None for a naive one), from one reading of it."""
         n = len(text)
         if n and text[-1] == "Z":
             cut = n - 1
@@ -91,16 +98,16 @@ class _Timestamps:
         parts = self._seconds.get(key)
         if parts is None:
             parts = self._seconds[key] = self._second(key)
-        year, month, day, hour, minute, second, tz = parts
+        year, month, day, hour, minute, second, tz, whole_ns = parts
         frac = text[19:cut]
         if not frac:
-            return _datetime(year, month, day, hour, minute, second, 0, tz)
+            return _datetime(year, month, day, hour, minute, second, 0, tz), whole_ns
         if not (frac[0] == "." and 2 <= len(frac) <= 10 and frac[1:].isdigit()
                 and frac.isascii()):
             raise _NotCanonical(text)
-        digits = frac[1:7]
-        micro = int(digits) if len(digits) == 6 else int(digits.ljust(6, "0"))
-        return _datetime(year, month, day, hour, minute, second, micro, tz)
+        nanos = int(frac[1:].ljust(9, "0"))  # parse_ns's reading; the first 6: pydantic's
+        return (_datetime(year, month, day, hour, minute, second, nanos // 1000, tz),
+                None if whole_ns is None else whole_ns + nanos)
 
     def parse_repeated(self, text: str) -> dt.datetime:
         when = self._whole.get(text)
@@ -109,27 +116,35 @@ class _Timestamps:
         return when
 
     @staticmethod
-    def _second(key: str) -> tuple[int, int, int, int, int, int, dt.tzinfo | None]:
+    def _second(key: str) -> tuple[int, int, int, int, int, int, dt.tzinfo | None,
+                                   int | None]:
         m = _TS.fullmatch(key)
         if m is None or m.group(7) is not None:
             raise _NotCanonical(key)
         zone = m.group(8) or ""
         tz: dt.tzinfo | None = None
+        offset = dt.timedelta(0)
         if zone == "Z":
             tz = dt.UTC
         elif zone:
             hours, minutes = int(zone[1:3]), int(zone[4:6])
-            if minutes > 59:
+            if minutes > 59 or hours > 23:  # (+99:00 raised ValueError here: a 500)
                 raise _NotCanonical(zone)
             offset = dt.timedelta(hours=hours, minutes=minutes)
-            tz = dt.timezone(-offset if zone[0] == "-" else offset)
+            if zone[0] == "-":
+                offset = -offset
+            tz = dt.timezone(offset)
         fields = (int(m.group(1)), int(m.group(2)), int(m.group(3)), int(m.group(4)),
                   int(m.group(5)), int(m.group(6)))
         try:
             dt.datetime(*fields, tzinfo=tz)
         except ValueError as exc:  # Feb 30, 24:00, leap seconds...: the model decides
             raise _NotCanonical(key) from exc
-        return (*fields, tz)
+        # identity.parse_ns: calendar.timegm of the fields, less the offset; naive: None
+        whole_ns = (None if tz is None else
+                    (calendar.timegm((*fields, 0, 0, 0)) - int(offset.total_seconds()))
+                    * 1_000_000_000)
+        return (*fields, tz, whole_ns)
 
 
 def prepare_fast(body: bytes, batch: Preparer) -> list[PreparedLine] | None:
@@ -183,7 +198,8 @@ def _prepare(body: bytes, batch: Preparer, every: int
                     wid = ids[e.workflow_id] = uuid.UUID(e.workflow_id)
                 collected = (None if e.collected_at is None
                              else stamps.parse_repeated(e.collected_at))
-                if add(wid, e, stamps.parse(e.timestamp), collected, e.timestamp) is not None:
+                ts, ns = stamps.parse_exact(e.timestamp)
+                if add(wid, e, ts, collected, e.timestamp, ns) is not None:
                     return None  # a rejection: the model path stores it with its raw event
         except _NotCanonical:
             return None

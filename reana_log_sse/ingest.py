@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import logging
 import uuid
+from types import EllipsisType
 from typing import Any
 
 import pydantic
@@ -67,10 +68,11 @@ class Preparer:
         self._keys = LineKeys() if keys is None else keys
 
     def add(self, wid: uuid.UUID, event: Any, ts: dt.datetime, collected: dt.datetime | None,
-            ts_text: str) -> str | None:
+            ts_text: str, ns: int | None | EllipsisType = ...) -> str | None:
         """Append the line of a valid event; or return why it cannot be stored.
         `event` has LogEvent's text attributes; ts_text is the raw timestamp text, which
-        the digest covers (nanoseconds included)."""
+        the digest covers (nanoseconds included); ns, if the caller read it already:
+        identity.parse_ns(ts_text)."""
         if ts.tzinfo is None:  # CRI timestamps carry a zone; a bare one is taken as UTC
             ts = ts.replace(tzinfo=dt.UTC)
         if not self._start <= ts.timestamp() < self._end:
@@ -113,7 +115,8 @@ class Preparer:
         n = self._ords[key_int] = self._ords.get(key_int, 0) + 1
         line_key = None
         if pod and container:  # identity.py: what Vector and the tap agree on
-            ns = parse_ns(ts_text)
+            if ns is ...:
+                ns = parse_ns(ts_text)
             if ns is not None:
                 line_key = self._keys.key(name, pod, container, ns, message)
         self.lines.append(_line(PreparedLine, (
