@@ -29,7 +29,7 @@ import msgspec
 
 if TYPE_CHECKING:
     from .ingest import Preparer
-    from .store import PreparedLine
+    from .rows import PreparedLine
 
 _Name = Annotated[str, msgspec.Meta(max_length=253)]  # as LogEvent's Field(max_length=253)
 

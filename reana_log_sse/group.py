@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .errors import translated
-from .store import _ALLOCATE, IngestResult, PreparedLine, _copy_lines, _job_steps, _notify, _text
+from .rows import PreparedLine, copy_lines, job_steps
+from .store import _ALLOCATE, IngestResult, _notify, _text
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -175,11 +176,11 @@ async def _store_together(store: Store, group: list[_Batch]) -> float:
                 last: dict[uuid.UUID, int] = {row[0]: row[1] for row in await cur.fetchall()}
                 bases = {w: last[w] - counts[w] for w in ids}
                 lines = [line for batch in group for line in batch.lines]
-                steps = await _job_steps(cur, lines)
+                steps = await job_steps(cur, lines)
                 parts: list[tuple[Sequence[PreparedLine], dict[uuid.UUID, int]]] = [
                     (batch.lines, {w: bases[w] + o for w, o in here.items()})
                     for batch, here in zip(group, offsets, strict=True)]
-                await _copy_lines(cur, parts, steps)
+                await copy_lines(cur, parts, steps)
                 await _notify(cur, last)
             if rejected:
                 await cur.executemany(

@@ -19,7 +19,7 @@ from .fastpath import prepare_fast_yielding
 from .identity import LineKeys, parse_ns, uuid_of
 from .models import LogEvent
 from .partitions import Window
-from .store import PreparedLine
+from .rows import PreparedLine
 
 logger = logging.getLogger("reana_log_sse")
 
