@@ -277,3 +277,49 @@ def test_group_commit_a_batch_the_database_refuses_fails_alone(database_url):
         assert conn.execute("SELECT count(*) FROM log_lines WHERE workflow_id = %s",
                             (other,)).fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM rejected_events").fetchone() == (0,)
+
+
+def test_group_commit_a_caller_cancelled_while_its_group_is_in_flight_is_stored(database_url):
+    wf, held = uuid.uuid4(), uuid.uuid4()
+
+    async def lock(workflow_id: uuid.UUID) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(db.conninfo(database_url))
+        await conn.execute("INSERT INTO workflows (workflow_id) VALUES (%s)", (workflow_id,))
+        await conn.commit()
+        await conn.execute("SELECT 1 FROM workflows WHERE workflow_id = %s FOR UPDATE",
+                           (workflow_id,))
+        return conn
+
+    async def run() -> Any:
+        async with _store(database_url) as store, await lock(wf) as lock_wf, \
+                await lock(held) as lock_held:
+            assert store.group is not None
+            first = asyncio.create_task(store.ingest(_lines(wf, "first")))
+            await _until(lambda: _lock_waiters(database_url) == 1)
+            gone = asyncio.create_task(store.ingest(_lines(held, "gone")
+                                                    + _lines(wf, "gone-too", 2)))
+            await _until(lambda: store.group.waiting == 1)
+            last = asyncio.create_task(store.ingest(_lines(wf, "last")))
+            await _until(lambda: store.group.waiting == 2)
+            await lock_wf.commit()
+            assert (await first).accepted == 10
+            # the group [gone, last] is in flight, its allocation waiting for `held`
+            await _until(lambda: store.group.waiting == 0
+                         and _lock_waiters(database_url) == 1)
+            gone.cancel()
+            await asyncio.wait([gone])
+            assert gone.cancelled()
+            await lock_held.commit()
+            return await last
+
+    last = asyncio.run(run())
+    assert last.accepted == 10
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT split_part(message, ' ', 1), count(*),"
+                            " count(DISTINCT xmin::text) FROM log_lines"
+                            " WHERE message NOT LIKE 'first%%' GROUP BY 1").fetchall()
+        xmins = conn.execute("SELECT count(DISTINCT xmin::text) FROM log_lines"
+                             " WHERE message NOT LIKE 'first%%'").fetchone()
+    # the cancelled caller's batch was committed with its group, in one transaction
+    assert sorted(rows) == [("gone", 10, 1), ("gone-too", 2, 1), ("last", 10, 1)]
+    assert xmins == (1,)
