@@ -9,7 +9,7 @@ workflow row locks (allocation, COPY, NOTIFY, commit + fsync each): they pay one
 
 A group that fails for any reason (a line already stored, a missing partition, a value the
 database refuses, the database gone) left nothing: each of its batches is then stored
-alone through Store.ingest_alone, the path every batch took before grouping (direct
+alone (side by side) through Store.ingest_alone, the path every batch took before grouping (direct
 COPY, the staged path on a unique violation, the partition retry), so a batch's answer
 never depends on the batches it was grouped with. Ids still strictly increase per
 workflow in commit order across processes: the allocation row-locks the workflows until
@@ -118,14 +118,19 @@ class GroupCommit:
                 return
         else:
             self._count("alone", 1)
-        for batch in group:
-            try:
-                result = await self.store.ingest_alone(batch.lines, batch.rejected,
-                                                       of_record=batch.of_record)
-            except Exception as exc:  # this batch's own answer (503, 400, ...)
-                _fail(batch, exc)
-            else:
-                _answer(batch, result)
+        # side by side, as they would have run without grouping (the row locks order
+        # them): one after the other, with the database gone, the last would wait for
+        # as many pool timeouts as the group has batches
+        await asyncio.gather(*(self._alone(batch) for batch in group))
+
+    async def _alone(self, batch: _Batch) -> None:
+        try:
+            result = await self.store.ingest_alone(batch.lines, batch.rejected,
+                                                   of_record=batch.of_record)
+        except Exception as exc:  # this batch's own answer (503, 400, ...)
+            _fail(batch, exc)
+        else:
+            _answer(batch, result)
 
     def _gauge(self) -> None:
         if self.metrics is not None:
