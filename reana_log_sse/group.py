@@ -73,8 +73,8 @@ class GroupCommit:
 
     async def close(self) -> None:
         """Wait for the group in flight and those queued (before the pool closes)."""
-        while self._runner is not None:
-            await asyncio.shield(self._runner)
+        while (runner := self._runner) is not None:
+            await asyncio.wait([runner])  # its outcome is its callers'; never raises here
 
     async def _run(self) -> None:
         group: list[_Batch] = []
