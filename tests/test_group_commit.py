@@ -324,3 +324,32 @@ def test_group_commit_a_caller_cancelled_while_its_group_is_in_flight_is_stored(
     # the cancelled caller's batch was committed with its group, in one transaction
     assert sorted(rows) == [("gone", 10, 1), ("gone-too", 2, 1), ("last", 10, 1)]
     assert xmins == (1,)
+
+
+def test_group_commit_close_waits_for_the_pending_groups(database_url):
+    wf = uuid.uuid4()
+
+    async def run() -> list[Any]:
+        async with _store(database_url) as store, \
+                await psycopg.AsyncConnection.connect(db.conninfo(database_url)) as lock:
+            assert store.group is not None
+            await lock.execute("INSERT INTO workflows (workflow_id) VALUES (%s)", (wf,))
+            await lock.commit()
+            await lock.execute("SELECT 1 FROM workflows WHERE workflow_id = %s FOR UPDATE",
+                               (wf,))
+            tasks = [asyncio.create_task(store.ingest(_lines(wf, "first")))]
+            await _until(lambda: _lock_waiters(database_url) == 1)
+            tasks.append(asyncio.create_task(store.ingest(_lines(wf, "queued"))))
+            await _until(lambda: store.group.waiting == 1)
+            closing = asyncio.create_task(store.close())  # as the lifespan's shutdown
+            await asyncio.sleep(0)
+            assert not closing.done()  # both batches are still pending
+            await lock.commit()
+            await closing
+            assert all(t.done() for t in tasks)  # answered before close() returned
+            return [t.result().accepted for t in tasks]
+
+    assert asyncio.run(run()) == [10, 10]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM log_lines WHERE workflow_id = %s",
+                            (wf,)).fetchone() == (20,)
