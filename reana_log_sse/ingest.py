@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import logging
 import uuid
+from types import EllipsisType
 from typing import Any
 
 import pydantic
@@ -14,11 +15,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from .body import BodyTooLarge, dump_rejected, is_array, parse_events, read_body, salvage
-from .fastpath import prepare_fast
-from .identity import LineKeys, parse_ns
+from .fastpath import prepare_fast_yielding
+from .identity import LineKeys, parse_ns, uuid_of
 from .models import LogEvent
 from .partitions import Window
-from .store import PreparedLine
+from .rows import PreparedLine
 
 logger = logging.getLogger("reana_log_sse")
 
@@ -40,13 +41,8 @@ def _reason(exc: pydantic.ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _uuid(digest: bytes) -> uuid.UUID:
-    """uuid.UUID(bytes=digest) without its Python-level argument checks (a third of the
-    cost): the two slots UUID.__init__ sets."""
-    u = object.__new__(uuid.UUID)
-    object.__setattr__(u, "int", int.from_bytes(digest))
-    object.__setattr__(u, "is_safe", uuid.SafeUUID.unknown)
-    return u
+_line = tuple.__new__  # PreparedLine(...) without NamedTuple's Python-level __new__
+_BLAKE2B_16 = hashlib.blake2b(digest_size=16)  # copied per line, never updated itself
 
 
 class Preparer:
@@ -72,10 +68,11 @@ class Preparer:
         self._keys = LineKeys() if keys is None else keys
 
     def add(self, wid: uuid.UUID, event: Any, ts: dt.datetime, collected: dt.datetime | None,
-            ts_text: str) -> str | None:
+            ts_text: str, ns: int | None | EllipsisType = ...) -> str | None:
         """Append the line of a valid event; or return why it cannot be stored.
         `event` has LogEvent's text attributes; ts_text is the raw timestamp text, which
-        the digest covers (nanoseconds included)."""
+        the digest covers (nanoseconds included); ns, if the caller read it already:
+        identity.parse_ns(ts_text)."""
         if ts.tzinfo is None:  # CRI timestamps carry a zone; a bare one is taken as UTC
             ts = ts.replace(tzinfo=dt.UTC)
         if not self._start <= ts.timestamp() < self._end:
@@ -86,7 +83,9 @@ class Preparer:
         message = event.message
         if "\x00" in message:  # PostgreSQL text cannot hold NUL
             message = message.replace("\x00", "\ufffd")
-        message, cut = truncate(message, self.max_line_bytes)
+        cut = False
+        if len(message) * 4 > self.max_line_bytes:  # else it fits (truncate's first test)
+            message, cut = truncate(message, self.max_line_bytes)
         # nor any other text field (a NUL there used to fail the whole batch with a 500)
         job_id, step, pod, container = event.job_id, event.step, event.pod, event.container
         if job_id is not None and "\x00" in job_id:
@@ -104,7 +103,9 @@ class Preparer:
         key = "\x1f".join((name, event.kind, job_id or "", pod or "",
                            container or "", event.stream, ts_text,
                            message)).encode("utf-8", "replace")
-        digest = hashlib.blake2b(key, digest_size=16).digest()
+        h = _BLAKE2B_16.copy()  # = hashlib.blake2b(key, digest_size=16), 20% cheaper
+        h.update(key)
+        digest = h.digest()
         seen = self._seen
         occurrence = 0
         while digest in seen:  # the same line twice in one batch is two lines
@@ -114,13 +115,14 @@ class Preparer:
         n = self._ords[key_int] = self._ords.get(key_int, 0) + 1
         line_key = None
         if pod and container:  # identity.py: what Vector and the tap agree on
-            ns = parse_ns(ts_text)
+            if ns is ...:
+                ns = parse_ns(ts_text)
             if ns is not None:
                 line_key = self._keys.key(name, pod, container, ns, message)
-        self.lines.append(PreparedLine(
-            wid, n, ts, _uuid(digest), event.kind, job_id, step,
+        self.lines.append(_line(PreparedLine, (
+            wid, n, ts, uuid_of(digest), event.kind, job_id, step,
             pod, container, event.stream, message, cut, collected, line_key,
-        ))
+        )))
         return None
 
 
@@ -181,7 +183,12 @@ async def ingest_vector(request: Request) -> JSONResponse:
         if salvaged is not None:
             events, unparsed = salvaged[0], []
         elif is_array(body):  # canonical batches skip the model (fastpath.py)
-            lines = prepare_fast(body, Preparer(max_line_bytes=max_line, window=window))
+            # one batch at a time, in arrival order, pausing for the loop's other work:
+            # batches parsed round robin would all finish late, together, and leave the
+            # loop idle while their group commits (fastpath.prepare_fast_yielding)
+            async with state.parse_turn:
+                lines = await prepare_fast_yielding(
+                    body, Preparer(max_line_bytes=max_line, window=window))
         if lines is None and salvaged is None:
             events, unparsed = parse_events(body)  # told apart by content, not Content-Type
     except HTTPException as exc:

@@ -20,6 +20,15 @@ class Metrics:
         self.ingest_batches = Counter(p + "ingest_batches", "Ingested batches by decoder: "
                                       "fast (canonical, msgspec) or model (pydantic)",
                                       ["decoder"], registry=r)
+        self.ingest_groups = Counter(p + "ingest_groups", "Groups of the ingest group "
+                                     "commit: together (several batches, one commit), "
+                                     "alone (one batch), split (failed whole: each batch "
+                                     "then alone)", ["how"], registry=r)
+        self.ingest_grouped_batches = Counter(p + "ingest_group_batches", "Batches in the "
+                                              "groups of ingest_groups, by how",
+                                              ["how"], registry=r)
+        self.ingest_group_waiting = Gauge(p + "ingest_group_waiting", "Ingest batches "
+                                          "waiting for the next group commit", registry=r)
         self.ingest_requests = Counter(p + "ingest_requests", "Ingest requests by answer",
                                        ["code"], registry=r)
         self.database_errors = Counter(p + "database_errors", "Requests failed: database down",

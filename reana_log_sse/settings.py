@@ -179,6 +179,12 @@ class Settings:
     pool_max_size: int = dataclasses.field(
         default=10, metadata={"help": "database connections per process (plus one LISTEN)"}
     )
+    ingest_group_lines: int = dataclasses.field(
+        default=10_000,
+        metadata={"help": "group commit: ingest batches that arrive while one transaction "
+                  "is in flight share the next, up to this many lines (a larger batch "
+                  "goes alone); 0: each batch its own transaction"},
+    )
     db_timeout_seconds: float = dataclasses.field(
         default=5.0,
         metadata={"help": "how long a request waits for a database connection before 503"},

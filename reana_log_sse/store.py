@@ -8,7 +8,7 @@ import operator
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import psycopg
@@ -19,21 +19,14 @@ from .db import NOTIFY_CHANNEL, load_sql
 from .errors import PartitionMissing, translated
 from .lines import Line
 from .models import TERMINAL_STATUSES
+from .rows import PreparedLine, copy_lines, job_steps, stage_lines
+
+if TYPE_CHECKING:
+    from .group import GroupCommit
+    from .metrics import Metrics
 
 _NOTIFY_MAX = 7900  # PostgreSQL caps a payload at 8000 bytes
 _ALLOCATE = load_sql("allocate.sql")
-_INSERT = load_sql("ingest.sql")
-_COPY = (
-    "COPY incoming (workflow_id, ord, ts, dedupe, kind, job_id, step, pod, container,"
-    " stream, message, truncated, collected_at, line_key) FROM STDIN (FORMAT BINARY)"
-)
-# The same columns straight into log_lines, seq in place of ord (see Store.ingest).
-_COPY_LINES = (
-    "COPY log_lines (workflow_id, seq, ts, dedupe, kind, job_id, step, pod, container,"
-    " stream, message, truncated, collected_at, line_key) FROM STDIN (FORMAT BINARY)"
-)
-_COPY_TYPES = ["uuid", "int8", "timestamptz", "uuid", "text", "text", "text", "text", "text",
-               "text", "text", "bool", "timestamptz", "uuid"]
 _ADOPT = load_sql("adopt.sql")
 _POD_STATUS_CURRENT = load_sql("pod_status_current.sql")
 # how far along a status is; a pod-derived status is stored only when it is further along
@@ -41,26 +34,6 @@ _POD_STATUS_CURRENT = load_sql("pod_status_current.sql")
 _RANK = {"created": 0, "queued": 1, "pending": 2, "running": 3}
 _FINAL = 4
 _LINE_COLUMNS = "seq, kind, job_id, step, stream, ts, message, truncated"
-
-
-class PreparedLine(NamedTuple):
-    """A validated line ready for COPY (a tuple, in COPY's column order); ord is its
-    1-based position among the batch's lines of its workflow."""
-
-    workflow_id: uuid.UUID
-    ord: int
-    ts: dt.datetime
-    dedupe: uuid.UUID
-    kind: str
-    job_id: str | None
-    step: str | None
-    pod: str | None
-    container: str | None
-    stream: str
-    message: str
-    truncated: bool
-    collected_at: dt.datetime | None
-    line_key: uuid.UUID | None = None  # identity.py; None without pod, container or ns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,11 +164,23 @@ class Snapshot:
 
 class Store:
     def __init__(self, pool: AsyncConnectionPool, *,
-                 create_partitions: Callable[[], Awaitable[Any]] | None = None) -> None:
+                 create_partitions: Callable[[], Awaitable[Any]] | None = None,
+                 group_lines: int = 0, metrics: Metrics | None = None) -> None:
         """create_partitions: run when a line's day has no partition yet, before the one
-        retry of that batch (every ingest path: Vector's, ship's, the tap's)."""
+        retry of that batch (every ingest path: Vector's, ship's, the tap's).
+        group_lines: group commit (group.py) up to this many lines; 0: each batch alone."""
         self.pool = pool
         self.create_partitions = create_partitions
+        self.group: GroupCommit | None = None
+        if group_lines > 0:
+            from .group import GroupCommit  # group.py builds on this module's COPY
+
+            self.group = GroupCommit(self, max_lines=group_lines, metrics=metrics)
+
+    async def close(self) -> None:
+        """Finish the pending group commits (before the pool closes)."""
+        if self.group is not None:
+            await self.group.close()
 
     # -- writes ------------------------------------------------------------------------
 
@@ -203,9 +188,19 @@ class Store:
         self, lines: Sequence[PreparedLine], rejected: Sequence[tuple[str, str]] = (),
         *, of_record: bool = True,
     ) -> IngestResult:
-        """Store a batch in one transaction with one NOTIFY. of_record: the batch comes from
-        the path of record (Vector, ship), whose copy of a line the live tap stored first
-        replaces the tap's provisional fields (adopt.sql); the tap passes False."""
+        """Store a batch with its NOTIFY; answers after the commit. of_record: the batch
+        comes from the path of record (Vector, ship), whose copy of a line the live tap
+        stored first replaces the tap's provisional fields (adopt.sql); the tap passes
+        False. With group commit, batches arriving together share a transaction."""
+        if self.group is not None:
+            return await self.group.submit(lines, rejected, of_record)
+        return await self.ingest_alone(lines, rejected, of_record=of_record)
+
+    async def ingest_alone(
+        self, lines: Sequence[PreparedLine], rejected: Sequence[tuple[str, str]] = (),
+        *, of_record: bool = True,
+    ) -> IngestResult:
+        """Store one batch in its own transaction with one NOTIFY."""
         try:
             return await self._ingest_once(lines, rejected, of_record)
         except PartitionMissing:
@@ -238,20 +233,14 @@ class Store:
                 if lines:
                     async with conn.cursor() as cur:
                         ids = sorted(counts)
-                        firsts, lasts = _ts_bounds(lines, ids)
-                        await cur.execute(
-                            _ALLOCATE,
-                            {"workflow_ids": ids, "counts": [counts[w] for w in ids],
-                             "ts_firsts": firsts, "ts_lasts": lasts},
-                        )
-                        last = {row[0]: row[1] for row in await cur.fetchall()}
+                        last = await allocate_ids(cur, lines, counts)
                         bases = {w: last[w] - counts[w] for w in ids}
                         if direct:
                             # read where ingest.sql's join reads it: after the allocation
-                            steps = await _job_steps(cur, lines)
-                            inserted = await _copy_lines(cur, lines, bases, steps)
+                            steps = await job_steps(cur, lines)
+                            inserted = await copy_lines(cur, [(lines, bases)], steps)
                         else:
-                            inserted = await _stage_lines(cur, lines, ids, bases)
+                            inserted = await stage_lines(cur, lines, ids, bases)
                             if of_record and inserted < len(lines):
                                 await cur.execute(_ADOPT)
                                 adopted = cur.rowcount
@@ -434,6 +423,18 @@ def _text(value: str) -> str:
     return value.encode("utf-8", "replace").decode("utf-8")
 
 
+async def allocate_ids(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine],
+                       counts: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
+    """Reserve counts[w] ids for each workflow w of `lines` and widen its range of line
+    timestamps to theirs (allocate.sql, row-locking the workflows until commit); returns
+    each workflow's last id after it."""
+    ids = sorted(counts)
+    firsts, lasts = _ts_bounds(lines, ids)
+    await cur.execute(_ALLOCATE, {"workflow_ids": ids, "counts": [counts[w] for w in ids],
+                                  "ts_firsts": firsts, "ts_lasts": lasts})
+    return {row[0]: row[1] for row in await cur.fetchall()}
+
+
 _TS = operator.attrgetter("ts")
 
 
@@ -447,53 +448,6 @@ def _ts_bounds(lines: Sequence[PreparedLine], ids: list[uuid.UUID]
     for line in lines:
         by.setdefault(line.workflow_id, []).append(line.ts)
     return [min(by[w]) for w in ids], [max(by[w]) for w in ids]
-
-
-async def _job_steps(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine]
-                     ) -> dict[tuple[uuid.UUID, str], str]:
-    """The steps REANA named for the jobs of the lines that carry none (pods do not)."""
-    wanted = {(line.workflow_id, line.job_id) for line in lines
-              if line.step is None and line.job_id is not None}
-    if not wanted:
-        return {}
-    await cur.execute(
-        "SELECT workflow_id, job_id, step FROM job_steps"
-        " WHERE workflow_id = ANY(%s) AND job_id = ANY(%s)",
-        (list({w for w, _ in wanted}), list({j for _, j in wanted})),
-    )
-    return {(w, j): step for w, j, step in await cur.fetchall()}
-
-
-async def _copy_lines(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine],
-                      bases: dict[uuid.UUID, int],
-                      steps: dict[tuple[uuid.UUID, str], str]) -> int:
-    """COPY the lines straight into log_lines with their ids (the common case: no line
-    is stored yet). A line already stored makes the COPY fail with a unique violation,
-    which rolls the whole transaction back (Store.ingest then takes the staged path)."""
-    async with cur.copy(_COPY_LINES) as copy:
-        copy.set_types(_COPY_TYPES)
-        write = copy.write_row
-        for line in lines:
-            step = line.step
-            if step is None and steps and line.job_id is not None:
-                step = steps.get((line.workflow_id, line.job_id))
-            await write((line.workflow_id, bases[line.workflow_id] + line.ord, line.ts,
-                         line.dedupe, line.kind, line.job_id, step, line.pod, line.container,
-                         line.stream, line.message, line.truncated, line.collected_at,
-                         line.line_key))
-    return len(lines)
-
-
-async def _stage_lines(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine],
-                       ids: list[uuid.UUID], bases: dict[uuid.UUID, int]) -> int:
-    """COPY into the staging table, then INSERT .. ON CONFLICT DO NOTHING: stores the
-    lines not stored yet; returns how many."""
-    async with cur.copy(_COPY) as copy:
-        copy.set_types(_COPY_TYPES)
-        for line in lines:
-            await copy.write_row(line)
-    await cur.execute(_INSERT, {"workflow_ids": ids, "bases": [bases[w] for w in ids]})
-    return cur.rowcount
 
 
 async def _lock_workflow(cur: psycopg.AsyncCursor[Any], workflow_id: uuid.UUID) -> int:

@@ -87,9 +87,11 @@ def _model(events: list[Any]) -> tuple[list[Any], list[Any]]:
 
 
 def _stored(lines: list[Any]) -> list[tuple[Any, ...]]:
-    """Every column as stored, timestamps with their offsets."""
+    """Every column as stored, timestamps with their offsets (line_key: the fast path
+    reads the nanoseconds itself, the model path through identity.parse_ns)."""
     return [(*line[:2], line.ts.isoformat(), *line[3:12],
-             None if line.collected_at is None else line.collected_at.isoformat())
+             None if line.collected_at is None else line.collected_at.isoformat(),
+             line.line_key)
             for line in lines]
 
 
@@ -124,6 +126,8 @@ def test_fastpath_timestamps_are_the_models(fraction, zone):
     {"timestamp": "2026-02-30T10:00:00Z"},
     {"timestamp": "2026-12-01T10:00:60Z"},
     {"timestamp": "2026-12-01T10:00:00+02:60"},
+    {"timestamp": "2026-12-01T10:00:00+99:00"},  # not a timezone (this was a 500)
+    {"timestamp": "2026-12-01T10:00:00.5-24:00"},
     {"timestamp": 1_764_583_200},
     {"collected_at": "yesterday"},
     {"workflow_id": "urn:uuid:" + WF},
@@ -213,3 +217,15 @@ def test_fastpath_fields_follow_the_model():
             typing.get_args(LogEvent.model_fields[name].annotation))
     for name, field in LogEvent.model_fields.items():
         assert (field.is_required()) == (fast[name].required), name
+
+
+def test_fastpath_offset_of_a_day_or_more_is_rejected_not_500(live_server):
+    events = [ev(dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.5Z")),
+              ev(dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S+99:00"))]
+    response = httpx.post(f"{live_server.url}/ingest/vector",
+                          content=gzip.compress(json.dumps(events).encode()),
+                          headers={**VECTOR_HEADERS,
+                                   "Authorization": f"Bearer {live_server.ingest_token}"},
+                          timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": 1}

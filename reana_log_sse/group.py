@@ -1,0 +1,191 @@
+"""Group commit: ingest batches that arrive while a transaction is in flight share the next.
+
+One group at a time per process: the first batch runs alone; the batches that arrive
+meanwhile wait, then go together into one transaction (one id allocation over all their
+workflows, one COPY straight into log_lines, one rejected_events insert, one NOTIFY, one
+commit), up to a cap on lines. Each caller is answered after that commit, with its own
+IngestResult. The 4 senders of one pod no longer queue one after the other on the
+workflow row locks (allocation, COPY, NOTIFY, commit + fsync each): they pay one of each.
+
+A group that fails for any reason (a line already stored, a missing partition, a value the
+database refuses, the database gone) left nothing: each of its batches is then stored
+alone (side by side) through Store.ingest_alone, the path every batch took before grouping (direct
+COPY, the staged path on a unique violation, the partition retry), so a batch's answer
+never depends on the batches it was grouped with. Ids still strictly increase per
+workflow in commit order across processes: the allocation row-locks the workflows until
+commit, as for one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .errors import translated
+from .rows import PreparedLine, copy_lines, job_steps
+from .store import IngestResult, _notify, _text, allocate_ids
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+    from .store import Store
+
+logger = logging.getLogger("reana_log_sse")
+
+
+@dataclasses.dataclass(eq=False)
+class _Batch:
+    lines: Sequence[PreparedLine]
+    rejected: Sequence[tuple[str, str]]
+    of_record: bool
+    future: asyncio.Future[IngestResult]
+
+
+class GroupCommit:
+    """The committer of one Store: submit() a batch, get its IngestResult after commit."""
+
+    def __init__(self, store: Store, *, max_lines: int, metrics: Metrics | None = None) -> None:
+        self.store = store
+        self.max_lines = max_lines
+        self.metrics = metrics
+        self._waiting: list[_Batch] = []
+        self._runner: asyncio.Task[None] | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Batches queued for the next group (not the one in flight)."""
+        return len(self._waiting)
+
+    async def submit(self, lines: Sequence[PreparedLine], rejected: Sequence[tuple[str, str]],
+                     of_record: bool) -> IngestResult:
+        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Batch(lines, rejected, of_record, future))
+        self._gauge()
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name="group-commit")
+        # a caller cancelled (its client gone) leaves its batch in the group: the group
+        # commits or rolls back whole; shield() retrieves the answer nobody awaits
+        return await asyncio.shield(future)
+
+    async def close(self) -> None:
+        """Wait for the group in flight and those queued (before the pool closes)."""
+        while (runner := self._runner) is not None:
+            await asyncio.wait([runner])  # its outcome is its callers'; never raises here
+
+    async def _run(self) -> None:
+        group: list[_Batch] = []
+        try:
+            while self._waiting:
+                group = self._take()
+                await self._commit(group)
+        except BaseException as exc:  # cancelled (the loop ends): nobody is left waiting
+            for batch in group + self._waiting:
+                _fail(batch, exc)
+            self._waiting = []
+            self._gauge()
+            raise
+        finally:
+            self._runner = None
+
+    def _take(self) -> list[_Batch]:
+        """The next group: the oldest batch, and those after it while under the cap."""
+        waiting = self._waiting
+        n, lines = 1, len(waiting[0].lines)
+        while n < len(waiting) and lines + len(waiting[n].lines) <= self.max_lines:
+            lines += len(waiting[n].lines)
+            n += 1
+        group, self._waiting = waiting[:n], waiting[n:]
+        self._gauge()
+        return group
+
+    async def _commit(self, group: list[_Batch]) -> None:
+        if len(group) > 1:
+            try:
+                committed_at = await _store_together(self.store, group)
+            except Exception as exc:  # noqa: BLE001 - any failure: each batch alone
+                logger.debug("group of %d batches failed (%s): storing each alone",
+                             len(group), type(exc).__name__)
+                self._count("split", len(group))
+            else:
+                self._count("together", len(group))
+                for batch in group:
+                    _answer(batch, IngestResult(len(batch.lines), 0, len(batch.rejected),
+                                                committed_at))
+                return
+        else:
+            self._count("alone", 1)
+        # side by side, as they would have run without grouping (the row locks order
+        # them): one after the other, with the database gone, the last would wait for
+        # as many pool timeouts as the group has batches
+        await asyncio.gather(*(self._alone(batch) for batch in group))
+
+    async def _alone(self, batch: _Batch) -> None:
+        try:
+            result = await self.store.ingest_alone(batch.lines, batch.rejected,
+                                                   of_record=batch.of_record)
+        except Exception as exc:  # this batch's own answer (503, 400, ...)
+            _fail(batch, exc)
+        else:
+            _answer(batch, result)
+
+    def _gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.ingest_group_waiting.set(len(self._waiting))
+
+    def _count(self, how: str, batches: int) -> None:
+        if self.metrics is not None:
+            self.metrics.ingest_groups.labels(how).inc()
+            self.metrics.ingest_grouped_batches.labels(how).inc(batches)
+
+
+def _answer(batch: _Batch, result: IngestResult) -> None:
+    if not batch.future.done():
+        batch.future.set_result(result)
+
+
+def _fail(batch: _Batch, exc: BaseException) -> None:
+    if batch.future.done():
+        return
+    if isinstance(exc, asyncio.CancelledError):
+        batch.future.cancel()
+    else:
+        batch.future.set_exception(exc)
+
+
+async def _store_together(store: Store, group: list[_Batch]) -> float:
+    """One transaction for the whole group, as Store's direct path does for one batch:
+    each batch's ids follow the previous batch's in its workflows. Returns the commit
+    time; raises (having stored nothing) on any failure."""
+    counts: dict[uuid.UUID, int] = {}
+    offsets: list[dict[uuid.UUID, int]] = []
+    for batch in group:
+        mine: dict[uuid.UUID, int] = {}
+        for line in batch.lines:
+            mine[line.workflow_id] = line.ord  # ords count up within a workflow
+        here = {}
+        for w, n in mine.items():
+            here[w] = before = counts.get(w, 0)
+            counts[w] = before + n
+        offsets.append(here)
+    rejected = [(_text(r), _text(e)) for batch in group for r, e in batch.rejected]
+    async with translated(), store.pool.connection() as conn:
+        async with conn.transaction(), conn.cursor() as cur:
+            if counts:
+                ids = sorted(counts)
+                lines = [line for batch in group for line in batch.lines]
+                last = await allocate_ids(cur, lines, counts)
+                bases = {w: last[w] - counts[w] for w in ids}
+                steps = await job_steps(cur, lines)
+                parts: list[tuple[Sequence[PreparedLine], dict[uuid.UUID, int]]] = [
+                    (batch.lines, {w: bases[w] + o for w, o in here.items()})
+                    for batch, here in zip(group, offsets, strict=True)]
+                await copy_lines(cur, parts, steps)
+                await _notify(cur, last)
+            if rejected:
+                await cur.executemany(
+                    "INSERT INTO rejected_events (reason, event) VALUES (%s, %s)", rejected)
+        return time.time()
