@@ -9,7 +9,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
@@ -208,20 +207,17 @@ class FollowResponse(LeanEventSourceResponse):
     """An SSE response that owns its subscription: closed when the response ends, however
     it ends. A HEAD (sse-starlette answers it with headers only), or a client gone before
     the body started, never runs the body generator, so its `finally` cannot be relied
-    on to unsubscribe. On server shutdown (sse-starlette sees uvicorn's exit signal and
-    sets `shutdown_event`) the stream is finished cleanly: its last chunk, then close.
-    Its sends are lean (sse.LeanEventSourceResponse: the hub's one timer pings and
-    times out stalled sends)."""
+    on to unsubscribe. On server shutdown (sse-starlette's exit signal, seen by
+    sse.LeanEventSourceResponse) the stream is finished cleanly: its last chunk, then
+    close. Its sends and body are lean (sse.LeanEventSourceResponse: one task per stream;
+    the hub's one timer pings and times out stalled sends)."""
 
     def __init__(self, sub: Subscription, content: AsyncIterator[bytes], **kwargs: Any) -> None:
         self.sub = sub
-        self.shutdown = anyio.Event()
-        super().__init__(content, shutdown_event=self.shutdown,
-                         shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
-                         data_sender_callable=self._leave_on_shutdown, **kwargs)
+        super().__init__(content, shutdown_grace_period=SHUTDOWN_GRACE_SECONDS, **kwargs)
 
-    async def _leave_on_shutdown(self) -> None:
-        await self.shutdown.wait()
+    def on_shutdown(self) -> None:
+        super().on_shutdown()
         self.sub.leave()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
