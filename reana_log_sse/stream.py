@@ -163,6 +163,7 @@ async def follow(
     metrics = follower.metrics
     metrics.active_streams.inc()
     item: Any = None
+    writing: list[Batch] = []  # batches being written (settled once written or dropped)
     try:
         yield b"retry: %d\n\n" % retry_ms + first
         while True:
@@ -172,12 +173,26 @@ async def follow(
                 async for data in follower.catch_up(item.after):
                     yield data
             if isinstance(item, Batch):
-                data = follower.batch_frames(item)
-                follower.cursor = max(follower.cursor, item.upto)
+                writing.append(item)
+                item = None
+                data = follower.batch_frames(writing[0])
+                follower.cursor = max(follower.cursor, writing[0].upto)
+                # what else queued up while this follower waited its turn goes in the
+                # same write: one send per wake-up, not one per batch
+                batch = sub.next_batch(follower.cursor)
+                if batch is not None:
+                    parts = [data]
+                    while batch is not None:
+                        writing.append(batch)
+                        parts.append(follower.batch_frames(batch))
+                        follower.cursor = max(follower.cursor, batch.upto)
+                        batch = sub.next_batch(follower.cursor)
+                    data = b"".join(parts)
                 if data:
                     yield data
-                batch, item = item, None
-                batch.settle(metrics)
+                for batch in writing:
+                    batch.settle(metrics)
+                writing.clear()
             elif isinstance(item, StatusItem):
                 if item.status.id > follower.status_cursor:
                     follower.status_cursor = item.status.id
@@ -194,8 +209,10 @@ async def follow(
         # The database went away mid-stream: close it; the client resumes with its last id.
         logger.warning("stream of %s closed: %s", follower.workflow_id, exc.detail)
     finally:
-        if isinstance(item, Batch):  # closed while writing it
+        if isinstance(item, Batch):  # closed while catching up to it
             item.settle(metrics)
+        for batch in writing:  # closed while writing them
+            batch.settle(metrics)
         metrics.active_streams.dec()
         sub.close()
 
