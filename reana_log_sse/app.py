@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -72,6 +72,14 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code,
                         headers=exc.headers)
+
+
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """The client closed its connection while sending the body (a sender timed out, a
+    demo stopped mid-POST): nothing can be answered, and it is not the service's error."""
+    logger.info("%s %s: the client went away before its body arrived", request.method,
+                request.url.path)
+    return Response(status_code=400)  # uvicorn drops it: the connection is gone
 
 
 def _static_dir() -> str:
@@ -154,7 +162,8 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
             Mount("/", StaticFiles(directory=_static_dir(), html=True), name="static"),
         ],
         middleware=_middleware(settings),
-        exception_handlers={HTTPException: http_error, ServiceError: service_error_handler},
+        exception_handlers={HTTPException: http_error, ServiceError: service_error_handler,
+                            ClientDisconnect: client_gone},
         lifespan=lifespan,
     )
     app.state.settings = settings

@@ -279,6 +279,48 @@ def test_hostile_slow_body_is_408_and_status_body_is_capped(server_factory):
     assert ok.status_code == 200, ok.text
 
 
+def test_hostile_client_gone_mid_body_is_an_info_line_not_a_traceback(live_server):
+    import logging
+    import socket
+    import time
+
+    class Records(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.DEBUG)
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
+    records = Records()
+    loggers = [logging.getLogger(n) for n in ("uvicorn.error", "reana_log_sse")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(records)
+    loggers[1].setLevel(logging.INFO)
+    try:
+        wf = uuid.uuid4()
+        paths = ("/ingest/vector", f"/api/workflows/{wf}/status")
+        for path in paths:  # half a body, then the sender is gone (a timeout, a Ctrl-C)
+            with socket.create_connection(("127.0.0.1", live_server.port)) as sock:
+                sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+                             f"Authorization: Bearer {live_server.ingest_token}\r\n"
+                             "Content-Type: application/json\r\n\r\n[".encode())
+        deadline = time.monotonic() + 20
+        while sum("went away" in r.getMessage() for r in records.records) < len(paths):
+            errors = [r.getMessage() for r in records.records if r.levelno >= logging.ERROR]
+            assert not errors, errors
+            assert time.monotonic() < deadline, [r.getMessage() for r in records.records]
+            time.sleep(0.02)
+        assert not [r for r in records.records if r.levelno >= logging.WARNING]
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.removeHandler(records)
+            lg.setLevel(level)
+    assert post_batch(live_server.url, live_server.ingest_token,
+                      [event(wf, "still served")]).status_code == 200
+
+
 def test_hostile_single_event_over_the_body_cap_is_cut_not_dropped(server_factory):
     # Vector sends an event larger than its batch.max_bytes alone (vector-stream's
     # SizeLimit: "the first element in a batch is not subject to this limit"), keys in
