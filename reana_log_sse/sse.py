@@ -44,7 +44,8 @@ class _Drain:
         self.streams.add(response)
         if self.exiting:
             response._exit()
-        elif self.task is None:
+        elif self.task is None or self.task.done() \
+                or self.task.get_loop() is not asyncio.get_running_loop():
             self.task = asyncio.get_running_loop().create_task(self._run(), name="sse-drain")
 
     async def _run(self) -> None:
@@ -138,9 +139,10 @@ class LeanEventSourceResponse(EventSourceResponse):
             if not self._ending:
                 await self._stream_response(send)
         except asyncio.CancelledError:
-            if not self._ending:
+            # ours (the client is gone, or the shutdown grace is over) is taken back;
+            # anyone else's (the server's own shutdown timeout) goes on
+            if not self._ending or self._uncancel():
                 raise
-            self._uncancel()  # ours: the client is gone, or the shutdown grace is over
         finally:
             self.active = False
             hook.on_disconnect(None)
@@ -166,10 +168,10 @@ class LeanEventSourceResponse(EventSourceResponse):
             if self._task is not asyncio.current_task():
                 self._task.cancel()
 
-    def _uncancel(self) -> None:
+    def _uncancel(self) -> int:
+        """Take back our one cancel of this task: the cancels still pending (others')."""
         task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
+        return task.uncancel() if task is not None else 0
 
     async def _send_with_timeout(self, send: Any, message: Any) -> None:
         if self._task is None:
@@ -178,10 +180,9 @@ class LeanEventSourceResponse(EventSourceResponse):
         try:
             await send(message)
         except asyncio.CancelledError:
-            if not self._stalled or self._ending:
+            if not self._stalled or self._ending or self._uncancel():
                 raise
-            self._uncancel()  # our own cancel, turned into sse-starlette's timeout
-            raise SendTimeoutError() from None
+            raise SendTimeoutError() from None  # our own cancel, as sse-starlette's timeout
         finally:
             self.sending_since = None
 
