@@ -191,6 +191,20 @@ class Subscription:
             self.queued_bytes -= item.nbytes
         return item
 
+    def next_batch(self, cursor: int) -> Batch | None:
+        """The next queued item if it is a batch that follows on from `cursor` (no gap
+        to read first), without waiting: a follower that fell behind sends what queued
+        up as one write."""
+        items = self.items
+        if items:
+            item = items[0]
+            if isinstance(item, Batch) and item.after <= cursor:
+                items.popleft()
+                self.queued_lines -= len(item.lines)
+                self.queued_bytes -= item.nbytes
+                return item
+        return None
+
     def _settle_all(self) -> None:
         metrics = self.feed.hub.metrics
         for queued in self.items:

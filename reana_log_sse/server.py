@@ -7,18 +7,51 @@ headers. `GuardedHttpToolsProtocol` adds both: the headers must arrive within
 `header_timeout_seconds` of the connection opening (or of the previous answer ending),
 and they may not exceed `max_header_bytes`. Bodies have their own deadline in the
 handlers (body.read_body).
+
+It also tells a response when its client has gone without a task waiting in `receive()`
+for `http.disconnect`: each request's scope carries a `DisconnectHook` under
+`scope["extensions"][DISCONNECT_EXTENSION]`, fired from `connection_lost` (where uvicorn
+marks the cycle disconnected and wakes `receive()`, uvicorn/protocols/http/
+httptools_impl.py). The event streams use it (sse.LeanEventSourceResponse), so that an
+idle stream costs one task, not five.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .settings import Settings
+
+DISCONNECT_EXTENSION = "reana_log_sse.disconnect"
+
+
+class DisconnectHook:
+    """Calls back once when the client of one request has gone before its response ended."""
+
+    __slots__ = ("callback", "gone")
+
+    def __init__(self) -> None:
+        self.callback: Callable[[], None] | None = None
+        self.gone = False
+
+    def on_disconnect(self, callback: Callable[[], None] | None) -> None:
+        """Set (or clear, with None) the callback; called at once if already gone."""
+        self.callback = callback
+        if self.gone and callback is not None:
+            self.fire()
+
+    def fire(self) -> None:
+        self.gone = True
+        callback, self.callback = self.callback, None
+        if callback is not None:
+            callback()
+
 
 _TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
               b"connection: close\r\n\r\n")
@@ -45,7 +78,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and cycle.disconnected:  # its response had not ended
+            hook = cycle.scope.get("extensions", {}).get(DISCONNECT_EXTENSION)
+            if hook is not None:
+                hook.fire()
 
     def data_received(self, data: bytes) -> None:
         waiting = self._awaiting_headers
@@ -59,6 +97,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
         self._disarm()
+        self.scope.setdefault("extensions", {})[DISCONNECT_EXTENSION] = DisconnectHook()
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:

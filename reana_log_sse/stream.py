@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
@@ -267,6 +266,7 @@ async def follow(
     metrics = follower.metrics
     metrics.active_streams.inc()
     item: Any = None
+    writing: list[Batch] = []  # batches being written (settled once written or dropped)
     try:
         yield b"retry: %d\n\n" % retry_ms + first
         while True:
@@ -276,12 +276,26 @@ async def follow(
                 async for data in follower.catch_up(item.after):
                     yield data
             if isinstance(item, Batch):
-                data = follower.batch_frames(item)
-                follower.cursor = max(follower.cursor, item.upto)
+                writing.append(item)
+                item = None
+                data = follower.batch_frames(writing[0])
+                follower.cursor = max(follower.cursor, writing[0].upto)
+                # what else queued up while this follower waited its turn goes in the
+                # same write: one send per wake-up, not one per batch
+                batch = sub.next_batch(follower.cursor)
+                if batch is not None:
+                    parts = [data]
+                    while batch is not None:
+                        writing.append(batch)
+                        parts.append(follower.batch_frames(batch))
+                        follower.cursor = max(follower.cursor, batch.upto)
+                        batch = sub.next_batch(follower.cursor)
+                    data = b"".join(parts)
                 if data:
                     yield data
-                batch, item = item, None
-                batch.settle(metrics)
+                for batch in writing:
+                    batch.settle(metrics)
+                writing.clear()
             elif isinstance(item, StatusItem):
                 if item.status.id > follower.status_cursor:
                     follower.status_cursor = item.status.id
@@ -298,8 +312,10 @@ async def follow(
         # The database went away mid-stream: close it; the client resumes with its last id.
         logger.warning("stream of %s closed: %s", follower.workflow_id, exc.detail)
     finally:
-        if isinstance(item, Batch):  # closed while writing it
+        if isinstance(item, Batch):  # closed while catching up to it
             item.settle(metrics)
+        for batch in writing:  # closed while writing them
+            batch.settle(metrics)
         metrics.active_streams.dec()
         sub.close()
 
@@ -311,20 +327,17 @@ class FollowResponse(LeanEventSourceResponse):
     """An SSE response that owns its subscription: closed when the response ends, however
     it ends. A HEAD (sse-starlette answers it with headers only), or a client gone before
     the body started, never runs the body generator, so its `finally` cannot be relied
-    on to unsubscribe. On server shutdown (sse-starlette sees uvicorn's exit signal and
-    sets `shutdown_event`) the stream is finished cleanly: its last chunk, then close.
-    Its sends are lean (sse.LeanEventSourceResponse: the hub's one timer pings and
-    times out stalled sends)."""
+    on to unsubscribe. On server shutdown (sse-starlette's exit signal, seen by
+    sse.LeanEventSourceResponse) the stream is finished cleanly: its last chunk, then
+    close. Its sends and body are lean (sse.LeanEventSourceResponse: one task per stream;
+    the hub's one timer pings and times out stalled sends)."""
 
     def __init__(self, sub: Subscription, content: AsyncIterator[bytes], **kwargs: Any) -> None:
         self.sub = sub
-        self.shutdown = anyio.Event()
-        super().__init__(content, shutdown_event=self.shutdown,
-                         shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
-                         data_sender_callable=self._leave_on_shutdown, **kwargs)
+        super().__init__(content, shutdown_grace_period=SHUTDOWN_GRACE_SECONDS, **kwargs)
 
-    async def _leave_on_shutdown(self) -> None:
-        await self.shutdown.wait()
+    def on_shutdown(self) -> None:
+        super().on_shutdown()
         self.sub.leave()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -329,3 +329,47 @@ async def test_stream_delay_histograms_count_batches_not_batches_times_followers
                 break
             await asyncio.sleep(0.02)
     assert await asyncio.to_thread(_metric, live_server, name) == before + 2
+
+
+async def test_stream_follower_behind_sends_its_queued_batches_in_one_write():
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from reana_log_sse.hub import Batch, StatusItem, Subscription
+    from reana_log_sse.lines import Line
+    from reana_log_sse.metrics import Metrics
+    from reana_log_sse.store import Filters, StatusRow
+    from reana_log_sse.stream import Follower, follow
+
+    metrics = Metrics()
+    wf = uuid.uuid4()
+    left: list[Subscription] = []
+    feed = SimpleNamespace(hub=SimpleNamespace(metrics=metrics), unsubscribe=left.append)
+    sub = Subscription(feed, 1000, 1 << 20)  # type: ignore[arg-type]
+    ts = dt.datetime.now(dt.UTC)
+
+    def batch(first: int, last: int) -> Batch:
+        lines = [Line(i, str(wf), "job", "j", None, "stdout", ts, f"l{i}", False)
+                 for i in range(first, last + 1)]
+        b = Batch(first - 1, last, lines, 0.0, None)
+        b.pending = 1
+        return b
+
+    batches = [batch(1, 2), batch(3, 3), batch(4, 6)]
+    status = StatusRow(id=1, after_seq=6, job_id="j", step=None, status="running")
+    for b in batches:
+        sub.push(b)
+    sub.push(StatusItem(6, status))
+    sub.push(batch(7, 7))
+    follower = Follower(None, wf, Filters(), 0, 0, 100, metrics)  # type: ignore[arg-type]
+    stream = follow(follower, sub, b"", 1000)
+    assert (await anext(stream)).startswith(b"retry: 1000")
+    chunk = await anext(stream)  # the three batches queued in a row: one write
+    assert chunk == b"".join(line.frame for b in batches for line in b.lines)
+    assert [b.pending for b in batches] == [1, 1, 1]  # not settled before it is written
+    assert b"event: status" in await anext(stream)  # a status is not folded into it
+    assert [b.pending for b in batches] == [0, 0, 0]  # each settled once, once written
+    assert (await anext(stream)).count(b"event: log") == 1
+    assert sub.queued_lines == 0 and sub.queued_bytes == 0
+    await stream.aclose()
+    assert left == [sub]
