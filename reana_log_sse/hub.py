@@ -27,7 +27,8 @@ from .errors import ServiceError
 from .lines import Line
 from .metrics import Metrics
 from .models import TERMINAL_STATUSES
-from .store import StatusRow, Store
+from .snapshot import StatusRow
+from .store import Store
 
 logger = logging.getLogger("reana_log_sse")
 

@@ -44,7 +44,8 @@ from starlette.responses import Response, StreamingResponse
 from .errors import translated
 from .lines import Line
 from .reana_logs import json_string, stored_lines, with_logs_string
-from .store import Filters, Store
+from .snapshot import Filters
+from .store import Store
 
 WORKFLOW_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"  # reana-commons config.py
 

@@ -39,7 +39,8 @@ from starlette.responses import Response, StreamingResponse
 
 from .lines import Line
 from .reana_server import Credentials, ReanaServer, ReanaUnavailable
-from .store import Filters, Store
+from .snapshot import Filters
+from .store import Store
 
 READ_CHUNK = 5_000
 WRITE_BYTES = 256 * 1024

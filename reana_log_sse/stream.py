@@ -18,8 +18,9 @@ from .auth import authorized_workflow
 from .errors import ServiceError
 from .hub import Batch, End, Leave, Ping, ReadSize, StatusItem, Subscription
 from .lines import Line, event_frame
+from .snapshot import Filters, Snapshot, StatusRow
 from .sse import LeanEventSourceResponse
-from .store import Filters, Snapshot, StatusRow, Store
+from .store import Store
 
 logger = logging.getLogger("reana_log_sse")
 

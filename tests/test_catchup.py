@@ -18,7 +18,8 @@ from reana_log_sse import db, partitions
 from reana_log_sse.embedded import create_database
 from reana_log_sse.lines import Line
 from reana_log_sse.metrics import Metrics
-from reana_log_sse.store import Filters, PreparedLine, Snapshot, StatusRow, Store, frame_end
+from reana_log_sse.snapshot import Filters, Snapshot, StatusRow, frame_end
+from reana_log_sse.store import PreparedLine, Store
 from reana_log_sse.stream import Follower, status_frame
 
 WF = "6b4bf6b1-4a2c-4f46-9d8a-1df2c9f0c001"

@@ -13,7 +13,8 @@ import pytest
 
 from reana_log_sse import db, reana_format
 from reana_log_sse.models import LogEvent
-from reana_log_sse.store import Filters, Store
+from reana_log_sse.snapshot import Filters
+from reana_log_sse.store import Store
 from tests.fake_reana import REANA_HOSTNAME, FakeReanaServer
 from tests.helpers import event, post_batch
 from tests.reana_client import reana_client_executable, run_reana_client

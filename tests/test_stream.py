@@ -338,7 +338,7 @@ async def test_stream_follower_behind_sends_its_queued_batches_in_one_write():
     from reana_log_sse.hub import Batch, StatusItem, Subscription
     from reana_log_sse.lines import Line
     from reana_log_sse.metrics import Metrics
-    from reana_log_sse.store import Filters, StatusRow
+    from reana_log_sse.snapshot import Filters, StatusRow
     from reana_log_sse.stream import Follower, follow
 
     metrics = Metrics()
