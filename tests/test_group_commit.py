@@ -53,6 +53,17 @@ def _locked(database_url: str, workflow_id: uuid.UUID) -> Iterator[None]:
         conn.commit()
 
 
+async def _row_lock(database_url: str, workflow_id: uuid.UUID) -> psycopg.AsyncConnection[Any]:
+    """A connection whose open transaction row-locks the (new) workflow, as an ingest
+    transaction in flight holds it; commit() releases it."""
+    conn = await psycopg.AsyncConnection.connect(db.conninfo(database_url))
+    await conn.execute("INSERT INTO workflows (workflow_id) VALUES (%s)", (workflow_id,))
+    await conn.commit()
+    await conn.execute("SELECT 1 FROM workflows WHERE workflow_id = %s FOR UPDATE",
+                       (workflow_id,))
+    return conn
+
+
 def _metric(server: Any, name: str, label: str = "") -> float:
     text = server.get("/metrics").text
     for line in text.splitlines():
@@ -210,12 +221,8 @@ def test_group_commit_a_cancelled_caller_leaves_its_group_whole(database_url, wi
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
         async with _store(database_url) as store, \
-                await psycopg.AsyncConnection.connect(db.conninfo(database_url)) as lock:
+                await _row_lock(database_url, wf) as lock:
             assert store.group is not None
-            await lock.execute("INSERT INTO workflows (workflow_id) VALUES (%s)", (wf,))
-            await lock.commit()
-            await lock.execute("SELECT 1 FROM workflows WHERE workflow_id = %s FOR UPDATE",
-                               (wf,))
             first = asyncio.create_task(store.ingest(_lines(wf, "first")))
             await _until(lambda: _lock_waiters(database_url) == 1)
             queued = [_lines(wf, "gone"), *([bad] if with_bad else []), _lines(wf, "last")]
@@ -252,12 +259,8 @@ def test_group_commit_a_batch_the_database_refuses_fails_alone(database_url):
 
     async def run() -> list[Any]:
         async with _store(database_url) as store, \
-                await psycopg.AsyncConnection.connect(db.conninfo(database_url)) as lock:
+                await _row_lock(database_url, wf) as lock:
             assert store.group is not None
-            await lock.execute("INSERT INTO workflows (workflow_id) VALUES (%s)", (wf,))
-            await lock.commit()
-            await lock.execute("SELECT 1 FROM workflows WHERE workflow_id = %s FOR UPDATE",
-                               (wf,))
             first = asyncio.create_task(store.ingest(_lines(wf, "first")))
             await _until(lambda: _lock_waiters(database_url) == 1)
             bad = [line._replace(message="NUL \x00 here") for line in _lines(other, "bad")]
@@ -283,17 +286,9 @@ def test_group_commit_a_batch_the_database_refuses_fails_alone(database_url):
 def test_group_commit_a_caller_cancelled_while_its_group_is_in_flight_is_stored(database_url):
     wf, held = uuid.uuid4(), uuid.uuid4()
 
-    async def lock(workflow_id: uuid.UUID) -> psycopg.AsyncConnection[Any]:
-        conn = await psycopg.AsyncConnection.connect(db.conninfo(database_url))
-        await conn.execute("INSERT INTO workflows (workflow_id) VALUES (%s)", (workflow_id,))
-        await conn.commit()
-        await conn.execute("SELECT 1 FROM workflows WHERE workflow_id = %s FOR UPDATE",
-                           (workflow_id,))
-        return conn
-
     async def run() -> Any:
-        async with _store(database_url) as store, await lock(wf) as lock_wf, \
-                await lock(held) as lock_held:
+        async with _store(database_url) as store, await _row_lock(database_url, wf) as lock_wf, \
+                await _row_lock(database_url, held) as lock_held:
             assert store.group is not None
             first = asyncio.create_task(store.ingest(_lines(wf, "first")))
             await _until(lambda: _lock_waiters(database_url) == 1)
@@ -331,12 +326,8 @@ def test_group_commit_close_waits_for_the_pending_groups(database_url):
 
     async def run() -> list[Any]:
         async with _store(database_url) as store, \
-                await psycopg.AsyncConnection.connect(db.conninfo(database_url)) as lock:
+                await _row_lock(database_url, wf) as lock:
             assert store.group is not None
-            await lock.execute("INSERT INTO workflows (workflow_id) VALUES (%s)", (wf,))
-            await lock.commit()
-            await lock.execute("SELECT 1 FROM workflows WHERE workflow_id = %s FOR UPDATE",
-                               (wf,))
             tasks = [asyncio.create_task(store.ingest(_lines(wf, "first")))]
             await _until(lambda: _lock_waiters(database_url) == 1)
             tasks.append(asyncio.create_task(store.ingest(_lines(wf, "queued"))))
