@@ -21,14 +21,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
-import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .errors import translated
-from .rows import PreparedLine, copy_lines, job_steps
-from .store import IngestResult, _notify, _text, allocate_ids
+from .rows import PreparedLine
+from .store import IngestResult
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -105,7 +102,8 @@ class GroupCommit:
     async def _commit(self, group: list[_Batch]) -> None:
         if len(group) > 1:
             try:
-                committed_at = await _store_together(self.store, group)
+                committed_at = await self.store.ingest_together(
+                    [(batch.lines, batch.rejected) for batch in group])
             except Exception as exc:  # noqa: BLE001 - any failure: each batch alone
                 logger.debug("group of %d batches failed (%s): storing each alone",
                              len(group), type(exc).__name__)
@@ -154,38 +152,3 @@ def _fail(batch: _Batch, exc: BaseException) -> None:
         batch.future.cancel()
     else:
         batch.future.set_exception(exc)
-
-
-async def _store_together(store: Store, group: list[_Batch]) -> float:
-    """One transaction for the whole group, as Store's direct path does for one batch:
-    each batch's ids follow the previous batch's in its workflows. Returns the commit
-    time; raises (having stored nothing) on any failure."""
-    counts: dict[uuid.UUID, int] = {}
-    offsets: list[dict[uuid.UUID, int]] = []
-    for batch in group:
-        mine: dict[uuid.UUID, int] = {}
-        for line in batch.lines:
-            mine[line.workflow_id] = line.ord  # ords count up within a workflow
-        here = {}
-        for w, n in mine.items():
-            here[w] = before = counts.get(w, 0)
-            counts[w] = before + n
-        offsets.append(here)
-    rejected = [(_text(r), _text(e)) for batch in group for r, e in batch.rejected]
-    async with translated(), store.pool.connection() as conn:
-        async with conn.transaction(), conn.cursor() as cur:
-            if counts:
-                ids = sorted(counts)
-                lines = [line for batch in group for line in batch.lines]
-                last = await allocate_ids(cur, lines, counts)
-                bases = {w: last[w] - counts[w] for w in ids}
-                steps = await job_steps(cur, lines)
-                parts: list[tuple[Sequence[PreparedLine], dict[uuid.UUID, int]]] = [
-                    (batch.lines, {w: bases[w] + o for w, o in here.items()})
-                    for batch, here in zip(group, offsets, strict=True)]
-                await copy_lines(cur, parts, steps)
-                await _notify(cur, last)
-            if rejected:
-                await cur.executemany(
-                    "INSERT INTO rejected_events (reason, event) VALUES (%s, %s)", rejected)
-        return time.time()

@@ -56,7 +56,7 @@ class Store:
         self.create_partitions = create_partitions
         self.group: GroupCommit | None = None
         if group_lines > 0:
-            from .group import GroupCommit  # group.py builds on this module's COPY
+            from .group import GroupCommit  # group.py stores its groups by ingest_together
 
             self.group = GroupCommit(self, max_lines=group_lines, metrics=metrics)
 
@@ -97,43 +97,76 @@ class Store:
         of_record: bool,
     ) -> IngestResult:
         try:
-            return await self._ingest(lines, rejected, of_record, direct=True)
+            committed_at = await self.ingest_together([(lines, rejected)])
         except psycopg.errors.UniqueViolation:
             # some lines are stored already (a retry, or the tap's copy): that transaction
             # left nothing; the staged path skips exactly the stored lines
-            return await self._ingest(lines, rejected, of_record, direct=False)
+            return await self._ingest_staged(lines, rejected, of_record)
+        return IngestResult(len(lines), 0, len(rejected), committed_at)
 
-    async def _ingest(
+    async def ingest_together(
+        self, batches: Sequence[tuple[Sequence[PreparedLine], Sequence[tuple[str, str]]]],
+    ) -> float:
+        """The direct path, for one batch or a group of them (group.py): one transaction,
+        one id allocation over all their workflows (each batch's ids after the previous
+        batch's in its workflows), one COPY straight into log_lines, one NOTIFY; returns
+        the commit time. A line already stored fails the COPY with a unique violation
+        (as a missing partition or a refused value fails it): nothing is stored then."""
+        counts: dict[uuid.UUID, int] = {}
+        offsets: list[dict[uuid.UUID, int]] = []
+        for lines, _ in batches:
+            mine: dict[uuid.UUID, int] = {}
+            for line in lines:
+                mine[line.workflow_id] = line.ord  # ords count up within a workflow
+            here = {}
+            for w, n in mine.items():
+                here[w] = before = counts.get(w, 0)
+                counts[w] = before + n
+            offsets.append(here)
+        rejected = [(_text(r), _text(e)) for _, batch in batches for r, e in batch]
+        async with translated(), self.pool.connection() as conn:
+            async with conn.transaction(), conn.cursor() as cur:
+                if counts:
+                    every = [line for lines, _ in batches for line in lines]
+                    last = await allocate_ids(cur, every, counts)
+                    bases = {w: last[w] - counts[w] for w in counts}
+                    # read where ingest.sql's join reads it: after the allocation
+                    steps = await job_steps(cur, every)
+                    parts = [(lines, {w: bases[w] + o for w, o in here.items()})
+                             for (lines, _), here in zip(batches, offsets, strict=True)]
+                    await copy_lines(cur, parts, steps)
+                    await _notify(cur, last)
+                if rejected:
+                    await cur.executemany(
+                        "INSERT INTO rejected_events (reason, event) VALUES (%s, %s)",
+                        rejected)
+            return time.time()
+
+    async def _ingest_staged(
         self, lines: Sequence[PreparedLine], rejected: Sequence[tuple[str, str]],
-        of_record: bool, *, direct: bool,
+        of_record: bool,
     ) -> IngestResult:
+        """COPY into a staging table, then INSERT .. ON CONFLICT DO NOTHING: stores the
+        lines not stored yet, and adopts (of_record) the ones the live tap stored first."""
         counts: dict[uuid.UUID, int] = {}
         for line in lines:
             counts[line.workflow_id] = line.ord  # ords count up within a workflow
         inserted = adopted = 0
         async with translated(), self.pool.connection() as conn:
-            async with conn.transaction():
+            async with conn.transaction(), conn.cursor() as cur:
                 if lines:
-                    async with conn.cursor() as cur:
-                        ids = sorted(counts)
-                        last = await allocate_ids(cur, lines, counts)
-                        bases = {w: last[w] - counts[w] for w in ids}
-                        if direct:
-                            # read where ingest.sql's join reads it: after the allocation
-                            steps = await job_steps(cur, lines)
-                            inserted = await copy_lines(cur, [(lines, bases)], steps)
-                        else:
-                            inserted = await stage_lines(cur, lines, ids, bases)
-                            if of_record and inserted < len(lines):
-                                await cur.execute(_ADOPT)
-                                adopted = cur.rowcount
-                        await _notify(cur, last)
+                    ids = sorted(counts)
+                    last = await allocate_ids(cur, lines, counts)
+                    bases = {w: last[w] - counts[w] for w in ids}
+                    inserted = await stage_lines(cur, lines, ids, bases)
+                    if of_record and inserted < len(lines):
+                        await cur.execute(_ADOPT)
+                        adopted = cur.rowcount
+                    await _notify(cur, last)
                 if rejected:
-                    async with conn.cursor() as cur:
-                        await cur.executemany(
-                            "INSERT INTO rejected_events (reason, event) VALUES (%s, %s)",
-                            [(_text(r), _text(e)) for r, e in rejected],
-                        )
+                    await cur.executemany(
+                        "INSERT INTO rejected_events (reason, event) VALUES (%s, %s)",
+                        [(_text(r), _text(e)) for r, e in rejected])
             committed_at = time.time()
         return IngestResult(inserted, len(lines) - inserted, len(rejected), committed_at,
                             adopted)
