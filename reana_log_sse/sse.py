@@ -43,7 +43,7 @@ class _Drain:
     def add(self, response: LeanEventSourceResponse) -> None:
         self.streams.add(response)
         if self.exiting:
-            response._exit()
+            response.on_shutdown()
         elif self.task is None or self.task.done() \
                 or self.task.get_loop() is not asyncio.get_running_loop():
             self.task = asyncio.get_running_loop().create_task(self._run(), name="sse-drain")
@@ -54,7 +54,7 @@ class _Drain:
             self.exiting = True
             grace = 0.0
             for response in list(self.streams):
-                response._exit()
+                response.on_shutdown()
                 grace = max(grace, response._shutdown_grace_period)
             deadline = time.monotonic() + grace
             while self.streams and time.monotonic() < deadline:
@@ -158,9 +158,6 @@ class LeanEventSourceResponse(EventSourceResponse):
     def _client_gone(self) -> None:
         self.active = False
         self._force_end()
-
-    def _exit(self) -> None:
-        self.on_shutdown()
 
     def _force_end(self) -> None:
         if not self._ending and self._task is not None:
