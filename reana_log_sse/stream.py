@@ -144,14 +144,8 @@ class Follower:
                 if snap is None:
                     return
                 self.read_size.observe_frames(snap.frame_count, snap.frames)
-                out = []
-                # frames built by PostgreSQL, filtered there: every one is past our cursor
-                for frames, status in snap.frame_parts():
-                    out.append(frames)
-                    if status is not None:
-                        out.append(status_frame(self.workflow_id, status))
-                self.cursor = max(self.cursor, snap.horizon)
-                self.status_cursor = max(self.status_cursor, snap.status_cursor)
+                out: list[bytes] = []
+                self._take(snap, out)
                 done = snap.horizon >= (snap.last_seq if until is None
                                         else min(until, snap.last_seq))
                 if not done:
@@ -192,15 +186,6 @@ class Follower:
                                 asyncio.ensure_future(self._read(end, after=start))))
                 start = end
 
-        def emit(snap: Snapshot, out: list[bytes]) -> None:
-            for frames, status in snap.frame_parts():
-                out.append(frames)
-                if status is not None and status.id > self.status_cursor:
-                    self.status_cursor = status.id
-                    out.append(status_frame(self.workflow_id, status))
-            self.cursor = max(self.cursor, snap.horizon)
-            self.status_cursor = max(self.status_cursor, snap.status_cursor)
-
         try:
             fill()
             while pending:
@@ -210,7 +195,7 @@ class Follower:
                     return
                 self.range_size.observe_frames(ids, snap.frames)
                 out: list[bytes] = []
-                emit(snap, out)
+                self._take(snap, out)
                 if snap.horizon < end:  # it saw fewer ids than asked: go on from there
                     _drop(pending)
                     start = self.cursor
@@ -220,7 +205,7 @@ class Follower:
                     if gap is None:
                         return
                     self.read_size.observe_frames(gap.frame_count, gap.frames)
-                    emit(gap, out)
+                    self._take(gap, out)
                     start = self.cursor
                 fill()
                 data = b"".join(out)
@@ -228,6 +213,18 @@ class Follower:
                     yield data
         finally:
             _cancel(pending)  # the stream closed: the reads ahead are not wanted
+
+    def _take(self, snap: Snapshot, out: list[bytes]) -> None:
+        """A catch-up read's frames (built by PostgreSQL, filtered there: every one is past
+        our cursor) with its statuses not sent yet (a later range's read may repeat one),
+        into `out`; the cursors move past the read."""
+        for frames, status in snap.frame_parts():
+            out.append(frames)
+            if status is not None and status.id > self.status_cursor:
+                self.status_cursor = status.id
+                out.append(status_frame(self.workflow_id, status))
+        self.cursor = max(self.cursor, snap.horizon)
+        self.status_cursor = max(self.status_cursor, snap.status_cursor)
 
     async def _read(self, until: int | None, *, after: int | None = None) -> Snapshot | None:
         self.metrics.catchup_reads.inc()
@@ -277,21 +274,16 @@ async def follow(
                 async for data in follower.catch_up(item.after):
                     yield data
             if isinstance(item, Batch):
-                writing.append(item)
-                item = None
-                data = follower.batch_frames(writing[0])
-                follower.cursor = max(follower.cursor, writing[0].upto)
-                # what else queued up while this follower waited its turn goes in the
-                # same write: one send per wake-up, not one per batch
-                batch = sub.next_batch(follower.cursor)
-                if batch is not None:
-                    parts = [data]
-                    while batch is not None:
-                        writing.append(batch)
-                        parts.append(follower.batch_frames(batch))
-                        follower.cursor = max(follower.cursor, batch.upto)
-                        batch = sub.next_batch(follower.cursor)
-                    data = b"".join(parts)
+                # this batch and what else queued up while this follower waited its turn
+                # go in the same write: one send per wake-up, not one per batch
+                batch, item = item, None
+                parts = []
+                while batch is not None:
+                    writing.append(batch)
+                    parts.append(follower.batch_frames(batch))
+                    follower.cursor = max(follower.cursor, batch.upto)
+                    batch = sub.next_batch(follower.cursor)
+                data = b"".join(parts)
                 if data:
                     yield data
                 for batch in writing:
