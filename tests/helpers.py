@@ -149,8 +149,3 @@ async def settle(follower: Follower, base_url: str, token: str,
                                        job_id=marker, step=marker)
     assert response.status_code == 200, response.text
     await follower.wait_for(lambda f: any(s.get("job_id") == marker for s in f.named("status")))
-
-
-async def wait_connected(follower: Follower) -> None:
-    """The stream answered (its subscription exists: a line committed now reaches it)."""
-    await follower.wait_for(lambda f: f.status_code is not None)

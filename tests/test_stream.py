@@ -8,7 +8,7 @@ import uuid
 import httpx
 import psycopg
 
-from tests.helpers import Follower, event, post_batch, post_status, settle, wait_connected
+from tests.helpers import Follower, event, post_batch, post_status, settle
 
 
 def stream_url(server, wf, query: str = "") -> str:
@@ -199,7 +199,6 @@ async def test_stream_filters_tail_since_job_kind(live_server):
     assert both == ["gen 8", "fit 8", "gen 9", "fit 9"]
     # the filters hold for live lines too
     async with Follower(stream_url(live_server, wf, "?job=fitdata&tail=0")) as f:
-        await wait_connected(f)
         await apost(live_server, [event(wf, "gen live", step="gendata"),
                                   event(wf, "fit live", step="fitdata")])
         await f.wait_logs(1)
@@ -246,7 +245,6 @@ async def test_stream_unknown_workflow_is_404_unless_waiting_is_allowed(server_f
     assert strict.get("/api/workflows/not-a-uuid/logs/stream").status_code == 404
     waiting = server_factory(wait_for_unknown=True)
     async with Follower(stream_url(waiting, wf)) as f:
-        await wait_connected(f)
         await apost(waiting, [event(wf, "hello")])
         await f.wait_logs(1)
     assert f.logs[0]["message"] == "hello"
