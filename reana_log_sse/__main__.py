@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from .cli import main
+from reana_log_sse.cli import main
 
 main()

@@ -23,16 +23,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import db, kubernetes, partitions
-from .auth import IngestAuth, bearer_token, make_reader_auth, make_status_auth
-from .errors import ServiceError, service_error_handler
-from .hub import Hub
-from .ingest import ingest_vector
-from .metrics import Metrics
-from .read import post_status, read_logs
-from .settings import Settings
-from .store import Store
-from .stream import stream_logs
+from reana_log_sse import kubernetes
+from reana_log_sse.auth import IngestAuth, bearer_token, make_reader_auth, make_status_auth
+from reana_log_sse.follow.hub import Hub
+from reana_log_sse.follow.stream import stream_logs
+from reana_log_sse.ingest.route import ingest_vector
+from reana_log_sse.ingest.status import post_status
+from reana_log_sse.metrics import Metrics
+from reana_log_sse.reana.auth import ReanaAuth
+from reana_log_sse.reana.route import read_logs
+from reana_log_sse.settings import Settings
+from reana_log_sse.store import db, partitions
+from reana_log_sse.store.errors import ServiceError, service_error_handler
+from reana_log_sse.store.store import Store
 
 logger = logging.getLogger("reana_log_sse")
 
@@ -99,7 +102,8 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
         raise ValueError("create_app needs settings.database_url")
     url = settings.database_url
     clock = today or (lambda: dt.datetime.now(dt.UTC).date())
-    reader_auth = make_reader_auth(settings)
+    reader_auth = (ReanaAuth.from_settings(settings) if settings.auth == "reana"
+                   else make_reader_auth(settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

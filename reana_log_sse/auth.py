@@ -9,7 +9,7 @@ from typing import Protocol
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from .settings import Settings
+from reana_log_sse.settings import Settings
 
 
 def bearer_token(request: Request) -> str | None:
@@ -111,6 +111,8 @@ class TokenAuth:
 
 
 def make_reader_auth(settings: Settings) -> ReaderAuth:
+    """auth=none or auth=tokens; auth=reana is reana/auth.py's ReanaAuth.from_settings
+    (app.py chooses)."""
     if settings.auth == "none":
         return OpenAuth()
     if settings.auth == "tokens":
@@ -119,15 +121,6 @@ def make_reader_auth(settings: Settings) -> ReaderAuth:
             raise ValueError("auth=tokens needs REANA_LOG_SSE_READ_TOKENS or "
                              "REANA_LOG_SSE_READ_TOKENS_FILE")
         return TokenAuth(tokens)
-    if settings.auth == "reana":
-        if not settings.reana_server_url:
-            raise ValueError("auth=reana needs REANA_LOG_SSE_REANA_SERVER_URL")
-        from .reana_auth import ReanaAuth
-
-        return ReanaAuth(settings.reana_server_url, ttl=settings.reana_auth_cache_seconds,
-                         timeout=settings.reana_auth_timeout_seconds,
-                         host=settings.reana_server_host,
-                         session_cookie=settings.reana_session_cookie)
     raise ValueError(f"unknown auth mode {settings.auth!r}; use none, tokens or reana")
 
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import click
 
-from .auth import READER_TOKEN_PARAMETER
-from .bench.command import bench
-from .client import DEFAULT_SERVER
-from .logs_cli import logs
-from .settings import Settings, env_name
+from reana_log_sse.auth import READER_TOKEN_PARAMETER
+from reana_log_sse.bench.command import bench
+from reana_log_sse.client import DEFAULT_SERVER
+from reana_log_sse.client.logs import logs
+from reana_log_sse.settings import Settings, env_name
 
 logger = logging.getLogger("reana_log_sse")
 
@@ -78,7 +78,7 @@ def database(settings: Settings) -> Iterator[str]:
     if settings.database_url:
         yield settings.database_url
         return
-    from .embedded import embedded_postgres
+    from reana_log_sse.store.embedded import embedded_postgres
 
     with embedded_postgres(settings.data_dir) as url:
         yield url
@@ -107,8 +107,8 @@ def main() -> None:
 def serve(host: str, port: int, workers: int, database_url: str | None, data_dir: str | None,
           log_level: str) -> None:
     """Run the service (with an embedded PostgreSQL unless a database URL is given)."""
-    from .app import create_app
-    from .server import uvicorn_config
+    from reana_log_sse.app import create_app
+    from reana_log_sse.server import uvicorn_config
 
     _setup_logging(log_level)
     settings = _settings(host=host, port=port, database_url=database_url, data_dir=data_dir,
@@ -148,7 +148,7 @@ def _serve_workers(settings: Settings, url: str) -> None:
 
     from uvicorn.supervisors import Multiprocess
 
-    from .server import uvicorn_config
+    from reana_log_sse.server import uvicorn_config
 
     os.environ.update({env_name("database_url"): url, env_name("host"): settings.host,
                        env_name("port"): str(settings.port),
@@ -217,7 +217,7 @@ def _refuse_unsupported(url: str) -> None:
     that cannot be reached yet is left to the service (it answers 503 until it can)."""
     import psycopg
 
-    from . import db
+    from reana_log_sse.store import db
 
     try:
         asyncio.run(db.check_server(url))
@@ -254,7 +254,7 @@ def _stopped_by_signals() -> Iterator[None]:
 @_db_options
 def migrate(database_url: str | None, data_dir: str | None, log_level: str) -> None:
     """Apply database migrations and exit."""
-    from . import db
+    from reana_log_sse.store import db
 
     _setup_logging(log_level)
     settings = _settings(database_url=database_url, data_dir=data_dir)
@@ -270,7 +270,7 @@ def partitions_cmd(database_url: str | None, data_dir: str | None, log_level: st
     """Create upcoming daily partitions and drop those past the retention, then exit."""
     import datetime as dt
 
-    from . import db, partitions
+    from reana_log_sse.store import db, partitions
 
     _setup_logging(log_level)
     settings = _settings(database_url=database_url, data_dir=data_dir)
@@ -301,7 +301,7 @@ def demo(host: str, port: int, database_url: str | None, data_dir: str | None,
     It prints the page to open and the commands to try; requests are logged only with
     --log-level debug. Ctrl-C stops it (and its embedded PostgreSQL).
     """
-    from .demo import run_demo
+    from reana_log_sse.demo import run_demo
 
     _setup_logging(log_level)
     demo_logging(log_level)
@@ -340,7 +340,7 @@ def wait_ready(server: str, timeout: float) -> None:
 
     import httpx
 
-    from .client import describe
+    from reana_log_sse.client import describe
 
     url = server.rstrip("/") + "/readyz"
     deadline = time.monotonic() + timeout
@@ -376,7 +376,7 @@ class _ShipCommand(click.Command):
 
 
 def _ship_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    from . import ship as shipper
+    from reana_log_sse import ship as shipper
 
     for flag, env, default, kind, text in reversed(shipper.OPTIONS):
         f = click.option(flag, envvar=env, show_envvar=True, default=default,
@@ -394,7 +394,7 @@ def ship(ctx: click.Context, files: tuple[str, ...], **options: Any) -> None:
     """Follow files (tail -F) or run a command, and post its lines to the ingest,
     exactly once across the shipper's own crash. The same code runs alone as
     `python3 -I reana_log_sse/ship.py` on a worker node."""
-    from . import ship as shipper
+    from reana_log_sse import ship as shipper
 
     cfg = shipper.Config(files=files, command=ctx.meta.get("ship_command", ()), **options)
     shipper.setup_logging(cfg)

@@ -20,8 +20,8 @@ import httpx
 import orjson
 import uvicorn
 
-from .app import create_app
-from .settings import Settings
+from reana_log_sse.app import create_app
+from reana_log_sse.settings import Settings
 
 logger = logging.getLogger("reana_log_sse")
 

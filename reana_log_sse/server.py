@@ -26,7 +26,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .settings import Settings
+from reana_log_sse.settings import Settings
 
 DISCONNECT_EXTENSION = "reana_log_sse.disconnect"
 

@@ -1,5 +1,5 @@
 """Driving Debian's Chromium with Playwright (never a downloaded browser), for the widget's
-browser tests, its benchmark (web_widget/bench_widget.py) and the demo screenshots
+browser tests, its benchmark (reana_log_sse/bench/widget.py) and the demo screenshots
 (web_widget/screenshots.py)."""
 
 from __future__ import annotations

@@ -18,11 +18,11 @@ import pytest
 import uvicorn
 from psycopg import sql
 
-from reana_log_sse import db
 from reana_log_sse.app import create_app
-from reana_log_sse.embedded import create_database, embedded_postgres
 from reana_log_sse.server import uvicorn_config
 from reana_log_sse.settings import Settings
+from reana_log_sse.store import db
+from reana_log_sse.store.embedded import create_database, embedded_postgres
 
 INGEST_TOKEN = "test-ingest-token"
 _TEMPLATE = "reana_log_sse_template"

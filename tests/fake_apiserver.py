@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from reana_log_sse.identity import format_ns, parse_ns
+from reana_log_sse.store.identity import format_ns, parse_ns
 from tests.conftest import free_port
 
 TOKEN = "fake-apiserver-token"

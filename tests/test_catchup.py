@@ -14,13 +14,13 @@ import psycopg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reana_log_sse import db, partitions
-from reana_log_sse.embedded import create_database
-from reana_log_sse.lines import Line
+from reana_log_sse.follow.stream import Follower, status_frame
 from reana_log_sse.metrics import Metrics
-from reana_log_sse.snapshot import Filters, Snapshot, StatusRow, frame_end
-from reana_log_sse.store import PreparedLine, Store
-from reana_log_sse.stream import Follower, status_frame
+from reana_log_sse.store import db, partitions
+from reana_log_sse.store.embedded import create_database
+from reana_log_sse.store.lines import Line
+from reana_log_sse.store.snapshot import Filters, Snapshot, StatusRow, frame_end
+from reana_log_sse.store.store import PreparedLine, Store
 
 WF = "6b4bf6b1-4a2c-4f46-9d8a-1df2c9f0c001"
 _TS = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)

@@ -14,9 +14,9 @@ import httpx
 import orjson
 import pytest
 
-from reana_log_sse.fastpath import prepare_fast
-from reana_log_sse.ingest import Preparer, prepare
-from reana_log_sse.partitions import Window
+from reana_log_sse.ingest.fastpath import prepare_fast
+from reana_log_sse.ingest.prepare import Preparer, prepare
+from reana_log_sse.store.partitions import Window
 from tests.helpers import VECTOR_HEADERS
 
 WF = "3f2c5a1e-7b4d-4c2a-9e1f-0123456789ab"
@@ -207,8 +207,8 @@ def test_fastpath_fields_follow_the_model():
 
     import msgspec
 
-    from reana_log_sse.fastpath import _Event
-    from reana_log_sse.models import LogEvent
+    from reana_log_sse.ingest.fastpath import _Event
+    from reana_log_sse.ingest.models import LogEvent
 
     fast = {f.name: f for f in msgspec.structs.fields(_Event)}
     assert set(fast) == set(LogEvent.model_fields)

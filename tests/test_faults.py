@@ -20,8 +20,8 @@ import httpx
 import psutil
 import pytest
 
-from reana_log_sse import db
-from reana_log_sse.embedded import embedded_postgres
+from reana_log_sse.store import db
+from reana_log_sse.store.embedded import embedded_postgres
 from tests.conftest import LiveServer, make_settings
 from tests.faultkit import Follow, Sender, SenderThread, batch, check, follow, rss_mb, stored
 from tests.serve_process import ServeProcess

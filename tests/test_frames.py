@@ -9,8 +9,8 @@ import uuid
 
 import psycopg
 
-from reana_log_sse import db, partitions
-from reana_log_sse.store import Store
+from reana_log_sse.store import db, partitions
+from reana_log_sse.store.store import Store
 
 
 def _messages() -> list[str]:

@@ -1,4 +1,4 @@
-"""Group commit (reana_log_sse/group.py): batches that arrive while a transaction is in
+"""Group commit (reana_log_sse/store/group.py): batches that arrive while a transaction is in
 flight share the next one, and a failed group stores each of its batches alone.
 
 A group is made to form without timing: a test transaction holds a workflow's row lock,
@@ -20,10 +20,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from reana_log_sse import db, partitions
-from reana_log_sse.errors import BadInput
-from reana_log_sse.ingest import prepare
-from reana_log_sse.store import PreparedLine, Store
+from reana_log_sse.ingest.prepare import prepare
+from reana_log_sse.store import db, partitions
+from reana_log_sse.store.errors import BadInput
+from reana_log_sse.store.store import PreparedLine, Store
 from tests.helpers import Follower, event, post_batch
 
 

@@ -181,9 +181,9 @@ def test_hostile_parsing_keeps_the_dedupe_digests_of_accepted_input():
     # a batch retried across the upgrade must still be a duplicate.
     import datetime as dt
 
-    from reana_log_sse.body import parse_events
-    from reana_log_sse.ingest import prepare
-    from reana_log_sse.partitions import Window
+    from reana_log_sse.ingest.body import parse_events
+    from reana_log_sse.ingest.prepare import prepare
+    from reana_log_sse.store.partitions import Window
 
     wf = "7b2e5c0a-0000-4000-8000-000000000001"
 

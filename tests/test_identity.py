@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from reana_log_sse.identity import LineKeys, format_ns, parse_ns
-from reana_log_sse.ingest import prepare
-from reana_log_sse.partitions import Window
+from reana_log_sse.ingest.prepare import prepare
+from reana_log_sse.store.identity import LineKeys, format_ns, parse_ns
+from reana_log_sse.store.partitions import Window
 
 
 def test_identity_parse_ns_keeps_all_nine_digits():

@@ -11,7 +11,7 @@ import httpx
 import psycopg
 import zstandard
 
-from reana_log_sse.db import NOTIFY_CHANNEL
+from reana_log_sse.store.db import NOTIFY_CHANNEL
 from tests.helpers import VECTOR_HEADERS, event, post_batch, vector_body
 
 

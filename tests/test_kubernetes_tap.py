@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from reana_log_sse.identity import format_ns
+from reana_log_sse.store.identity import format_ns
 from tests.fake_apiserver import FakeApiserver, job_pod, running
 from tests.helpers import Follower, post_batch
 from tests.test_kubernetes_statuses import until

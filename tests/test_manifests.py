@@ -449,7 +449,8 @@ def test_networkpolicy_admits_reanas_runtime_namespace_batch_pods_not_job_pods(b
         return all(e["operator"] == "Exists" and e["key"] in labels
                    for e in peer["podSelector"]["matchExpressions"])
 
-    # labels as reana-workflow-controller and reana-job-controller set them (CONTRACT.md 1)
+    # labels as reana-workflow-controller and reana-job-controller set them
+    # (docs/reana-integration.md section 0)
     assert admitted({"reana-run-batch-workflow-uuid": "7b2e5c0a"})
     assert not admitted({"reana-run-job-workflow-uuid": "7b2e5c0a",
                          "job-name": "reana-run-job-1"})

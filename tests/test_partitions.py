@@ -12,7 +12,7 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from reana_log_sse import db, partitions
+from reana_log_sse.store import db, partitions
 from tests.helpers import event, post_batch
 
 

@@ -153,7 +153,7 @@ def test_property_read_routes_never_5xx_for_any_query(live_server):
        sort_keys=st.booleans(), several=st.booleans())
 def test_property_over_cap_event_is_cut_exactly_or_refused(pieces, repeat, chunk, sort_keys,
                                                            several):
-    from reana_log_sse.body import Edges, salvage
+    from reana_log_sse.ingest.body import Edges, salvage
 
     wf = uuid.uuid4()
     message = "".join(pieces) * repeat

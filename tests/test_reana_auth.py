@@ -9,8 +9,8 @@ import uuid
 import httpx
 import pytest
 
-from reana_log_sse.reana_auth import Denied, ReanaAuth, ReanaUnavailable, ReanaWorkflow
-from reana_log_sse.reana_server import Credentials, ReanaServer
+from reana_log_sse.reana.auth import Denied, ReanaAuth, ReanaUnavailable, ReanaWorkflow
+from reana_log_sse.reana.server import Credentials, ReanaServer
 from reana_log_sse.settings import Settings
 from tests.fake_reana import REANA_HOSTNAME, FakeReanaServer
 from tests.helpers import Follower, event, post_batch

@@ -170,6 +170,7 @@ def reana_client() -> str:
     return reana_client_executable()
 
 
+@pytest.mark.timeout(900)  # the first use installs reana-client in its venv (about 70 s)
 def test_reana_format_real_reana_client_prints_it(reana, reana_world, reana_client):
     """reana-client, unchanged, against a reana-server changed to pass our answer through."""
     server, wf, token, _ = reana_world

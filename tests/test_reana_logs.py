@@ -11,10 +11,11 @@ import uuid
 import httpx
 import pytest
 
-from reana_log_sse import db, reana_format
-from reana_log_sse.models import LogEvent
-from reana_log_sse.snapshot import Filters
-from reana_log_sse.store import Store
+from reana_log_sse.ingest.models import LogEvent
+from reana_log_sse.reana import format as reana_format
+from reana_log_sse.store import db
+from reana_log_sse.store.snapshot import Filters
+from reana_log_sse.store.store import Store
 from tests.fake_reana import REANA_HOSTNAME, FakeReanaServer
 from tests.helpers import event, post_batch
 from tests.reana_client import reana_client_executable, run_reana_client
@@ -180,6 +181,7 @@ def _friendly_job_logs(stdout: str) -> dict[str, str]:
     return out
 
 
+@pytest.mark.timeout(900)  # the first use installs reana-client in its venv (about 70 s)
 def test_reana_logs_real_reana_client_prints_every_line_ingested(world, reana_client):
     server, wf, token, jobs = world
     expected = _expected_logs(jobs)

@@ -8,8 +8,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from reana_log_sse.follow.sse import LeanEventSourceResponse
 from reana_log_sse.server import DISCONNECT_EXTENSION, DisconnectHook
-from reana_log_sse.sse import LeanEventSourceResponse
 from tests.helpers import event, post_batch
 
 

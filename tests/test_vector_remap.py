@@ -12,7 +12,7 @@ import uuid
 import pytest
 import yaml
 
-from reana_log_sse.models import LogEvent
+from reana_log_sse.ingest.models import LogEvent
 from tests.vectorsim import (
     ENV_VAR_PATTERN,
     VECTOR_YAML,

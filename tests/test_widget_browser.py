@@ -381,7 +381,7 @@ def test_widget_search_highlights_and_follow_pauses(live_server, page):
 
 def test_widget_loads_200k_lines(live_server, page, record_property):
     """200,000 lines arrive (catching up from the database); the page stays responsive. The
-    longest task and frame gap are reported, not asserted (web_widget/bench_widget.py)."""
+    longest task and frame gap are reported, not asserted (reana_log_sse/bench/widget.py)."""
     n = 200_000
     wf = uuid.uuid4()
     seed_lines(live_server, wf, n)

@@ -19,8 +19,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from reana_log_sse import db
-from reana_log_sse.embedded import embedded_postgres
+from reana_log_sse.store import db
+from reana_log_sse.store.embedded import embedded_postgres
 from tests.browser import chromium_problem, launch
 from tests.conftest import LiveServer, make_settings
 from tests.helpers import event, post_batch, post_status

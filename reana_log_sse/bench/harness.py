@@ -27,7 +27,7 @@ import orjson
 import psutil
 import psycopg
 
-from ..db import NOTIFY_CHANNEL, conninfo
+from reana_log_sse.store.db import NOTIFY_CHANNEL, conninfo
 
 TOKEN = "bench-ingest-token"
 BENCH_DB = "reana_log_sse_bench"
@@ -57,7 +57,7 @@ def database(url: str | None, data_dir: Path) -> Iterator[tuple[str, bool]]:
     if url:
         yield url, False
         return
-    from ..embedded import embedded_postgres
+    from reana_log_sse.store.embedded import embedded_postgres
 
     with embedded_postgres(data_dir, database="postgres") as admin:
         with psycopg.connect(admin, autocommit=True) as conn:
@@ -319,7 +319,7 @@ async def seed(base_url: str, workflows: Sequence[str]) -> None:
 
 def frame_bytes() -> int:
     """The size of one `log` frame of a line of events(), as the service sends it."""
-    from ..lines import Line
+    from reana_log_sse.store.lines import Line
 
     e = events(new_workflows(1), 1, 123_456)[0]
     when = dt.datetime.fromisoformat(e["timestamp"][:26]).replace(tzinfo=dt.UTC)

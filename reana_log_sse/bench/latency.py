@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 import psycopg
 
-from ..db import conninfo
-from . import harness as h
-from .rawhttp import Follower, KeepAlive, close_all, open_followers
+from reana_log_sse.bench import harness as h
+from reana_log_sse.bench.rawhttp import Follower, KeepAlive, close_all, open_followers
+from reana_log_sse.store.db import conninfo
 
 
 class _Arrivals(asyncio.Protocol):

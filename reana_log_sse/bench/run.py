@@ -11,14 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import fanout as fo
-from . import harness as h
-from . import latency as lat
-from . import shipper, tap
-from . import socketfloor as sf
-from . import throughput as tp
-from .profile import py_spy
-from .report import (
+from reana_log_sse.bench import fanout as fo
+from reana_log_sse.bench import harness as h
+from reana_log_sse.bench import latency as lat
+from reana_log_sse.bench import shipper, tap
+from reana_log_sse.bench import socketfloor as sf
+from reana_log_sse.bench import throughput as tp
+from reana_log_sse.bench.profile import py_spy
+from reana_log_sse.bench.report import (
     SHARED_MACHINE,
     Row,
     docs,

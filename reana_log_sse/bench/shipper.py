@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import psycopg
 
-from .. import ship
-from . import harness as h
-from .rawhttp import open_follower
+from reana_log_sse import ship
+from reana_log_sse.bench import harness as h
+from reana_log_sse.bench.rawhttp import open_follower
 
 SHIP_PY = Path(ship.__file__)
 LINE = "line {i} of the job's output, about as long as a typical log line: {i:08d}"

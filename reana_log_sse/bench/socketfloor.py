@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 import psycopg
 
-from ..db import conninfo
-from . import harness as h
-from .rawhttp import close_all, open_followers
+from reana_log_sse.bench import harness as h
+from reana_log_sse.bench.rawhttp import close_all, open_followers
+from reana_log_sse.store.db import conninfo
 
 CHANNEL = "bench_socket_floor"
 

@@ -33,8 +33,8 @@ from typing import Any
 
 import httpx
 
-from ..client import SSEDecoder
-from . import harness as h
+from reana_log_sse.bench import harness as h
+from reana_log_sse.client import SSEDecoder
 
 ATTEMPT_PERIOD = 5 * 2.048  # seconds between read attempts of an idle file, quiet node
 BATCH_TIMEOUT = 0.2  # vector/vector.yaml sinks.reana_log_sse.batch.timeout_secs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import subprocess
 import sys
@@ -15,9 +16,9 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from ..db import conninfo
-from . import harness as h
-from .rawhttp import open_follower
+from reana_log_sse.bench import harness as h
+from reana_log_sse.bench.rawhttp import open_follower
+from reana_log_sse.store.db import conninfo
 
 _COLUMNS = ("workflow_id, seq, ts, dedupe, kind, job_id, step, pod, container, stream, "
             "message, truncated, collected_at")
@@ -194,11 +195,8 @@ async def catchup(server: h.Server, meter: h.CpuMeter, *, lines: int) -> dict[st
 
 
 def cli_available() -> bool:
-    try:
-        from ..cli import main
-    except ImportError:
-        return False
-    return "logs" in getattr(main, "commands", {})
+    """Whether this install has the `logs` command (client/logs.py)."""
+    return importlib.util.find_spec("reana_log_sse.client.logs") is not None
 
 
 async def cli(server: h.Server, meter: h.CpuMeter, *, lines: int) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """How smooth is <reana-live-log> with a big log? Prints the longest main-thread task and the
 longest gap between animation frames while the lines arrive.
 
-    python -m web_widget.bench_widget [--lines 200000] [--live 10000] [--raw-eventsource]
+    python -m reana_log_sse.bench.widget [--lines 200000] [--live 10000] [--raw-eventsource]
 
 Runs the real service (embedded PostgreSQL in a temporary directory) and Debian's Chromium
 (tests/browser.py). Phases:
@@ -27,8 +27,8 @@ import time
 import uuid
 from typing import Any
 
-from reana_log_sse import db
-from reana_log_sse.embedded import embedded_postgres
+from reana_log_sse.store import db
+from reana_log_sse.store.embedded import embedded_postgres
 from tests.browser import PERF_PROBE, chromium_problem, launch, perf, seed_lines
 from tests.conftest import LiveServer, make_settings
 from tests.helpers import event, post_batch

@@ -40,7 +40,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from .eventstream import End, Event, LogLine, RawEvent, SSEDecoder, StatusChange
+from reana_log_sse.client.eventstream import End, Event, LogLine, RawEvent, SSEDecoder, StatusChange
 
 __all__ = [
     "AuthError", "ClientError", "End", "Event", "LogFollower", "LogLine", "NotFound",

@@ -18,7 +18,7 @@ from typing import IO, Any
 import click
 import orjson
 
-from .client import (
+from reana_log_sse.client.follower import (
     DEFAULT_RETRIES,
     DEFAULT_SERVER,
     DEFAULT_TIMEOUT,

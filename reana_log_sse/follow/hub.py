@@ -22,13 +22,12 @@ from typing import Any
 import orjson
 import psycopg
 
-from .db import NOTIFY_CHANNEL, conninfo
-from .errors import ServiceError
-from .lines import Line
-from .metrics import Metrics
-from .models import TERMINAL_STATUSES
-from .snapshot import StatusRow
-from .store import Store
+from reana_log_sse.metrics import Metrics
+from reana_log_sse.store.db import NOTIFY_CHANNEL, conninfo
+from reana_log_sse.store.errors import ServiceError
+from reana_log_sse.store.lines import Line
+from reana_log_sse.store.snapshot import TERMINAL_STATUSES, StatusRow
+from reana_log_sse.store.store import Store
 
 logger = logging.getLogger("reana_log_sse")
 

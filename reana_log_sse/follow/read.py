@@ -1,32 +1,32 @@
-"""GET /api/workflows/{id}/logs (json, text) and POST /api/workflows/{id}/status."""
+"""GET /api/workflows/{id}/logs: json and text, and any other format an adapter passes in
+(reana/logs.py adds `reana`)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import orjson
-import pydantic
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
-from .auth import authorized_workflow
-from .body import BodyTooLarge, read_body
-from .models import StatusUpdate
-from .reana_logs import is_reana_request, reana_server_logs
-from .store import Store
-from .stream import filters_param, int_param, workflow_id_param
+from reana_log_sse.auth import authorized_workflow
+from reana_log_sse.params import filters_param, int_param
+from reana_log_sse.store.snapshot import Filters
+from reana_log_sse.store.store import Store
 
 MAX_LIMIT = 10_000
 TEXT_CHUNK = 5_000
 
 
-async def read_logs(request: Request) -> Response:
+Format = Callable[[Request, uuid.UUID, Filters], Awaitable[Response]]
+
+
+async def read_logs(request: Request, formats: Mapping[str, Format] | None = None) -> Response:
+    """The stored lines of a workflow; `formats` answers the formats other than json and
+    text (reana/logs.py passes REANA's)."""
     state = request.app.state
-    server = getattr(state.reader_auth, "server", None)
-    if server is not None and is_reana_request(request):
-        # REANA's own logs path routed here: reana-server's answer, with our lines in it
-        return await reana_server_logs(request, server)
     workflow_id = await authorized_workflow(request)
     filters = filters_param(request)
     since = int_param(request, "since") or 0
@@ -64,37 +64,8 @@ async def read_logs(request: Request) -> Response:
                 snap = nxt
 
         return StreamingResponse(body_chunks(), media_type="text/plain; charset=utf-8")
-    if fmt == "reana":
-        from .reana_format import reana_logs
-
-        return await reana_logs(request, workflow_id, filters)
-    raise HTTPException(400, "format must be json, text or reana")
-
-
-async def post_status(request: Request) -> JSONResponse:
-    state = request.app.state
-    any_status = state.status_auth.check(request)
-    workflow_id = workflow_id_param(request)
-    settings = state.settings
-    try:
-        body = await read_body(request, settings.max_status_body_bytes,
-                               settings.body_timeout_seconds)
-    except BodyTooLarge:
-        raise HTTPException(413, f"status body larger than {settings.max_status_body_bytes} "
-                            "bytes (REANA_LOG_SSE_MAX_STATUS_BODY_BYTES)") from None
-    try:
-        update = StatusUpdate.model_validate_json(body)
-    except pydantic.ValidationError as exc:
-        raise HTTPException(422, str(exc).replace("\x00", "\\x00")[:2000]) from None
-    if not any_status and (update.is_workflow_level or update.status == "deleted"):
-        raise HTTPException(403, "a workflow's status and `deleted` take a status token "
-                            "(REANA_LOG_SSE_STATUS_TOKENS); an ingest token may post only "
-                            "a job's status")
-    details = update.model_dump(mode="json", exclude={"status", "job_id", "step"},
-                                exclude_none=True)
-    event_id = await state.store.set_status(
-        workflow_id, status=update.status, job_id=update.job_id, step=update.step,
-        details=details, workflow_level=update.is_workflow_level,
-    )
-    return JSONResponse({"workflow_id": str(workflow_id), "status": update.status,
-                         "job_id": update.job_id, "step": update.step, "id": event_id})
+    other = (formats or {}).get(fmt)
+    if other is not None:
+        return await other(request, workflow_id, filters)
+    names = ["json", "text", *(formats or {})]
+    raise HTTPException(400, f"format must be {', '.join(names[:-1])} or {names[-1]}")

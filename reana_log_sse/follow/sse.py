@@ -29,7 +29,7 @@ from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
-from .server import DISCONNECT_EXTENSION, DisconnectHook
+from reana_log_sse.server import DISCONNECT_EXTENSION, DisconnectHook
 
 
 class _Drain:

@@ -14,62 +14,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from .auth import authorized_workflow
-from .errors import ServiceError
-from .hub import Batch, End, Leave, Ping, ReadSize, StatusItem, Subscription
-from .lines import Line, event_frame
-from .snapshot import Filters, Snapshot, StatusRow
-from .sse import LeanEventSourceResponse
-from .store import Store
+from reana_log_sse.auth import authorized_workflow
+from reana_log_sse.follow.hub import Batch, End, Leave, Ping, ReadSize, StatusItem, Subscription
+from reana_log_sse.follow.sse import LeanEventSourceResponse
+from reana_log_sse.params import filters_param, int_param, parse_int
+from reana_log_sse.store.errors import ServiceError
+from reana_log_sse.store.lines import Line, event_frame
+from reana_log_sse.store.snapshot import Filters, Snapshot, StatusRow
+from reana_log_sse.store.store import Store
 
 logger = logging.getLogger("reana_log_sse")
-
-
-def workflow_id_param(request: Request) -> uuid.UUID:
-    raw = request.path_params["workflow_id"]
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise HTTPException(404, f"unknown workflow {raw!r} (expected a workflow UUID)") from None
-
-
-MAX_ID = 2**63 - 1  # PostgreSQL bigint: ids, tails and limits past it can never match
-
-
-def parse_int(raw: str, name: str, *, minimum: int = 0) -> int:
-    text = raw.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 19:
-        if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
-            raise HTTPException(400, f"{name} must be >= {minimum}")
-        raise HTTPException(400, f"{name} must be an integer from {minimum} to {MAX_ID}, "
-                            f"not {raw[:40]!r}")
-    value = int(text)
-    if not minimum <= value <= MAX_ID:
-        raise HTTPException(400, f"{name} must be an integer from {minimum} to {MAX_ID}")
-    return value
-
-
-def int_param(request: Request, name: str, *, minimum: int = 0) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    return parse_int(raw, name, minimum=minimum)
-
-
-def text_param(request: Request, name: str) -> list[str]:
-    """Every non-empty value of a text parameter; NUL can never match a stored line."""
-    values = [v for v in request.query_params.getlist(name) if v]
-    if any("\x00" in v for v in values):
-        raise HTTPException(400, f"{name} must not contain NUL")
-    return values
-
-
-def filters_param(request: Request) -> Filters:
-    kind = request.query_params.get("kind")
-    if kind not in (None, "", "job", "workflow", "service"):
-        raise HTTPException(400, "kind must be job, workflow or service")
-    jobs = tuple(text_param(request, "job"))
-    return Filters(jobs=jobs, kind=kind or None)
 
 
 def status_frame(workflow_id: uuid.UUID, status: StatusRow) -> bytes:

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import msgspec
 
 if TYPE_CHECKING:
-    from .ingest import Preparer
-    from .rows import PreparedLine
+    from reana_log_sse.ingest.prepare import Preparer
+    from reana_log_sse.store.rows import PreparedLine
 
 _Name = Annotated[str, msgspec.Meta(max_length=253)]  # as LogEvent's Field(max_length=253)
 

@@ -8,14 +8,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-TERMINAL_STATUSES = frozenset({"finished", "failed", "stopped", "deleted"})
 WorkflowStatus = Literal[
     "created", "queued", "pending", "running", "finished", "failed", "stopped", "deleted"
 ]
 
 
 class LogEvent(BaseModel):
-    """One log line, as vector/vector.yaml's remap emits it (CONTRACT.md section 2)."""
+    """One log line, as vector/vector.yaml's remap emits it (README, "The interface")."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -35,7 +34,7 @@ class LogEvent(BaseModel):
 
 
 class StatusUpdate(BaseModel):
-    """Body of POST /api/workflows/{id}/status (CONTRACT.md section 3)."""
+    """Body of POST /api/workflows/{id}/status (README, "The interface")."""
 
     model_config = ConfigDict(extra="ignore")
 

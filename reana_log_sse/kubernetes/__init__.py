@@ -1,6 +1,9 @@
 """REANA's pods through the Kubernetes API: statuses from pod phases (pods.py,
 statuses.py) and the live tap of followed workflows' logs (tap.py). Started by the app's
-lifespan when REANA_LOG_SSE_KUBERNETES allows (client.enabled)."""
+lifespan when REANA_LOG_SSE_KUBERNETES allows (client.enabled).
+
+May import: store, ingest, follow, settings, metrics.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +12,15 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from ..hub import Hub
-from ..metrics import Metrics
-from ..partitions import Window
-from ..settings import Settings
-from ..store import Store
-from .client import Kube, connect, enabled
-from .pods import PodWatcher
-from .statuses import PodStatuses
-from .tap import Tap
+from reana_log_sse.follow.hub import Hub
+from reana_log_sse.kubernetes.client import Kube, connect, enabled
+from reana_log_sse.kubernetes.pods import PodWatcher
+from reana_log_sse.kubernetes.statuses import PodStatuses
+from reana_log_sse.kubernetes.tap import Tap
+from reana_log_sse.metrics import Metrics
+from reana_log_sse.settings import Settings
+from reana_log_sse.store.partitions import Window
+from reana_log_sse.store.store import Store
 
 __all__ = ["KubernetesLink", "enabled"]
 

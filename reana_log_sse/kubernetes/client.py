@@ -23,7 +23,7 @@ import orjson
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
-from ..settings import Settings
+from reana_log_sse.settings import Settings
 
 logger = logging.getLogger("reana_log_sse")
 

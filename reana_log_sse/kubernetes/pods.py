@@ -1,6 +1,6 @@
 """REANA's pods as the Kubernetes API reports them: list + watch, and what their states mean.
 
-Which pods (verified in REANA's sources, CONTRACT.md section 1):
+Which pods (verified in REANA's sources; docs/reana-integration.md section 0):
 - job pods: label `reana-run-job-workflow-uuid` (reana-job-controller
   reana_job_controller/kubernetes_job_manager.py, KubernetesJobManager.execute; its
   job_monitor.py watches pods by the same label). The Job is named backend_job_id, which
@@ -29,8 +29,8 @@ from typing import Any
 
 import aiohttp
 
-from ..metrics import Metrics
-from .client import ApiError, Kube, status_error
+from reana_log_sse.kubernetes.client import ApiError, Kube, status_error
+from reana_log_sse.metrics import Metrics
 
 logger = logging.getLogger("reana_log_sse")
 

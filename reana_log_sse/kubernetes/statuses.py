@@ -6,10 +6,10 @@ import asyncio
 import logging
 import uuid
 
-from ..errors import ServiceError
-from ..metrics import Metrics
-from ..store import Store
-from .pods import PodView, engine_status, job_status
+from reana_log_sse.kubernetes.pods import PodView, engine_status, job_status
+from reana_log_sse.metrics import Metrics
+from reana_log_sse.store.errors import ServiceError
+from reana_log_sse.store.store import Store
 
 logger = logging.getLogger("reana_log_sse")
 

@@ -38,14 +38,14 @@ from typing import Any
 
 import aiohttp
 
-from ..errors import ServiceError
-from ..identity import LineKeys, parse_ns
-from ..ingest import prepare
-from ..metrics import Metrics
-from ..partitions import Window
-from ..store import Store
-from .client import ApiError, Kube
-from .pods import PodView, PodWatcher
+from reana_log_sse.ingest.prepare import prepare
+from reana_log_sse.kubernetes.client import ApiError, Kube
+from reana_log_sse.kubernetes.pods import PodView, PodWatcher
+from reana_log_sse.metrics import Metrics
+from reana_log_sse.store.errors import ServiceError
+from reana_log_sse.store.identity import LineKeys, parse_ns
+from reana_log_sse.store.partitions import Window
+from reana_log_sse.store.store import Store
 
 logger = logging.getLogger("reana_log_sse")
 

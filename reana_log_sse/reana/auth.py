@@ -35,7 +35,7 @@ import httpx
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from .reana_server import (
+from reana_log_sse.reana.server import (
     SESSION_COOKIE,
     Answer,
     Credentials,
@@ -44,6 +44,7 @@ from .reana_server import (
     ReanaUnavailable,
     ReanaWorkflow,
 )
+from reana_log_sse.settings import Settings
 
 __all__ = ["Denied", "ReanaAuth", "ReanaUnavailable", "ReanaWorkflow", "unavailable"]
 
@@ -99,6 +100,15 @@ class ReanaAuth:
         self.ttl = ttl
         self._answers = _TTLCache(ttl, clock)
         self._users = _TTLCache(ttl, clock)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReanaAuth:
+        if not settings.reana_server_url:
+            raise ValueError("auth=reana needs REANA_LOG_SSE_REANA_SERVER_URL")
+        return cls(settings.reana_server_url, ttl=settings.reana_auth_cache_seconds,
+                   timeout=settings.reana_auth_timeout_seconds,
+                   host=settings.reana_server_host,
+                   session_cookie=settings.reana_session_cookie)
 
     @property
     def asked(self) -> int:

@@ -41,11 +41,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from .errors import translated
-from .lines import Line
-from .reana_logs import json_string, stored_lines, with_logs_string
-from .snapshot import Filters
-from .store import Store
+from reana_log_sse.reana.logs import json_string, stored_lines, with_logs_string
+from reana_log_sse.store.errors import translated
+from reana_log_sse.store.lines import Line
+from reana_log_sse.store.snapshot import Filters
+from reana_log_sse.store.store import Store
 
 WORKFLOW_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"  # reana-commons config.py
 

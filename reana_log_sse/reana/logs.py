@@ -37,10 +37,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from .lines import Line
-from .reana_server import Credentials, ReanaServer, ReanaUnavailable
-from .snapshot import Filters
-from .store import Store
+from reana_log_sse.reana.server import Credentials, ReanaServer, ReanaUnavailable
+from reana_log_sse.store.lines import Line
+from reana_log_sse.store.snapshot import Filters
+from reana_log_sse.store.store import Store
 
 READ_CHUNK = 5_000
 WRITE_BYTES = 256 * 1024

@@ -52,6 +52,8 @@ from urllib.parse import quote, urlsplit
 import httpx
 from starlette.requests import Request
 
+from reana_log_sse.auth import reader_token
+
 logger = logging.getLogger("reana_log_sse")
 
 SESSION_COOKIE = "session"  # Flask's SESSION_COOKIE_NAME; reana-server config.py keeps it
@@ -75,8 +77,6 @@ class Credentials:
 
     @classmethod
     def of(cls, request: Request, *, cookie: str = SESSION_COOKIE) -> Credentials:
-        from .auth import reader_token
-
         return cls(reader_token(request), request.cookies.get(cookie) or None)
 
     def __bool__(self) -> bool:

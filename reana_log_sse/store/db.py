@@ -18,7 +18,7 @@ _MIGRATION_FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
 
 def load_sql(name: str) -> str:
-    return resources.files("reana_log_sse").joinpath("sql", name).read_text(encoding="utf-8")
+    return resources.files("reana_log_sse.store").joinpath("sql", name).read_text(encoding="utf-8")
 
 
 def conninfo(url: str) -> str:
@@ -46,7 +46,7 @@ def make_pool(url: str, *, max_size: int, timeout: float) -> AsyncConnectionPool
 
 def migrations() -> list[tuple[int, str, str]]:
     found = []
-    for entry in resources.files("reana_log_sse").joinpath("sql").iterdir():
+    for entry in resources.files("reana_log_sse.store").joinpath("sql").iterdir():
         match = _MIGRATION_FILE.match(entry.name)
         if match:
             found.append((int(match.group(1)), match.group(2), entry.read_text("utf-8")))

@@ -22,14 +22,23 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from .rows import PreparedLine
-from .store import IngestResult
+from reana_log_sse.metrics import Metrics
+from reana_log_sse.store.rows import IngestResult, PreparedLine
 
-if TYPE_CHECKING:
-    from .metrics import Metrics
-    from .store import Store
+
+class Committer(Protocol):
+    """What a group commit needs of its Store (store.py): the two transactions."""
+
+    async def ingest_together(
+        self, batches: Sequence[tuple[Sequence[PreparedLine], Sequence[tuple[str, str]]]],
+    ) -> float: ...
+
+    async def ingest_alone(
+        self, lines: Sequence[PreparedLine], rejected: Sequence[tuple[str, str]] = (),
+        *, of_record: bool = True,
+    ) -> IngestResult: ...
 
 logger = logging.getLogger("reana_log_sse")
 
@@ -45,7 +54,7 @@ class _Batch:
 class GroupCommit:
     """The committer of one Store: submit() a batch, get its IngestResult after commit."""
 
-    def __init__(self, store: Store, *, max_lines: int, metrics: Metrics | None = None) -> None:
+    def __init__(self, store: Committer, *, max_lines: int, metrics: Metrics | None = None) -> None:
         self.store = store
         self.max_lines = max_lines
         self.metrics = metrics

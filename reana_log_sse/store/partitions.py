@@ -80,7 +80,7 @@ async def maintain(url: str, window: Window, *, wait: bool = False) -> Maintenan
     (SHARE UPDATE EXCLUSIVE on log_lines, which inserts and reads do not wait for) and
     removed with DETACH .. CONCURRENTLY, which waits for readers instead of blocking them.
     """
-    from .db import conninfo
+    from reana_log_sse.store.db import conninfo
 
     report = MaintenanceReport()
     async with await psycopg.AsyncConnection.connect(conninfo(url), autocommit=True) as conn:

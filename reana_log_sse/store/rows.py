@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Sequence
@@ -9,7 +10,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from .db import load_sql
+from reana_log_sse.store.db import load_sql
 
 _INSERT = load_sql("ingest.sql")
 _COPY = (
@@ -23,6 +24,15 @@ _COPY_LINES = (
 )
 _COPY_TYPES = ["uuid", "int8", "timestamptz", "uuid", "text", "text", "text", "text", "text",
                "text", "text", "bool", "timestamptz", "uuid"]
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    rejected: int
+    committed_at: float  # time.time() right after COMMIT
+    adopted: int = 0  # duplicates whose stored copy came from the live tap (adopt.sql)
 
 
 class PreparedLine(NamedTuple):

@@ -14,9 +14,12 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from .db import load_sql
-from .errors import translated
-from .lines import Line
+from reana_log_sse.store.db import load_sql
+from reana_log_sse.store.errors import translated
+from reana_log_sse.store.lines import Line
+
+# a workflow in one of these has ended: its streams send what was committed before, then end
+TERMINAL_STATUSES = frozenset({"finished", "failed", "stopped", "deleted"})
 
 __all__ = ["Filters", "Snapshot", "StatusRow", "frame_end", "read_snapshot"]
 

@@ -3,28 +3,24 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import operator
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from .db import NOTIFY_CHANNEL, load_sql
-from .errors import PartitionMissing, translated
-from .models import TERMINAL_STATUSES
-from .rows import PreparedLine, copy_lines, job_steps, stage_lines
-from .snapshot import Filters, Snapshot, read_snapshot
-
-if TYPE_CHECKING:
-    from .group import GroupCommit
-    from .metrics import Metrics
+from reana_log_sse.metrics import Metrics
+from reana_log_sse.store.db import NOTIFY_CHANNEL, load_sql
+from reana_log_sse.store.errors import PartitionMissing, translated
+from reana_log_sse.store.group import GroupCommit
+from reana_log_sse.store.rows import IngestResult, PreparedLine, copy_lines, job_steps, stage_lines
+from reana_log_sse.store.snapshot import TERMINAL_STATUSES, Filters, Snapshot, read_snapshot
 
 _NOTIFY_MAX = 7900  # PostgreSQL caps a payload at 8000 bytes
 _ALLOCATE = load_sql("allocate.sql")
@@ -34,15 +30,6 @@ _POD_STATUS_CURRENT = load_sql("pod_status_current.sql")
 # than the current one (terminal ones are final): replicas and relists store it once
 _RANK = {"created": 0, "queued": 1, "pending": 2, "running": 3}
 _FINAL = 4
-
-
-@dataclasses.dataclass(frozen=True)
-class IngestResult:
-    accepted: int
-    duplicates: int
-    rejected: int
-    committed_at: float  # time.time() right after COMMIT
-    adopted: int = 0  # duplicates whose stored copy came from the live tap (adopt.sql)
 
 
 class Store:
@@ -56,7 +43,6 @@ class Store:
         self.create_partitions = create_partitions
         self.group: GroupCommit | None = None
         if group_lines > 0:
-            from .group import GroupCommit  # group.py stores its groups by ingest_together
 
             self.group = GroupCommit(self, max_lines=group_lines, metrics=metrics)
 

@@ -1,0 +1,10 @@
+"""The follow room: from a commit's NOTIFY to the reader's socket.
+
+- hub.py: one LISTEN connection per replica, new rows read once per workflow and fanned
+  out to subscriptions bounded in bytes;
+- stream.py: GET .../logs/stream (catch-up from the database, then live);
+- sse.py: the Server-Sent Events response (sse-starlette, one task per stream);
+- read.py: GET .../logs as json and text.
+
+May import: store, settings, metrics, auth, params, server.
+"""
