@@ -292,13 +292,19 @@ def partitions_cmd(database_url: str | None, data_dir: str | None, log_level: st
 @_db_options
 @click.option("--lines-per-second", default=8.0, show_default=True, envvar=env_name("demo_rate"),
               show_envvar=True, help="pace of each simulated job")
+@click.option("--cycle-seconds", default=36.0, show_default=True,
+              type=click.FloatRange(min=1), envvar=env_name("demo_cycle_seconds"),
+              show_envvar=True, help="about how long each simulated workflow runs before "
+              "the next one starts")
 @click.option("--open", "open_browser", is_flag=True, envvar="REANA_LOG_SSE_OPEN",
               show_envvar=True, help="open the demo page in a web browser")
 def demo(host: str, port: int, database_url: str | None, data_dir: str | None,
-         log_level: str, lines_per_second: float, open_browser: bool) -> None:
-    """The service plus a simulated running REANA workflow, to watch lines flow.
+         log_level: str, lines_per_second: float, cycle_seconds: float,
+         open_browser: bool) -> None:
+    """Start here: the service plus simulated REANA workflows, to watch lines flow.
 
-    It prints the page to open and the commands to try; requests are logged only with
+    Workflows run one after another until Ctrl-C, so the page it prints (/live) always
+    shows a running one. It prints the commands to try; requests are logged only with
     --log-level debug. Ctrl-C stops it (and its embedded PostgreSQL).
     """
     from reana_log_sse.demo import run_demo
@@ -313,7 +319,7 @@ def demo(host: str, port: int, database_url: str | None, data_dir: str | None,
                f"{'your' if settings.database_url else 'an embedded'} PostgreSQL{where} ...")
     with _stopped_by_signals(), database(settings) as url:
         asyncio.run(run_demo(settings.replace(database_url=url), lines_per_second,
-                             open_browser=open_browser))
+                             open_browser=open_browser, cycle_seconds=cycle_seconds))
 
 
 def demo_logging(level: str) -> None:

@@ -201,7 +201,7 @@ def test_readme_blocks_of_the_first_sections_run_as_pasted(tmp_path):
                 shell.stop()  # the service the blocks left running: as Ctrl-C in a terminal
     out = "".join(said)
     # what the text beside the blocks says they do
-    assert "A simulated REANA workflow is running" in out  # the demo
+    assert "Simulated REANA workflows run one after another" in out  # the demo
     assert '{"accepted":1,"duplicates":0,"rejected":0}' in out  # the ingest
     assert "event: end" in out  # the follower in the background saw the end, and returned
     assert '"status":"finished"' in out
