@@ -213,8 +213,9 @@ def _announcing_server(config: Any, banner: str) -> Any:
 
 
 def _refuse_unsupported(url: str) -> None:
-    """Refuse, at start and in plain words, a PostgreSQL too old to serve. A database
-    that cannot be reached yet is left to the service (it answers 503 until it can)."""
+    """Refuse, at start and in one plain line (exit 3, no traceback), a database that
+    cannot be reached or a PostgreSQL too old to serve; the URL is named without its
+    password. (A database lost later is the service's to survive: it answers 503.)"""
     import psycopg
 
     from reana_log_sse.store import db
@@ -222,9 +223,29 @@ def _refuse_unsupported(url: str) -> None:
     try:
         asyncio.run(db.check_server(url))
     except db.UnsupportedServer as exc:
-        raise click.ClickException(str(exc)) from None
-    except psycopg.OperationalError:
-        pass
+        click.echo(f"reana-log-sse: {exc}", err=True)
+        sys.exit(EXIT_NOT_STARTED)
+    except psycopg.OperationalError as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        why = why.removeprefix("connection failed: ")
+        click.echo(f"reana-log-sse: cannot reach the database at {redact_url(url)}: {why}",
+                   err=True)
+        sys.exit(EXIT_NOT_STARTED)
+
+
+def redact_url(url: str) -> str:
+    """A database URL (or key=value conninfo) with its password replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme and parts.netloc:
+        host = parts.netloc.rpartition("@")[2]
+        user = parts.username or ""
+        userinfo = f"{user}:***@" if parts.password is not None else (
+            f"{user}@" if user else "")
+        query = "&".join(f"{k}=***" if k == "password" else f"{k}={v}"
+                         for k, v in urllib.parse.parse_qsl(parts.query))
+        return urllib.parse.urlunsplit(parts._replace(netloc=userinfo + host, query=query))
+    return " ".join("password=***" if word.startswith("password=") else word
+                    for word in url.split())
 
 
 class _Stop(Exception):

@@ -132,6 +132,25 @@ def test_cli_serve_on_a_busy_port_says_so_and_exits_3(data_dir):
     assert not data_dir.exists()  # said before any database was started
 
 
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_cli_serve_unreachable_database_is_one_line_without_the_password_and_exit_3(
+        tmp_path, command):
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"postgresql://logs:s3cret-pw@127.0.0.1:{port}/logs?sslmode=disable"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REANA_LOG_SSE_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "reana_log_sse", command, "--database-url", url],
+        capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.splitlines() == [
+        f"reana-log-sse: cannot reach the database at postgresql://logs:***@127.0.0.1:{port}"
+        f"/logs?sslmode=disable: connection to server at \"127.0.0.1\", port {port} failed: "
+        "Connection refused"], result.stderr
+    assert "s3cret-pw" not in result.stdout + result.stderr
+
+
 def test_cli_serve_workers_share_the_port_and_each_follows_every_line(data_dir):
     import asyncio
 
