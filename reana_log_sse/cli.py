@@ -94,7 +94,11 @@ def _settings(**overrides: Any) -> Settings:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="reana-log-sse")
 def main() -> None:
-    """Live job logs for REANA: Vector ingest -> PostgreSQL -> Server-Sent Events."""
+    """Live job logs for REANA: Vector ingest -> PostgreSQL -> Server-Sent Events.
+
+    New here? Start with `reana-log-sse demo`: the service and simulated workflows, with
+    the page to open. `reana-log-sse COMMAND --help` tells more of each command.
+    """
 
 
 @main.command()
@@ -390,6 +394,19 @@ def wait_ready(server: str, timeout: float) -> None:
 main.add_command(logs)
 main.add_command(bench)
 
+# One whole line each in `reana-log-sse --help` (click cuts a docstring's first sentence
+# with "..." where it does not fit the terminal's width).
+SHORT_HELP = {
+    "demo": "Start here: the service and simulated workflows to watch.",
+    "serve": "Run the service.",
+    "wait": "Wait until the service is ready (e.g. after `serve &`).",
+    "logs": "Print or follow a workflow's logs.",
+    "ship": "Post an HTCondor or Slurm job's lines to the ingest.",
+    "migrate": "Apply database migrations and exit.",
+    "partitions": "Create and drop daily partitions, then exit.",
+    "bench": "Benchmark this machine (ingest, latency, fan-out).",
+}
+
 
 class _ShipCommand(click.Command):
     """Everything after `--` is the command to run, passed on untouched."""
@@ -430,3 +447,7 @@ def ship(ctx: click.Context, files: tuple[str, ...], **options: Any) -> None:
     except shipper.UsageError as exc:
         raise click.UsageError(str(exc)) from exc
     ctx.exit(code)
+
+
+for _name, _text in SHORT_HELP.items():
+    main.commands[_name].short_help = _text

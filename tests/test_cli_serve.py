@@ -206,3 +206,17 @@ def test_cli_wait_gives_up_plainly_when_nothing_gets_ready():
     assert result.stderr.splitlines() == [
         f"reana-log-sse wait: {url} is not ready after 0.3 s (connection refused: nothing "
         "listens on that port)"]
+
+
+def test_cli_help_lists_every_command_whole_and_points_at_demo():
+    from click.testing import CliRunner
+
+    from reana_log_sse.cli import main
+
+    result = CliRunner().invoke(main, ["--help"], terminal_width=80)
+    assert result.exit_code == 0
+    assert "..." not in result.output, result.output  # no summary cut short
+    assert "Start with `reana-log-sse demo`" in result.output
+    listed = result.output.split("Commands:\n", 1)[1].splitlines()
+    assert sorted(line.split()[0] for line in listed) == sorted(main.commands)
+    assert all(len(line) <= 80 for line in result.output.splitlines())
