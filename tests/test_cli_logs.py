@@ -262,8 +262,9 @@ def test_cli_logs_exit_statuses_for_refusals(server_factory):
     unknown = str(uuid.uuid4())
     run = logs(unknown, "--follow", "--server", url, "--token", "reader-secret")
     assert run.returncode == 4
-    assert run.stderr.decode().startswith(
-        f"reana-log-sse logs: {url} knows no workflow {unknown} (HTTP 404: "), run.stderr
+    assert run.stderr.decode().splitlines() == [  # the widget's words (test_widget_browser)
+        f"reana-log-sse logs: {url}: unknown workflow {unknown}: no line nor status stored "
+        "for it yet (a wrong id, or it has not started); --wait waits for it"], run.stderr
     assert logs(wf, "--kind", "nope", "--server", url).returncode == 2
     assert logs("--server", url).returncode == 2  # no workflow
     run = logs(wf, "--follow", REANA_LOG_SSE_RETRIES="1",
@@ -275,6 +276,37 @@ def test_cli_logs_exit_statuses_for_refusals(server_factory):
     assert notes[-1].startswith("reana-log-sse logs: gave up on http://127.0.0.1:"), notes
     assert "connection refused" in notes[-1]
     assert not any(_CLASS_NAME.search(line) for line in notes), notes
+
+
+def test_cli_logs_follow_wait_waits_for_a_workflow_not_started_yet_saying_so_once(
+        live_server):
+    url, wf = live_server.url, str(uuid.uuid4())
+    cli = Cli(wf, "--follow", "--wait", "--server", url)
+    try:
+        assert cli.proc.stderr is not None
+        said = cli.proc.stderr.readline().decode()  # said once it knows, before any line
+        assert said == (f"reana-log-sse logs: {url}: unknown workflow {wf}: no line nor "
+                        "status stored for it yet (a wrong id, or it has not started); "
+                        "waiting for its first line (Ctrl-C to stop)\n")
+        _ok(post_batch(url, live_server.ingest_token, [event(wf, "first")]))
+        cli.wait_lines(1)
+        _ok(post_status(url, live_server.ingest_token, wf, "finished"))
+        assert cli.finish() == 0
+    finally:
+        cli.kill()
+    assert cli.lines[0] == f"[{JOB}] first"
+    assert cli.stderr() == ""  # said once only, however long it waited
+
+
+def test_cli_logs_says_why_it_exits_1(live_server):
+    url, wf = live_server.url, str(uuid.uuid4())
+    _ok(post_batch(url, live_server.ingest_token, [event(wf, "oops")]))
+    _ok(post_status(url, live_server.ingest_token, wf, "failed"))
+    for args in ((), ("--follow",), ("--json",)):
+        run = logs(wf, "--server", url, *args)
+        assert run.returncode == 1
+        assert run.stderr.decode().splitlines() == [
+            f"reana-log-sse logs: workflow {wf} failed: exit 1"], (args, run.stderr)
 
 
 def test_cli_logs_without_follow_fails_at_once_when_the_service_was_never_reached():

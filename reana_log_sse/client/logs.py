@@ -37,6 +37,8 @@ from reana_log_sse.client.follower import (
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_NOT_FOUND, EXIT_UNREACHABLE = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
+# what a 404 means, in the same words as the widget's (static/reana-live-log.js)
+NOT_YET = "no line nor status stored for it yet (a wrong id, or it has not started)"
 
 # CSI (colours, cursor moves), OSC (titles, links) and the other two-byte escapes
 ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
@@ -166,6 +168,8 @@ def _wants_color(stream: IO[Any], no_color: bool) -> bool:
               help="start with the last N lines")
 @click.option("--since", type=click.IntRange(min=0), metavar="ID",
               help="start after the line with this id")
+@click.option("-w", "--wait", is_flag=True,
+              help="a workflow with no line yet (not started): wait for it, saying so once")
 @click.option("--json", "as_json", is_flag=True,
               help="one JSON object per line (event: log, status or end), for jq")
 @click.option("-t", "--timestamps", is_flag=True, help="prefix each line with its timestamp")
@@ -184,7 +188,7 @@ def _wants_color(stream: IO[Any], no_color: bool) -> bool:
               show_envvar=True, metavar="SECONDS",
               help="wait this long to connect (and, without --follow, for the answer)")
 def logs(workflow: str, follow: bool, jobs: tuple[str, ...], kind: str | None,
-         tail: int | None, since: int | None, as_json: bool, timestamps: bool,
+         tail: int | None, since: int | None, wait: bool, as_json: bool, timestamps: bool,
          no_color: bool, server: str, token: str | None, retries: int,
          timeout: float) -> None:
     """Print the logs of WORKFLOW (a UUID, or with REANA auth a name such as
@@ -221,17 +225,23 @@ def logs(workflow: str, follow: bool, jobs: tuple[str, ...], kind: str | None,
         outage = False
         note(f"reana-log-sse: reconnected to {where}")
 
+    def on_wait(message: str) -> None:
+        note(f"reana-log-sse logs: {where}: {message}: {NOT_YET}; waiting for its first "
+             "line (Ctrl-C to stop)")
+
     follower = LogFollower(server, workflow, token=token, jobs=jobs,
                            kind=kind, tail=tail,  # type: ignore[arg-type]
                            since=since, follow=follow, retries=retries,
                            connect_timeout=timeout, on_retry=on_retry,
-                           on_reconnect=on_reconnect)
+                           on_reconnect=on_reconnect, wait=wait, on_wait=on_wait)
     code = EXIT_OK
     try:
         for batch in follower.batches():
             out.write(printer.render(batch))
             out.flush()
         code = exit_code(follower.status)
+        if code == EXIT_FAILED:  # say why, whatever stdout shows (a pipe, --json, --job)
+            note(f"reana-log-sse logs: workflow {workflow} {follower.status}: exit 1")
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except BrokenPipeError:  # `| head`: the reader has all it wanted
@@ -253,7 +263,7 @@ def _explain(exc: ClientError, server: str, workflow: str) -> str:
     if exc.status_code == 403:
         return f"{server} does not let this token read {workflow}{why}"
     if isinstance(exc, NotFound):
-        return f"{server} knows no workflow {workflow}{why}"
+        return f"{server}: {exc.message}: {NOT_YET}; --wait waits for it"
     if isinstance(exc, RequestError) and exc.status_code:
         return f"{server} refused the request{why}"
     return exc.message
