@@ -15,9 +15,9 @@ line id it yielded: no line is lost or repeated across reconnects. It stops afte
 `retries` attempts in a row made no progress, or at once when a one-shot read
 (follow=False) never reached the server. With wait=True, a workflow the server does not
 know yet (404: no line nor status stored) is asked for again every `wait_interval`
-seconds, for ever, and `on_wait` hears of it once. `on_retry` hears of each failed attempt (the cause
-in plain words), `on_reconnect` of the first stream back after failures. `async for` works
-the same way.
+seconds, for ever, and `on_wait` hears of it once. `on_retry` hears of each failed attempt
+(the cause in plain words), `on_reconnect` of the first stream back after failures.
+`async for` works the same way.
 
 Lines from pods carry the Kubernetes Job name, not the step name: when `jobs` names a step,
 the status event that pairs it with a job id (REANA's status POST) widens the filter to
