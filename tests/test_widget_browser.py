@@ -412,3 +412,29 @@ def test_widget_loads_200k_lines(live_server, page, record_property):
               "frames": measured["frames"]}
     record_property("widget_200k", json.dumps(report))
     print(f"\nwidget 200k lines: {json.dumps(report)}")
+
+
+STATE_TEXT = f"document.querySelector('{WIDGET}').shadowRoot.querySelector('.state').textContent"
+
+
+def test_widget_waits_for_a_workflow_not_started_yet_then_shows_it_live(live_server, page):
+    wf = uuid.uuid4()
+    open_widget(page, live_server, wf)
+    wait_state(page, "waiting")  # not "Reconnecting ... retry in 2 s" for ever
+    assert page.evaluate(STATE_TEXT) == (
+        f"Waiting \u00b7 unknown workflow {wf}: no line nor status stored for it yet (a wrong "
+        "id, or it has not started); waiting for its first line")
+    post(live_server, [event(wf, "at last")])
+    wait_state(page, "live")
+    wait_texts(page, ["at last"])
+
+
+def test_widget_no_wait_says_an_unknown_workflow_in_the_cli_words(live_server, page):
+    wf = uuid.uuid4()
+    open_widget(page, live_server, wf, "&no-wait")
+    wait_state(page, "error")
+    # the words of `reana-log-sse logs` (tests/test_cli_logs.py, exit statuses)
+    assert page.evaluate(STATE_TEXT) == (
+        f"Error \u00b7 unknown workflow {wf}: no line nor status stored for it yet (a wrong "
+        "id, or it has not started)")
+    assert prop(page, "state") == "error"

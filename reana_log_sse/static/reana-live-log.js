@@ -14,6 +14,8 @@ const ANSI_DEFAULTS = [
 ];
 const OVERSCAN = 10; // rows rendered above and below the visible ones
 const BACKOFF_MAX_MS = 30000;
+const WAIT_MS = 2000; // asking again for a workflow with no line yet
+const NOT_YET = "no line nor status stored for it yet (a wrong id, or it has not started)";
 const ANNOUNCE_EVERY_MS = 5000; // screen-reader summaries of new lines, at most this often
 const FLUSH_BUDGET_MS = 8; // per animation frame, for turning received events into lines
 const SEARCH_BUDGET_MS = 6;
@@ -77,7 +79,8 @@ button, input { font: inherit; color: inherit; }
   background: currentColor; }
 .state[data-state="live"] { color: var(--rll-state-live, #23d18b); }
 .state[data-state="live"]::before { animation: pulse 2s ease-in-out infinite; }
-.state[data-state="reconnecting"], .state[data-state="connecting"] {
+.state[data-state="reconnecting"], .state[data-state="connecting"],
+.state[data-state="waiting"] {
   color: var(--rll-state-reconnecting, #f5c543); }
 .state[data-state="reconnecting"]::before { animation: pulse .8s ease-in-out infinite; }
 .state[data-state="ended"] { color: var(--rll-state-ended, #9a9a9a); }
@@ -414,7 +417,7 @@ export class ReanaLiveLog extends HTMLElement {
 
   // ---- public API ----
 
-  /** "idle" | "connecting" | "live" | "reconnecting" | "ended" | "error" */
+  /** "idle" | "connecting" | "waiting" | "live" | "reconnecting" | "ended" | "error" */
   get state() { return this._state; }
   /** The id of the last log line received (0: none yet). */
   get lastEventId() { return this._lastId; }
@@ -718,7 +721,7 @@ export class ReanaLiveLog extends HTMLElement {
   // ---- connection ----
 
   _setState(state, detail = "") {
-    const labels = { idle: "Idle", connecting: "Connecting", live: "Live",
+    const labels = { idle: "Idle", connecting: "Connecting", live: "Live", waiting: "Waiting",
                      reconnecting: "Reconnecting", ended: "Ended", error: "Error" };
     const changed = state !== this._state;
     this._state = state;
@@ -781,7 +784,9 @@ export class ReanaLiveLog extends HTMLElement {
       this._setState("error", "invalid src");
       return;
     }
-    this._setState(this._attempt || this._lastId ? "reconnecting" : "connecting");
+    if (this._state !== "waiting") {
+      this._setState(this._attempt || this._lastId ? "reconnecting" : "connecting");
+    }
     const problem = await this._backfill(gen);
     if (gen !== this._connGen) return; // closed or superseded meanwhile
     if (problem?.fatal) {
@@ -790,6 +795,14 @@ export class ReanaLiveLog extends HTMLElement {
     }
     if (problem?.retry) {
       this._retryLater(problem.text);
+      return;
+    }
+    if (problem?.wait) { // not started yet: ask again at a steady pace, said once
+      this._setState("waiting", problem.text);
+      this._retryTimer = setTimeout(() => {
+        this._retryTimer = 0;
+        if (gen === this._connGen && this.isConnected && !this._ended) this._open();
+      }, WAIT_MS);
       return;
     }
     url = this._streamUrl(); // since = the last line the backfill brought
@@ -903,8 +916,12 @@ export class ReanaLiveLog extends HTMLElement {
         if (r.status === 401) return { fatal: true, text: "not signed in (401)" };
         if (r.status === 403) return { fatal: true, text: "not allowed (403)" };
         if (r.status === 404) {
-          this._why = "workflow not found yet";
-          return null; // the stream may wait for it (REANA_LOG_SSE_WAIT_FOR_UNKNOWN)
+          // No line nor status yet: wait for it (asking again), or with no-wait say so.
+          // The same words as `reana-log-sse logs` (reana_log_sse/client/logs.py NOT_YET).
+          const said = await r.json().catch(() => ({}));
+          const what = typeof said?.error === "string" ? said.error : "unknown workflow";
+          if (this.hasAttribute("no-wait")) return { fatal: true, text: `${what}: ${NOT_YET}` };
+          return { wait: true, text: `${what}: ${NOT_YET}; waiting for its first line` };
         }
         if (r.status >= 500) return { retry: true, text: `service unavailable (${r.status})` };
         if (!r.ok) return null;
