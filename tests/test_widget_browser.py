@@ -146,7 +146,7 @@ def test_widget_shows_posted_lines(live_server, page):
     download = widget.get_by_role("link", name="Download full log")
     assert download.get_attribute("href").endswith(f"/api/workflows/{wf}/logs?format=text")
     text = live_server.get(f"/api/workflows/{wf}/logs?format=text").text
-    assert text.splitlines()[-1] == "after 1"
+    assert text.splitlines()[-1] == "[reana-run-job-1] after 1"  # prefixed as the CLI does
     assert len(page.stream_requests) == 1
 
 
