@@ -211,6 +211,13 @@ def test_readme_blocks_of_the_first_sections_run_as_pasted(tmp_path):
     assert "exit code 3\n" in out and "line 2\n" in out  # ship: a command, then files
     assert "Traceback" not in out, out
     assert _wait_gone(home) == [], "the embedded PostgreSQL was left running"
+    # each sample answer shown in a block (`# {...}`, `# [...`) is one the reader sees,
+    # here after the demo used the same database; `...` stands for what varies
+    samples = [s for b in blocks for s in re.findall(r"^# ([\[{].*)$", b.text, re.M)]
+    assert len(samples) >= 3
+    for sample in samples:
+        pattern = ".+".join(map(re.escape, sample.split("...")))
+        assert re.search(f"^{pattern}$", out, re.M), (sample, out)
 
 
 def test_readme_marks_say_why_and_name_known_actions():

@@ -146,6 +146,35 @@ class Printer:
         return _PALETTE[zlib.crc32(label.encode()) % len(_PALETTE)]
 
 
+class StatusLine:
+    """Notes on stderr. `update` lines (a retry's countdown) are rewritten in place on a
+    terminal, and written to a pipe only when `changed`; `say` writes a line that stays."""
+
+    def __init__(self, stream: IO[str], *, color: bool) -> None:
+        self.stream = stream
+        self.color = color
+        self.tty = stream.isatty()
+        self._open = False  # a rewritten line is on the terminal, without its newline
+
+    def _style(self, text: str) -> str:
+        return click.style(text, fg="yellow") if self.color else text
+
+    def update(self, text: str, *, changed: bool) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[K" + self._style(text))
+            self.stream.flush()
+            self._open = True
+        elif changed:
+            self.say(text)
+
+    def say(self, text: str) -> None:
+        if self._open:  # the next line replaces the countdown
+            self.stream.write("\r\x1b[K")
+            self._open = False
+        self.stream.write(self._style(text) + "\n")
+        self.stream.flush()
+
+
 def exit_code(status: str | None) -> int:
     return EXIT_FAILED if status in ("failed", "stopped", "deleted") else EXIT_OK
 
@@ -202,27 +231,29 @@ def logs(workflow: str, follow: bool, jobs: tuple[str, ...], kind: str | None,
     printer = Printer(as_json=as_json, color=_wants_color(sys.stdout, no_color),
                       keep_ansi=tty and not no_color, timestamps=timestamps)
     err_color = _wants_color(sys.stderr, no_color)
-
-    def note(text: str) -> None:
-        click.echo(click.style(text, fg="yellow") if err_color else text, err=True)
+    status_line = StatusLine(sys.stderr, color=err_color)
+    note = status_line.say
 
     where = server.rstrip("/")
-    outage = False
+    outage: str | None = None  # the reason of the failed attempts so far
 
     def on_retry(reason: str, delay: float, attempt: int) -> None:
+        # one line per outage: rewritten in place on a terminal, and in a pipe repeated
+        # only when the reason changes
         nonlocal outage
         then = f"retry {attempt} of {retries} in {delay:.1f} s"
-        if outage:
-            note(f"reana-log-sse: still no connection to {where} ({reason}); {then}")
+        if outage is not None:
+            text = f"reana-log-sse: still no connection to {where} ({reason}); {then}"
         elif follower.reached:
-            note(f"reana-log-sse: connection to {where} lost ({reason}); reconnecting")
+            text = f"reana-log-sse: connection to {where} lost ({reason}); reconnecting"
         else:
-            note(f"reana-log-sse: cannot reach {where} ({reason}); {then}")
-        outage = True
+            text = f"reana-log-sse: cannot reach {where} ({reason}); {then}"
+        status_line.update(text, changed=reason != outage)
+        outage = reason
 
     def on_reconnect() -> None:
         nonlocal outage
-        outage = False
+        outage = None
         note(f"reana-log-sse: reconnected to {where}")
 
     def on_wait(message: str) -> None:
@@ -250,7 +281,7 @@ def logs(workflow: str, follow: bool, jobs: tuple[str, ...], kind: str | None,
     except ClientError as exc:
         code = {AuthError: EXIT_AUTH, NotFound: EXIT_NOT_FOUND, Unreachable: EXIT_UNREACHABLE,
                 RequestError: EXIT_USAGE}.get(type(exc), EXIT_UNREACHABLE)
-        click.echo(f"reana-log-sse logs: {_explain(exc, where, workflow)}", err=True)
+        status_line.say(f"reana-log-sse logs: {_explain(exc, where, workflow)}")
     sys.exit(code)
 
 
