@@ -438,3 +438,21 @@ def test_widget_no_wait_says_an_unknown_workflow_in_the_cli_words(live_server, p
         f"Error \u00b7 unknown workflow {wf}: no line nor status stored for it yet (a wrong "
         "id, or it has not started)")
     assert prop(page, "state") == "error"
+
+
+def test_widget_sidebar_tells_two_jobs_of_one_step_apart(live_server, page):
+    wf = uuid.uuid4()
+    first = {"job": "reana-run-job-1a2b3c4d-0000", "step": "fitdata"}
+    second = {"job": "reana-run-job-9f8e7d6c-0000", "step": "fitdata"}  # a retried job
+    post(live_server, [event(wf, "try 1", **first)])
+    widget = open_widget(page, live_server, wf)
+    wait_lines(page, 1)
+    expect(widget.get_by_role("tab", name=re.compile(r"^fitdata"))).to_have_count(1)
+    post(live_server, [event(wf, "try 2", **second)])
+    wait_lines(page, 2)
+    tabs = widget.get_by_role("tab", name=re.compile(r"^fitdata"))
+    expect(tabs).to_have_count(2)
+    expect(tabs.nth(0).locator(".job-name")).to_have_text("fitdata \u00b7 1a2b3c4d")
+    expect(tabs.nth(1).locator(".job-name")).to_have_text("fitdata \u00b7 9f8e7d6c")
+    tabs.nth(1).click()
+    wait_texts(page, ["try 2"])

@@ -603,6 +603,8 @@ export class ReanaLiveLog extends HTMLElement {
     } else {
       job.label = job.step || job.id || "job";
       job.short = job.step || (job.id || "job").replace(/^reana-run-job-/, "").slice(0, 8);
+      // another job of the same step: both tabs now show their job ids (_tabName)
+      for (const j of this._jobList) if (j !== job && j.step && j.step === job.step) this._dirtyJobs.add(j);
     }
     this._dirtyJobs.add(job);
     this._gen++;
@@ -1141,6 +1143,13 @@ export class ReanaLiveLog extends HTMLElement {
     return b;
   }
 
+  /* A job's tab: its step, and its short job id when another job has the same step. */
+  _tabName(job) {
+    if (!job.step || !job.id) return job.label;
+    const twin = this._jobList.some((j) => j !== job && j.step === job.step);
+    return twin ? `${job.label} \u00b7 ${job.id.replace(/^reana-run-job-/, "").slice(0, 8)}` : job.label;
+  }
+
   _renderJobs() {
     const ui = this._ui;
     if (this._jobsUiStale) {
@@ -1171,7 +1180,7 @@ export class ReanaLiveLog extends HTMLElement {
       for (const job of this._dirtyJobs) {
         const el = job.el;
         if (!el) continue;
-        el.children[0].textContent = job.label;
+        el.children[0].textContent = this._tabName(job);
         el.title = job.id && job.step ? `${job.step} (${job.id})` : job.label;
         el.children[1].textContent = job.count.toLocaleString();
         el.children[2].textContent = job.status || "";
