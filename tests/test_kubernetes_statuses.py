@@ -184,3 +184,105 @@ async def test_kubernetes_apiserver_unreachable_streams_work_from_vector_and_rea
     assert httpx.get(f"{server.url}/readyz").status_code == 200
     metrics = httpx.get(f"{server.url}/metrics").text
     assert "reana_log_sse_kubernetes_api_up 0.0" in metrics
+
+
+def _metric(server: Any, name: str) -> float:
+    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_kubernetes_100_follows_cannot_take_the_watch_connections(apiserver,
+                                                                       server_factory):
+    # Finding 4: 100 followed running containers = KUBERNETES_MAX_FOLLOWS = the client's
+    # connection pool. When the apiserver ends the watches (timeoutSeconds), the watch
+    # must get a connection again: statuses and `end` go on.
+    server = server_factory(kubernetes="on", wait_for_unknown=True, kubernetes_max_follows=100)
+    wf = uuid.uuid4()
+    for i in range(100):
+        apiserver.put_pod(job_pod(wf, f"reana-run-job-{i:03d}", phase="Running",
+                                  state="running"))
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        await until(lambda: apiserver.follows() >= 97, timeout=60)
+        watches = len(apiserver.watch_requests)
+        apiserver.end_watches()
+        await until(lambda: len(apiserver.watch_requests) >= watches + 3)
+        apiserver.put_pod(batch_pod(wf))
+        await follower.wait_for(lambda f: (None, "running") in _statuses(f))
+        apiserver.put_pod(batch_pod(wf, engine="terminated", exit_code=0))
+        await follower.wait_closed()
+    assert follower.named("end") == [{"workflow_id": str(wf), "status": "finished"}]
+
+
+@pytest.mark.parametrize("event", [
+    {"type": "ADDED", "object": {"kind": "Pod", "metadata": {
+        "name": "evil", "labels": ["reana-run-job-workflow-uuid"]}}},
+    {"type": "MODIFIED", "object": {"kind": "Pod", "metadata": ["evil"], "status": 3}},
+    {"type": "ADDED", "object": "a string"},
+    ["not", "an", "event"],
+], ids=["labels-as-a-list", "metadata-as-a-list", "object-a-string", "event-a-list"])
+async def test_kubernetes_watch_malformed_object_is_skipped_and_the_watch_lives(
+        apiserver, server_factory, event):
+    # Finding 9: one malformed object killed that watch for good; kubernetes_api_up
+    # stayed 1
+    server = server_factory(kubernetes="on", wait_for_unknown=True)
+    wf = uuid.uuid4()
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        apiserver.put_pod(job_pod(wf, JOB))
+        await follower.wait_for(lambda f: (JOB, "pending") in _statuses(f))
+        apiserver.inject("reana-run-job-workflow-uuid", event)
+        apiserver.put_pod(job_pod(wf, JOB, phase="Running", state="running"))
+        await follower.wait_for(lambda f: (JOB, "running") in _statuses(f))
+    assert _metric(server, "reana_log_sse_kubernetes_api_up") == 1
+    assert _metric(server, "reana_log_sse_kubernetes_malformed_total") == 1
+
+
+def _gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
+
+
+@pytest.mark.parametrize("answer", ["410-event", "410-http"])
+async def test_kubernetes_every_watch_answering_410_backs_off_with_jitter(
+        apiserver, server_factory, answer):
+    # Finding 6: every watch answered 410 and the service listed and watched again at
+    # once: 399 LIST/s and 399 WATCH/s. Now each retry waits at least half of
+    # 0.2 s * 2**n (backoff.py); the lower bounds below cannot fail on a slow machine.
+    server = server_factory(kubernetes="on", wait_for_unknown=True)
+    await until(lambda: _metric(server, "reana_log_sse_kubernetes_api_up") == 1)
+    apiserver.watch_answer = answer
+    mark = len(apiserver.request_times)
+    apiserver.expire_watches()  # the open watches get ERROR 410 too
+
+    def lists(selector: str) -> list[float]:
+        return [t for kind, s, t in apiserver.request_times[mark:]
+                if kind == "list" and s == selector]
+
+    selectors = ["reana-run-job-workflow-uuid", "reana-run-batch-workflow-uuid",
+                 "reana-run-dask-workflow-uuid"]
+    await until(lambda: all(len(lists(s)) >= 5 for s in selectors), timeout=60)
+    for selector in selectors:
+        gaps = _gaps(lists(selector)[:5])  # after the 2nd .. 5th failed watch
+        assert all(gap >= 0.5 * 0.2 * 2 ** (n + 1) for n, gap in enumerate(gaps)), gaps
+    watches = [t for kind, _, t in apiserver.request_times[mark:] if kind == "watch"]
+    lists_all = [t for kind, _, t in apiserver.request_times[mark:] if kind == "list"]
+    assert len(watches) <= len(lists_all) + 3  # one watch per listing, no more
+    # jitter: the three label watches, which failed together, do not retry in step
+    firsts = sorted(lists(s)[4] for s in selectors)
+    assert _gaps(firsts) != [0.0, 0.0]
+    assert len({round(g, 3) for s in selectors for g in _gaps(lists(s)[:5])}) > 4
+
+
+async def test_kubernetes_watch_that_hangs_sets_api_up_to_0_after_the_stale_bound(
+        apiserver, server_factory):
+    # Findings 4 and 9: a watch that no longer hears from the apiserver (starved of
+    # connections, dead, or answered never) left kubernetes_api_up at 1
+    apiserver.bookmark_seconds = 0.2  # a live watch hears a BOOKMARK this often
+    server = server_factory(kubernetes="on", wait_for_unknown=True,
+                            kubernetes_stale_seconds=2.0)
+    await until(lambda: _metric(server, "reana_log_sse_kubernetes_api_up") == 1)
+    watches = len(apiserver.watch_requests)
+    apiserver.watch_answer = "hang"
+    apiserver.end_watches()
+    await until(lambda: len(apiserver.watch_requests) >= watches + 3)
+    await until(lambda: _metric(server, "reana_log_sse_kubernetes_api_up") == 0, timeout=30)
