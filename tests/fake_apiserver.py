@@ -110,6 +110,10 @@ class FakeApiserver:
         self.bookmark_seconds: float | None = None
         self.log_answer: str | None = None  # None, "silent" or "no-headers"
         self.compacted = 0  # watches from a resourceVersion below this get 410
+        # the watch cache keeps a bounded window of events (storage/cacher/watch_cache.go:
+        # a ring of `capacity` events; getAllEventsSinceLocked answers a resourceVersion
+        # older than its oldest with errors.NewResourceExpired): None keeps them all
+        self.history_limit: int | None = None
         self.logs: dict[tuple[str, str], list[tuple[int, str, bool]]] = {}  # (ns, text, partial)
         self.rotations: dict[tuple[str, str], int] = {}
         self.open_follows: dict[tuple[str, str], int] = {}
@@ -202,6 +206,7 @@ class FakeApiserver:
             pod["metadata"]["resourceVersion"] = str(self.version)
             self.pods[name] = pod
             self.history.append((self.version, kind, pod, _labels(pod)))
+            self._trim()
         self._wake()
 
     def delete_pod(self, name: str) -> None:
@@ -211,6 +216,12 @@ class FakeApiserver:
             pod["metadata"]["resourceVersion"] = str(self.version)
             self.history.append((self.version, "DELETED", pod, _labels(pod)))
         self._wake()
+
+    def _trim(self) -> None:
+        limit = self.history_limit
+        if limit is not None and len(self.history) > 2 * limit:  # trimmed in steps
+            del self.history[:-limit]
+            self.compacted = self.history[0][0] - 1
 
     def inject(self, label: str, event: Any) -> None:
         """Send `event` (any JSON) as it is, one line, to the watches of `label`."""
