@@ -40,6 +40,7 @@ What it reproduces, and from where (kubernetes/kubernetes):
 from __future__ import annotations
 
 import asyncio
+import base64
 import bisect
 import contextlib
 import copy
@@ -289,12 +290,39 @@ class FakeApiserver:
         self.request_times.append(("watch" if watch else "list", selector, time.monotonic()))
         if not watch:
             self.list_requests.append(dict(request.query))
-            with self._lock:
-                items = [p for p in self.pods.values() if _matches(_labels(p), selector)]
-                body = {"kind": "PodList", "apiVersion": "v1",
-                        "metadata": {"resourceVersion": str(self.version)}, "items": items}
-            return web.json_response(body)
+            return self._list(request, selector)
         return await self._watch(request, selector)
+
+    def _list(self, request: web.Request, selector: str) -> web.Response:
+        """A PodList; with `limit`, in pages: metadata.continue is an opaque token holding
+        the list's resourceVersion and the next key (storage/continue.go EncodeContinue),
+        absent on the last page; a token older than the compaction is 410 Expired
+        (storage/etcd3/store.go GetList). Unlike etcd, a later page shows the pods as
+        they are now, not as they were at the first page's resourceVersion."""
+        limit = int(request.query.get("limit") or 0)
+        token = request.query.get("continue")
+        with self._lock:
+            version, start = self.version, ""
+            if token:
+                state = orjson.loads(base64.urlsafe_b64decode(token))
+                version, start = int(state["rv"]), state["start"]
+                if version < self.compacted:
+                    return web.json_response(_status(
+                        410, "Expired", "The provided continue parameter is too old to "
+                        "display a consistent list result. You can start a new list without "
+                        "the continue parameter."), status=410)
+            items = sorted((p for p in self.pods.values()
+                            if _matches(_labels(p), selector)
+                            and p["metadata"]["name"] >= start),
+                           key=lambda p: p["metadata"]["name"])
+        meta: dict[str, Any] = {"resourceVersion": str(version)}
+        if limit and len(items) > limit:
+            items = items[:limit]
+            meta["continue"] = base64.urlsafe_b64encode(orjson.dumps({
+                "v": "meta.k8s.io/v1", "rv": version,
+                "start": items[-1]["metadata"]["name"] + "\x00"})).decode()
+        return web.json_response({"kind": "PodList", "apiVersion": "v1", "metadata": meta,
+                                  "items": items})
 
     async def _watch(self, request: web.Request, selector: str) -> web.StreamResponse:
         self.watch_requests.append(dict(request.query))

@@ -77,3 +77,24 @@ async def test_fake_apiserver_partial_log_entries_reach_a_follow_without_newline
                                               follow=True, timestamps=True)
     assert text == ("2027-01-15T08:00:00.000000001Z abc"
                     "2027-01-15T08:00:00.000000002Z def\n")
+
+
+async def test_fake_apiserver_list_pages_read_by_kubernetes_asyncio(api):
+    fake, core = api
+    wf = uuid.uuid4()
+    for i in range(5):
+        fake.put_pod(job_pod(wf, f"job-{i}"))
+    first = await core.list_namespaced_pod("default", label_selector=LABEL, limit=2)
+    names = [p.metadata.name for p in first.items]
+    token = first.metadata._continue
+    while token:
+        page = await core.list_namespaced_pod("default", label_selector=LABEL, limit=2,
+                                              _continue=token)
+        names += [p.metadata.name for p in page.items]
+        token = page.metadata._continue
+    assert names == [f"job-{i}-abcde" for i in range(5)]
+    fake.compact()
+    with pytest.raises(ApiException) as raised:
+        await core.list_namespaced_pod("default", label_selector=LABEL, limit=2,
+                                       _continue=first.metadata._continue)
+    assert raised.value.status == 410

@@ -310,7 +310,6 @@ async def test_kubernetes_burst_of_50000_pod_events_costs_the_same_per_event(
     # in 300 s, the rate falling from 580/s to 60/s. Now an event looks at its own
     # workflow's pods only: the work is counted (pods visited per event), never timed.
     apiserver.history_limit = 10_000  # the fake's memory is the test process's
-    server = server_factory(kubernetes="on", wait_for_unknown=True)
     followed = uuid.uuid4()
     for i in range(5):
         apiserver.put_pod(job_pod(followed, f"reana-run-job-f{i}", phase="Running",
@@ -320,6 +319,7 @@ async def test_kubernetes_burst_of_50000_pod_events_costs_the_same_per_event(
             for i in range(10)]  # 2,000 pods, 10 a workflow
     for pod in pods:
         apiserver.put_pod(pod)
+    server = server_factory(kubernetes="on", wait_for_unknown=True)  # lists them: 5 pages
     link = server.app.state.kubernetes
     told = [0]
 
@@ -330,6 +330,8 @@ async def test_kubernetes_burst_of_50000_pod_events_costs_the_same_per_event(
     async with Follower(f"{server.url}/api/workflows/{followed}/logs/stream") as follower:
         await until(lambda: apiserver.follows() == 5, timeout=60)
         await until(lambda: len(link.pods.pods) == 2005, timeout=120)
+        # listed in pages of 500 (client.LIST_PAGE), each read bounded in bytes
+        assert any(r.get("continue") for r in apiserver.list_requests)
         events, visited = told[0], getattr(link.tap, "visited", 0)
 
         def burst() -> None:  # 48,000 changes that change no status (as kubelet heartbeats)

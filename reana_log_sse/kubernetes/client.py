@@ -47,6 +47,12 @@ _LIST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
 # an object in etcd is at most 1.5 MiB (its default --max-request-bytes); a longer watch
 # line is cut there and skipped as malformed
 WATCH_LINE_BYTES = 8 * 1024 * 1024
+# a listing comes in pages of this many pods, as client-go's reflector lists
+# (staging/src/k8s.io/client-go/tools/pager/pager.go: defaultPageSize = 500); a page is
+# read up to LIST_PAGE_BYTES (500 pods of at most 1.5 MiB would be 750 MiB: real pods are
+# a few KiB, and a page past the bound is an error, retried with backoff)
+LIST_PAGE = 500
+LIST_PAGE_BYTES = 64 * 1024 * 1024
 WATCH_POOL = 6  # three label watches (each holds one list or watch at a time), and spare
 # a timestamp prefix (RFC3339Nano with a zone, ~35 bytes) and its space fit in this
 _STAMP_ROOM = 64
@@ -105,17 +111,25 @@ class Kube:
         if self.follow_api is not self.api:
             await self.follow_api.close()
 
-    async def list_pods(self, namespace: str, selector: str) -> dict[str, Any]:
-        """A PodList as JSON (items and metadata.resourceVersion)."""
-        resp = await self.core.list_namespaced_pod(
-            namespace, label_selector=selector, _preload_content=False,
-            _request_timeout=_LIST_TIMEOUT)
-        async with _released(resp):
-            body = await resp.read()
-            if resp.status >= 400:
-                raise _api_error(resp.status, body)
-            data: dict[str, Any] = orjson.loads(body)
-            return data
+    async def list_pods(self, namespace: str, selector: str) -> AsyncIterator[Any]:
+        """The PodList as JSON pages of at most LIST_PAGE pods (`limit` and `continue`),
+        each read up to LIST_PAGE_BYTES; the first page's metadata.resourceVersion is the
+        list's. An expired continue token is a 410, as for a watch."""
+        token: str | None = None
+        while True:
+            paging: dict[str, Any] = {"_continue": token} if token else {}
+            resp = await self.core.list_namespaced_pod(
+                namespace, label_selector=selector, limit=LIST_PAGE, _preload_content=False,
+                _request_timeout=_LIST_TIMEOUT, **paging)
+            async with _released(resp):
+                if resp.status >= 400:
+                    raise _api_error(resp.status, await _bounded_read(resp))
+                page = orjson.loads(await _bounded_read(resp, LIST_PAGE_BYTES, strict=True))
+            yield page
+            meta = page.get("metadata") if isinstance(page, dict) else None
+            token = meta.get("continue") if isinstance(meta, dict) else None
+            if not token or not isinstance(token, str):
+                return
 
     @contextlib.asynccontextmanager
     async def watch_pods(
@@ -213,9 +227,20 @@ async def lines(resp: aiohttp.ClientResponse, limit: int | None = None) -> Async
             yield line
 
 
-async def _bounded_read(resp: aiohttp.ClientResponse, limit: int = 64 * 1024) -> bytes:
-    """An error body, at most `limit` bytes of it (a metav1.Status is small)."""
-    return await resp.content.read(limit)
+async def _bounded_read(resp: aiohttp.ClientResponse, limit: int = 64 * 1024, *,
+                        strict: bool = False) -> bytes:
+    """A body, at most `limit` bytes of it (an error's metav1.Status is small); strict:
+    a longer body is an error (ValueError) rather than cut."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            if strict:
+                raise ValueError(f"an answer of the apiserver over {limit} bytes")
+            break
+    return b"".join(parts)[:limit]
 
 
 @contextlib.asynccontextmanager

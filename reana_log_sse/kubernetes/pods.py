@@ -263,20 +263,23 @@ class PodWatcher:
                 await self._down(label, exc, backoff.next())
 
     async def _relist(self, label: str) -> str:
-        listing = await self.kube.list_pods(self.namespace, label)
-        self.relists += 1
-        self._heard_from(label)
+        version: str | None = None
         seen = set()
-        items = listing.get("items") if isinstance(listing, dict) else None
-        for item in items if isinstance(items, list) else ():
-            pod = await self._apply(label, item, deleted=False)
-            if pod is not None:
-                seen.add(pod.uid)
+        async for page in self.kube.list_pods(self.namespace, label):
+            self._heard_from(label)
+            if version is None:
+                version = _version(page) or "0"
+            items = page.get("items") if isinstance(page, dict) else None
+            for item in items if isinstance(items, list) else ():
+                pod = await self._apply(label, item, deleted=False)
+                if pod is not None:
+                    seen.add(pod.uid)
+        self.relists += 1
         for uid, pod in list(self.pods.items()):  # deleted while we were not watching
             if KINDS[label] == pod.kind and uid not in seen:
                 await self._forget(dataclasses.replace(pod, deleted=True))
         self._set_up(label, True)
-        return _version(listing) or "0"
+        return version or "0"
 
     async def _apply(self, label: str, obj: Any, *, deleted: bool) -> PodView | None:
         try:
