@@ -210,7 +210,7 @@ class Settings:
                   "longer than this"},
     )
     kubernetes_follow_timeout_seconds: float = dataclasses.field(
-        default=120.0,
+        default=300.0,
         metadata={"help": "a pods/log follow of the live tap that sends nothing (not even "
                   "its headers) for this long is closed and opened again from its last "
                   "line"},

@@ -76,7 +76,7 @@ def enabled(settings: Settings, service_account: Path = SERVICE_ACCOUNT) -> bool
 
 
 async def connect(service_account: Path = SERVICE_ACCOUNT, *, max_follows: int = 100,
-                  follow_timeout: float = 120.0) -> Kube:
+                  follow_timeout: float = 300.0) -> Kube:
     """In a pod with a service account: that; elsewhere KUBECONFIG (or ~/.kube/config)."""
     configuration = k8s.Configuration()
     if (service_account / "token").exists() and os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -99,7 +99,7 @@ class Kube:
     pod list and watch on `api`, the log follows on `follow_api` (their own pool)."""
 
     def __init__(self, api: k8s.ApiClient, follow_api: k8s.ApiClient | None = None, *,
-                 follow_timeout: float = 120.0) -> None:
+                 follow_timeout: float = 300.0) -> None:
         self.api = api
         self.core = k8s.CoreV1Api(api)
         self.follow_api = api if follow_api is None else follow_api
