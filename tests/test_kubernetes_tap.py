@@ -323,3 +323,26 @@ def service_sql(database_url: str, wf: uuid.UUID) -> list[tuple[int, bool]]:
     with psycopg.connect(database_url, autocommit=True) as conn:
         return conn.execute("SELECT octet_length(message), truncated FROM log_lines"
                             " WHERE workflow_id = %s ORDER BY seq", (wf,)).fetchall()
+
+
+async def test_kubernetes_tap_slot_of_an_unfollowed_workflow_goes_to_a_waiting_one(
+        apiserver, server_factory):
+    # each change now looks at one workflow only: the slots a workflow frees when its last
+    # follower leaves must still reach a followed workflow that waits for one
+    server = server_factory(kubernetes="on", wait_for_unknown=True, kubernetes_max_follows=1)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    apiserver.put_pod(job_pod(first, JOB, phase="Running", state="running"))
+    apiserver.put_pod(job_pod(second, "reana-run-job-8e3f", phase="Running", state="running"))
+    leaving = await Follower(f"{server.url}/api/workflows/{first}/logs/stream").__aenter__()
+    try:
+        await until(lambda: apiserver.follows() == 1)
+        async with Follower(f"{server.url}/api/workflows/{second}/logs/stream") as waiting:
+            await waiting.wait_for(lambda f: len(f.named("status")) == 1)
+            assert [r["pod"] for r in apiserver.follow_requests] == [POD]  # the cap
+            await leaving.stop()
+            await until(lambda: any(r["pod"] == "reana-run-job-8e3f-abcde"
+                                    for r in apiserver.follow_requests))
+            apiserver.write("reana-run-job-8e3f-abcde", "job", "now followed", time.time_ns())
+            await waiting.wait_logs(1)
+    finally:
+        await leaving.stop()

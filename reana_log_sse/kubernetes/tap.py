@@ -119,13 +119,17 @@ class Tap:
 
     async def pod_changed(self, pod: PodView) -> None:
         if pod.deleted:  # gone: its follows end, and nothing about it is kept
+            ended = False
             for container in pod.containers:
                 key = (pod.uid, container.name)
                 task = self.follows.pop(key, None)
                 if task is not None:
                     task.cancel()
+                    ended = True
                 self.cursors.pop(key, None)
                 self.gone.discard(key)
+            if ended:
+                self._fill()
         self.reconcile(pod.workflow_id)
 
     def reconcile(self, workflow_id: uuid.UUID) -> None:
@@ -133,14 +137,18 @@ class Tap:
         than max_follows are open); else stop its follows."""
         pods = self.pods.of(workflow_id)
         self.visited += len(pods)
-        followed = workflow_id in self.followed
-        for pod in pods.values():
-            if not followed:
+        if workflow_id not in self.followed:
+            ended = False
+            for pod in pods.values():
                 for container in pod.containers:
                     task = self.follows.pop((pod.uid, container.name), None)
                     if task is not None:
                         task.cancel()
-                continue
+                        ended = True
+            if ended:
+                self._fill()  # their slots go to followed workflows waiting for one
+            return
+        for pod in pods.values():
             for name in pod.tappable():
                 key = (pod.uid, name)
                 if (key not in self.follows and key not in self.gone
