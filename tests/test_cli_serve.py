@@ -187,3 +187,17 @@ def test_cli_wait_gives_up_plainly_when_nothing_gets_ready():
     assert result.stderr.splitlines() == [
         f"reana-log-sse wait: {url} is not ready after 0.3 s (connection refused: nothing "
         "listens on that port)"]
+
+
+def test_cli_serve_kubernetes_watch_and_follow_bounds_are_flags_with_env_vars():
+    from click.testing import CliRunner
+
+    from reana_log_sse.cli import main
+
+    text = CliRunner().invoke(main, ["serve", "--help"], terminal_width=200).output
+    for flag, env in (("--kubernetes-stale-seconds", "REANA_LOG_SSE_KUBERNETES_STALE_SECONDS"),
+                      ("--kubernetes-follow-timeout-seconds",
+                       "REANA_LOG_SSE_KUBERNETES_FOLLOW_TIMEOUT_SECONDS")):
+        assert flag in text and env in text, text
+    refused = CliRunner().invoke(main, ["serve", "--kubernetes-stale-seconds", "0"])
+    assert refused.exit_code == 2  # 0 would mean never stale
