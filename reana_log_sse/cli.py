@@ -18,7 +18,7 @@ from reana_log_sse.auth import READER_TOKEN_PARAMETER
 from reana_log_sse.bench.command import bench
 from reana_log_sse.client import DEFAULT_SERVER
 from reana_log_sse.client.logs import logs
-from reana_log_sse.settings import Settings, env_name
+from reana_log_sse.settings import SETTINGS, Settings, env_name
 
 logger = logging.getLogger("reana_log_sse")
 
@@ -91,6 +91,12 @@ def database(settings: Settings) -> Iterator[str]:
         yield url
 
 
+def _help(field: str) -> str:
+    """A setting's help, as Settings declares it, with its default."""
+    setting = next(f for f in SETTINGS if f.name == field)
+    return f"{setting.metadata['help']}  [default: {setting.default:g}]"
+
+
 def _settings(**overrides: Any) -> Settings:
     try:
         return Settings.from_env(**overrides)
@@ -115,15 +121,23 @@ def main() -> None:
          help="processes sharing the port, each with its own pool, LISTEN connection and "
          "followers")
 @_db_options
+@_option("--kubernetes-stale-seconds", default=None, type=click.FloatRange(0, min_open=True),
+         help=_help("kubernetes_stale_seconds"))
+@_option("--kubernetes-follow-timeout-seconds", default=None,
+         type=click.FloatRange(0, min_open=True),
+         help=_help("kubernetes_follow_timeout_seconds"))
 def serve(host: str, port: int, workers: int, database_url: str | None, data_dir: str | None,
-          log_level: str) -> None:
+          log_level: str, kubernetes_stale_seconds: float | None,
+          kubernetes_follow_timeout_seconds: float | None) -> None:
     """Run the service (with an embedded PostgreSQL unless a database URL is given)."""
     from reana_log_sse.app import create_app
     from reana_log_sse.server import uvicorn_config
 
     _setup_logging(log_level)
     settings = _settings(host=host, port=port, database_url=database_url, data_dir=data_dir,
-                         log_level=log_level, workers=workers)
+                         log_level=log_level, workers=workers,
+                         kubernetes_stale_seconds=kubernetes_stale_seconds,
+                         kubernetes_follow_timeout_seconds=kubernetes_follow_timeout_seconds)
     if settings.auth == "none" and not settings.host_is_loopback():
         raise click.UsageError(
             f"REANA_LOG_SSE_AUTH=none lets anyone read every log; it is refused on {host}. "

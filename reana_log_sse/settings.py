@@ -203,6 +203,18 @@ class Settings:
         default=100,
         metadata={"help": "cap on concurrent pods/log follows of the live tap per replica"},
     )
+    kubernetes_stale_seconds: float = dataclasses.field(
+        default=300.0,
+        metadata={"help": "kubernetes_api_up drops to 0 when the pod watch has heard "
+                  "nothing from the apiserver (no listing, watch, event or bookmark) for "
+                  "longer than this"},
+    )
+    kubernetes_follow_timeout_seconds: float = dataclasses.field(
+        default=300.0,
+        metadata={"help": "a pods/log follow of the live tap that sends nothing (not even "
+                  "its headers) for this long is closed and opened again from its last "
+                  "line"},
+    )
 
     # -- derived -----------------------------------------------------------------------
 

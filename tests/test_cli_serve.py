@@ -237,3 +237,17 @@ def test_cli_help_lists_every_command_whole_and_points_at_demo():
     assert not [line for line in listed if line.endswith("...")], listed  # none cut short
     assert sorted(line.split()[0] for line in listed) == sorted(main.commands)
     assert all(len(line) <= 80 for line in result.output.splitlines())
+
+
+def test_cli_serve_kubernetes_watch_and_follow_bounds_are_flags_with_env_vars():
+    from click.testing import CliRunner
+
+    from reana_log_sse.cli import main
+
+    text = CliRunner().invoke(main, ["serve", "--help"], terminal_width=200).output
+    for flag, env in (("--kubernetes-stale-seconds", "REANA_LOG_SSE_KUBERNETES_STALE_SECONDS"),
+                      ("--kubernetes-follow-timeout-seconds",
+                       "REANA_LOG_SSE_KUBERNETES_FOLLOW_TIMEOUT_SECONDS")):
+        assert flag in text and env in text, text
+    refused = CliRunner().invoke(main, ["serve", "--kubernetes-stale-seconds", "0"])
+    assert refused.exit_code == 2  # 0 would mean never stale
