@@ -24,7 +24,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from reana_log_sse import kubernetes
-from reana_log_sse.auth import IngestAuth, bearer_token, make_reader_auth, make_status_auth
+from reana_log_sse.auth import (
+    MIN_WORKFLOW_TOKEN_KEY,
+    IngestAuth,
+    bearer_token,
+    make_reader_auth,
+    make_status_auth,
+)
 from reana_log_sse.follow.hub import Hub
 from reana_log_sse.follow.stream import stream_logs
 from reana_log_sse.ingest.route import ingest_vector
@@ -100,6 +106,9 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
     """Build the app. `settings.database_url` must be set (serve resolves the embedded one)."""
     if not settings.database_url:
         raise ValueError("create_app needs settings.database_url")
+    if 0 < len(settings.workflow_token_key) < MIN_WORKFLOW_TOKEN_KEY:
+        raise ValueError(f"REANA_LOG_SSE_WORKFLOW_TOKEN_KEY must be at least "
+                         f"{MIN_WORKFLOW_TOKEN_KEY} characters")
     url = settings.database_url
     clock = today or (lambda: dt.datetime.now(dt.UTC).date())
     reader_auth = (ReanaAuth.from_settings(settings) if settings.auth == "reana"
@@ -176,7 +185,8 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
-    app.state.ingest_auth = IngestAuth(settings.ingest_token_list())
+    app.state.ingest_auth = IngestAuth(settings.ingest_token_list(),
+                                       workflow_key=settings.workflow_token_key)
     app.state.status_auth = make_status_auth(settings, app.state.ingest_auth)
     app.state.reader_auth = reader_auth
     app.state.maintain = maintain

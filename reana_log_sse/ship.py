@@ -72,7 +72,8 @@ OPTIONS: tuple[tuple[str, str, Any, Any, str], ...] = (
      "job, or workflow for a workflow engine's own log"),
     ("--server", "REANA_LOG_SSE_URL", "http://127.0.0.1:8000", str, "reana-log-sse base URL"),
     ("--token", "REANA_LOG_SSE_INGEST_TOKEN", None, str,
-     "ingest token (prefer the variable: arguments show in ps)"),
+     "ingest token, best the workflow's own (`reana-log-sse token --workflow W`: it "
+     "writes that workflow only; prefer the variable: arguments show in ps)"),
     ("--spool-dir", "REANA_LOG_SSE_SPOOL_DIR", None, str, "where batches wait until "
      "acknowledged; a restarted shipper must get the same one [default: "
      ".reana-log-sse-spool/WORKFLOW.JOB in the current directory]"),
@@ -653,6 +654,9 @@ def run(cfg: Config) -> int:
         raise UsageError(f"--server must be an http:// or https:// URL, not {cfg.server!r}")
     if cfg.files and cfg.command:
         raise UsageError("give files to follow or a command after --, not both")
+    if cfg.token and cfg.token.startswith("wf1.") and cfg.token.split(".")[1] != cfg.workflow:
+        raise UsageError(f"the token writes workflow {cfg.token.split('.')[1]} only, not "
+                         f"{cfg.workflow} (reana-log-sse token --workflow {cfg.workflow})")
     abort = threading.Event()
     spool = Spool(cfg.spool_dir or os.path.join(
         ".reana-log-sse-spool", f"{cfg.workflow}.{cfg.job or '-'}"), cfg.spool_max_bytes, abort)

@@ -444,3 +444,23 @@ def test_ship_file_truncated_and_rewritten_longer_within_one_poll_every_line_onc
     done.write_text("0")
     assert shipper.wait() == 0
     assert [m for m, _ in stored(live_server, wf)] == first + second
+
+
+def test_ship_with_a_workflow_token_writes_its_own_workflow_only(server_factory, tmp_path):
+    """A job holding its workflow's token (issue #19, finding 14) ships its lines and its
+    status; the shipper refuses to start with another workflow's token."""
+    from reana_log_sse.auth import workflow_token
+
+    key = "a workflow token key of 32 characters or more"
+    server = server_factory(workflow_token_key=key, ingest_tokens="")
+    wf, other = str(uuid.uuid4()), str(uuid.uuid4())
+    token = workflow_token(key, uuid.UUID(wf))
+    refused = Shipper(server, tmp_path, other, "--", "true",
+                      env={"REANA_LOG_SSE_INGEST_TOKEN": token}, name="refused")
+    assert refused.wait() == 2 and f"writes workflow {wf} only" in refused.stderr.read_text()
+    shipper = Shipper(server, tmp_path, wf, "--", sys.executable, "-c", "print('hello')",
+                      env={"REANA_LOG_SSE_INGEST_TOKEN": token})
+    assert shipper.wait() == 0
+    assert stored(server, wf) == [("hello", "stdout")]
+    wait_for(lambda: job_statuses(server, wf), "the job's status")
+    assert [s for s, _ in job_statuses(server, wf)] == ["finished"]
