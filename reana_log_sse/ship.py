@@ -411,11 +411,24 @@ class Collector(threading.Thread):
             return
         self.seq += 1
         body = gzip.compress(b"[" + b",".join(self.parts) + b"]", compresslevel=5)
+        self.cursors = {key: file_cursor(c) for key, c in self.cursors.items()}
         header = {"seq": self.seq, "cursors": self.cursors, "last_ts": self.last_ts,
                   "lines": len(self.parts)}
         self.spool.put(header, body)
         self.parts, self.size = [], 0
         self.cursors = dict(self.cursors)
+
+
+def file_cursor(cursor: Any) -> Any:
+    """A file cursor as a batch records it, [dev, inode, offset, crc32 of the CHECK_BYTES
+    before offset, crc32 of the file's head], from a line's (dev, inode, offset, the bytes
+    read, where the line ends in them, crc32 of the head): one digest per batch, not per
+    line. A cursor read back from the spool is already one."""
+    if not isinstance(cursor, tuple):
+        return cursor
+    dev, ino, offset, ctx, stop, head = cursor
+    window = zlib.crc32(ctx[max(0, stop - CHECK_BYTES):stop])
+    return [dev, ino, offset, window, window if offset <= CHECK_BYTES else head]
 
 
 class Splitter:
@@ -472,12 +485,9 @@ class Splitter:
                ctx: memoryview | None) -> Entry:
         if raw.endswith(b"\n"):
             raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
-        cursor = None
+        cursor = None  # digested only if it is the one a batch records (file_cursor)
         if end is not None and ctx is not None:
-            offset, stop = end[2] - after, len(ctx) - after
-            window = zlib.crc32(ctx[max(0, stop - CHECK_BYTES):stop])
-            cursor = [end[0], end[1], offset, window,
-                      window if offset <= CHECK_BYTES else self.head_crc]
+            cursor = (end[0], end[1], end[2] - after, ctx, len(ctx) - after, self.head_crc)
         return (self.key, self.stream, self.clock.next(), raw.decode("utf-8", "replace"),
                 cursor)
 

@@ -464,3 +464,29 @@ def test_ship_with_a_workflow_token_writes_its_own_workflow_only(server_factory,
     assert stored(server, wf) == [("hello", "stdout")]
     wait_for(lambda: job_statuses(server, wf), "the job's status")
     assert [s for s, _ in job_statuses(server, wf)] == ["finished"]
+
+
+def test_ship_file_rewritten_while_running_then_killed_after_a_send_every_line_once(
+        live_server, tmp_path):
+    """The file truncated and rewritten under a running shipper, which is killed -9 at the
+    worst moment (a batch of the new content acknowledged, not yet recorded), then run
+    again: the spooled batch is resent (stored once) and reading goes on in the new file."""
+    wf = str(uuid.uuid4())
+    out, done = tmp_path / "job.out", tmp_path / "job.exit"
+    args = (str(out), "--exit-code-file", str(done))
+    first = [f"first {i}" for i in range(1000)]
+    out.write_text("".join(m + "\n" for m in first))
+    shipper = Shipper(live_server, tmp_path, wf, *args)
+    wait_for(lambda: count(live_server, wf) == 1000, "the first lines")
+    shipper.kill9()
+    second = [f"second {i} {Writer.line(i)}" for i in range(3000)]
+    rewrite_on_the_same_inode(out, "".join(m + "\n" for m in second[:1500]), delete=False)
+    killed = Shipper(live_server, tmp_path, wf, *args,
+                     env={"REANA_LOG_SSE_SHIP_FAULT": "kill-after-send:1"})
+    assert killed.wait() == -signal.SIGKILL
+    with open(out, "a") as f:
+        f.write("".join(m + "\n" for m in second[1500:]))
+    done.write_text("0")
+    assert Shipper(live_server, tmp_path, wf, *args).wait() == 0
+    assert [m for m, _ in stored(live_server, wf)] == first + second
+    assert duplicates_counted(live_server) > 0  # the resent batch was stored once
