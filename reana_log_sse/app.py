@@ -158,9 +158,10 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
         if kubernetes.enabled(settings):  # pod statuses and the live tap
             state.kubernetes = await kubernetes.KubernetesLink.start(
                 settings, state.store, state.hub, state.metrics, window=window)
-        if not settings.ingest_token_list():
+        if not settings.ingest_token_list() and not settings.workflow_token_key:
             logger.warning("no ingest tokens configured: POST /ingest/vector answers 401 "
-                           "(set REANA_LOG_SSE_INGEST_TOKENS)")
+                           "(set REANA_LOG_SSE_INGEST_TOKENS or "
+                           "REANA_LOG_SSE_WORKFLOW_TOKEN_KEY)")
         try:
             yield
         finally:
