@@ -577,9 +577,14 @@ class FileFollower(threading.Thread):
             end = (ident[0], ident[1], pos)
             # truncated (copytruncate), or truncated and rewritten, maybe past our offset
             # already, since the last read: then `data` is the new content's, not the rest
-            # of what was read before; the bytes before our offset tell
+            # of what was read before (unless the file changed just after this read); the
+            # bytes before our offset tell
             if (not data and os.fstat(f.fileno()).st_size < pos
                     or self._replaced(f, pos, tail)):
+                if data and os.pread(f.fileno(), len(data), pos) != data:
+                    pos += len(data)  # read just before the file changed: the old file's
+                    end = (ident[0], ident[1], pos)
+                    self.splitter.feed(data, end)
                 log.info("%s truncated: reading from its start", self.path)
                 self.splitter.flush_partial(end, force=True)
                 self.splitter.start_at(b"", b"")
