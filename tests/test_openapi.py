@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route
 
 from tests.helpers import event, post_batch, post_status
 
-MAX_EXAMPLES = 15  # per operation and phase: the run stays well under a minute here
+MAX_EXAMPLES = 10  # per operation and phase: the run takes about half a minute here
 
 
 def app_routes(app) -> set[tuple[str, str]]:
