@@ -412,6 +412,24 @@ def wait_ready(server: str, timeout: float) -> None:
         time.sleep(0.2)
 
 
+@main.command("token")
+@click.option("--workflow", "workflow_id", type=click.UUID, required=True,
+              help="the workflow UUID the token may write")
+@_option("--workflow-token-key", required=True, metavar="KEY",
+         help="the service's key for workflow tokens (prefer the variable: arguments "
+         "show in ps)")
+def token_cmd(workflow_id: Any, workflow_token_key: str) -> None:
+    """Print a token that writes one workflow only (its lines and its jobs' statuses),
+    for `ship` in an HTCondor or Slurm job: REANA_LOG_SSE_INGEST_TOKEN=$(reana-log-sse
+    token --workflow W)."""
+    from reana_log_sse.auth import MIN_WORKFLOW_TOKEN_KEY, workflow_token
+
+    if len(workflow_token_key) < MIN_WORKFLOW_TOKEN_KEY:
+        raise click.UsageError(f"the key must be at least {MIN_WORKFLOW_TOKEN_KEY} "
+                               "characters")
+    click.echo(workflow_token(workflow_token_key, workflow_id))
+
+
 main.add_command(logs)
 main.add_command(bench)
 

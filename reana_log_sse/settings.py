@@ -123,6 +123,13 @@ class Settings:
     status_tokens_file: str | None = dataclasses.field(
         default=None, metadata={"help": "file with more status tokens, one per line"}
     )
+    workflow_token_key: str = dataclasses.field(
+        default="",
+        metadata={"help": "key (32+ characters) under which workflow tokens are minted "
+                  "(`reana-log-sse token --workflow W`): a workflow token may write the "
+                  "lines and job statuses of that one workflow only (for HTCondor and "
+                  "Slurm jobs, which can read the token they ship with)"},
+    )
     reana_auth_cache_seconds: float = dataclasses.field(
         default=30.0,
         metadata={"help": "auth=reana: how long reana-server's yes or no for a token and "
