@@ -184,7 +184,7 @@ def test_reana_client_follow_one_step_prints_its_lines_bare(patched_client, rean
                                  token=token)
     run = subprocess.run([patched_client, "logs", "-w", "fit.1", "--follow", "--filter",
                           "step=fitdata"], env=env, capture_output=True, text=True,
-                         timeout=300)
+                         timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert [x for x in run.stdout.splitlines() if not x.startswith("==> ")] == [
         "fit 1", "fit 1"]
