@@ -45,7 +45,7 @@ SIZES = {
                   spread=((4, 2),), duration=1.0, live_batch=10, rate=100.0, polling=(3,),
                   poll_interval=0.5, fanout=10, fanout_workflows=2, catchup_lines=3000,
                   cli_lines=500, tap_samples=5, ship_lines=2000,
-                  ship_rate=100.0),
+                  ship_rate=100.0, reana_client_lines=5),
 }
 SCENARIOS = ("ingest", "latency", "fanout", "catchup", "polling", "cli", "tap", "ship")
 # run only when named: it needs a checkout (tests/) and installs reana-client 0.95.0a6 once

@@ -1,7 +1,7 @@
 """REANA's own `reana-client logs --follow`: line latency from commit, three ways, in one run.
 
     python -m reana_log_sse.bench.reana_client [--lines 40] [--gap 0.5] [--interval 10]
-    reana-log-sse bench --only reana-client      # the same, as row 8 of the bench's table
+    reana-log-sse bench --only reana-client      # the same, as row 9 of the bench's table
 
 From a checkout: it uses tests/ (the fake reana-server, the reana-client venv, made once).
 Runs the real service in this process (auth=reana; on the bench's database, else an
