@@ -4,8 +4,10 @@ does, for what reana-log-sse and reana-client ask of it. What it reproduces, and
 - Host: only `REANA_HOSTNAME` is trusted (reana-server `reana_server/config.py`
   `TRUSTED_HOSTS = [REANA_HOSTNAME]`; Flask answers another Host with 400).
 - Who: the signed-in session (Flask's `session` cookie) first, else the `access_token`
-  query parameter, never a header (reana-server `reana_server/decorators.py`
-  `signin_required`); 401 "User not signed in", 403 "Token not valid.".
+  query parameter (reana-server `reana_server/decorators.py` `signin_required`), else,
+  for reana-client 0.95 (which sends every call with `Authorization: Bearer <JWT>`:
+  reana-client 0.95.0a6 `reana_client/api/client.py` `_auth_request_options`), that
+  header's token; 401 "User not signed in", 403 "Token not valid.".
 - Which workflows: the user's own and those shared with them, by UUID, `name.run` or
   `name` (latest run) (reana-db `utils.py` `_get_workflow_with_uuid_or_name`); anyone
   else's looks missing: 404 "REANA_WORKON is set to ...".
@@ -195,6 +197,9 @@ class FakeReanaServer:
         cookie = SimpleCookie(lower.get("cookie", ""))
         session = cookie["session"].value if "session" in cookie else None
         token = query.get("access_token", [None])[0]
+        bearer = lower.get("authorization", "")
+        if token is None and bearer[:7].lower() == "bearer ":
+            token = bearer[7:].strip()
         if session in self.sessions:
             user: str | None = self.sessions[session]
         elif token is None:
