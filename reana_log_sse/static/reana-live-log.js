@@ -11,6 +11,9 @@
 //
 // One EventSource per workflow; jobs are filtered client-side. Log text only ever reaches the
 // DOM through textContent / text nodes: it is never parsed as HTML. See web_widget/README.md.
+//
+// reana-ui bundles a verbatim copy (src/vendor/reana-live-log.js): to update it, copy this
+// file of reana-log-sse again (integrations/reana-ui/ in reana-log-sse checks they match).
 
 const ANSI_NAMES = ["black", "red", "green", "yellow", "blue", "magenta", "cyan", "white"];
 const ANSI_DEFAULTS = [
@@ -217,7 +220,9 @@ TEMPLATE.innerHTML = `<style>${STYLE}</style>
 // ---- ANSI SGR -----------------------------------------------------------------------------
 
 // CSI sequences, OSC strings, other two-byte escapes and C0 controls except \t.
+// eslint-disable-next-line no-control-regex
 const ESCAPES = /\x1b\[([0-9;:?<=>]*)[ -/]*([@-~])|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[P^_X][^\x1b]*(?:\x1b\\)?|\x1b[ -/]*[0-~]?|[\x00-\x08\x0a-\x1f\x7f]/g;
+// eslint-disable-next-line no-control-regex
 const SPECIAL = /[\x00-\x08\x0a-\x1f\x7f]/;
 
 function newSgr() {
