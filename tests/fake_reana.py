@@ -33,6 +33,9 @@ reana-ui against this fake), from reana-server 1ab1805 (2026-06-23):
   `get_workflows`): `{"items", "total", "user_has_workflows", ...}`, each item with
   `progress` (`run_started_at`, `total`/`running`/`finished`/`failed` {`total`,
   `job_ids`}), `owner_email`, `launcher_url`, `size`, `services`.
+- `GET /api/workflows/{id}/workspace` (`get_files`): `{"items", "total"}` (none here);
+  `.../retention_rules` (`get_workflow_retention_rules`): `{"workflow_id",
+  "workflow_name", "retention_rules"}` (none here).
 """
 
 from __future__ import annotations
@@ -191,8 +194,12 @@ class FakeReanaServer:
         with self._lock:
             self.requests.append(parts.path)
             self.seen.append(Seen(parts.path, lower.get("host", ""), query, lower, body))
-        # every answer tries to set a session cookie: a client must not replay it
-        extra = {"Set-Cookie": f"session=set-by-reana-{uuid.uuid4().hex[:8]}; Path=/"}
+        # every answer tries to set a session cookie: a client must not replay it; a signed-in
+        # browser's is refreshed as it is (Flask's SESSION_REFRESH_EACH_REQUEST)
+        signed_in = SimpleCookie(lower.get("cookie", "")).get("session")
+        value = (signed_in.value if signed_in and signed_in.value in self.sessions
+                 else f"set-by-reana-{uuid.uuid4().hex[:8]}")
+        extra = {"Set-Cookie": f"session={value}; Path=/"}
         if lower.get("host", "").split(":")[0] not in self.trusted_hosts:
             return 400, b"<h1>Bad Request</h1>", {}  # Flask: Host not in TRUSTED_HOSTS
         if self.rate_limited:
@@ -259,6 +266,10 @@ class FakeReanaServer:
             return r.status_code, r.json()
         if action == "logs":
             return 200, self._logs(wf, user, query, body)
+        if action == "workspace":
+            return 200, {"items": [], "total": 0}
+        if action == "retention_rules":
+            return 200, {"workflow_id": wf.id, "workflow_name": wf.name, "retention_rules": []}
         return 404, {"message": "not found"}
 
     def _ui(self, path: str, user: str, query: dict[str, list[str]]) -> dict[str, Any]:
