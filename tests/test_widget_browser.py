@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -210,6 +211,27 @@ def test_widget_token_and_tail(server_factory, page):
     wait_state(page, "error")
     expect(widget.get_by_role("status").first).to_contain_text("401")
     assert prop(page, "lineCount") == 0
+
+
+def test_widget_stream_only_asks_nothing_but_the_stream(live_server, page):
+    """On REANA's host only `.../logs/stream` reaches the service (the stream-only Ingress
+    of manifests/overlays/example): with `stream-only` the widget backfills from the
+    stream's own `tail=` and shows no download link (`.../logs` is reana-server's)."""
+    wf = uuid.uuid4()
+    post(live_server, [event(wf, f"line {i}") for i in range(30)])
+    widget = open_widget(page, live_server, wf, "&tail=5&stream-only")
+    wait_lines(page, 5)
+    wait_state(page, "live")
+    post(live_server, [event(wf, "line 30")])
+    wait_lines(page, 6)
+    wait_texts(page, [f"line {i}" for i in range(25, 31)])
+    assert [r["id"] for r in rows(page)] == list(range(26, 32))
+    assert page.api_requests and all(
+        urlsplit(u).path == f"/api/workflows/{wf}/logs/stream" for u in page.api_requests
+    ), page.api_requests
+    assert "tail=5" in page.api_requests[0]
+    assert widget.locator("a.download").get_attribute("href") is None
+    assert not widget.locator("a.download").is_visible()
 
 
 def test_widget_renders_ansi_progress_and_stderr(live_server, page):

@@ -4,8 +4,16 @@
 //   <reana-live-log src="/api/workflows/<id>/logs/stream" token="..." tail="5000"
 //                   job="fitdata" timestamps></reana-live-log>
 //
+// `stream-only`: use no path but `src` itself (no JSON backfill from .../logs, no download
+// link), for a page where only the stream path reaches the service, as on REANA's own host
+// behind the stream-only Ingress (manifests/overlays/example/ingress-reana-log-sse.yaml).
+// The stream's own `tail=` is then the backfill.
+//
 // One EventSource per workflow; jobs are filtered client-side. Log text only ever reaches the
 // DOM through textContent / text nodes: it is never parsed as HTML. See web_widget/README.md.
+//
+// reana-ui bundles a verbatim copy (src/vendor/reana-live-log.js): to update it, copy this
+// file of reana-log-sse again (integrations/reana-ui/ in reana-log-sse checks they match).
 
 const ANSI_NAMES = ["black", "red", "green", "yellow", "blue", "magenta", "cyan", "white"];
 const ANSI_DEFAULTS = [
@@ -215,7 +223,9 @@ TEMPLATE.innerHTML = `<style>${STYLE}</style>
 // ---- ANSI SGR -----------------------------------------------------------------------------
 
 // CSI sequences, OSC strings, other two-byte escapes and C0 controls except \t.
+// eslint-disable-next-line no-control-regex
 const ESCAPES = /\x1b\[([0-9;:?<=>]*)[ -/]*([@-~])|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[P^_X][^\x1b]*(?:\x1b\\)?|\x1b[ -/]*[0-~]?|[\x00-\x08\x0a-\x1f\x7f]/g;
+// eslint-disable-next-line no-control-regex
 const SPECIAL = /[\x00-\x08\x0a-\x1f\x7f]/;
 
 function newSgr() {
@@ -383,7 +393,9 @@ function span(cls, text) {
 // ---- the element --------------------------------------------------------------------------
 
 export class ReanaLiveLog extends HTMLElement {
-  static observedAttributes = ["src", "token", "tail", "job", "timestamps", "max-lines"];
+  static observedAttributes = [
+    "src", "token", "tail", "job", "timestamps", "max-lines", "stream-only",
+  ];
 
   constructor() {
     super();
@@ -516,6 +528,8 @@ export class ReanaLiveLog extends HTMLElement {
       this._ui.tsToggle.checked = this._timestamps;
       this._gen++;
       this._schedule();
+    } else if (name === "stream-only") {
+      this._updateDownload();
     } else if (name === "max-lines") {
       const n = parseInt(value ?? "", 10);
       this._maxLines = n > 0 ? n : DEFAULT_MAX_LINES;
@@ -691,7 +705,8 @@ export class ReanaLiveLog extends HTMLElement {
     const n = this._dropped;
     this._ui.notice.textContent =
       `${n.toLocaleString()} earlier line${n === 1 ? "" : "s"} not kept in the page ` +
-      `(max-lines ${limit.toLocaleString()}); the download has everything.`;
+      `(max-lines ${limit.toLocaleString()})` +
+      (this._ui.download.hidden ? "." : "; the download has everything.");
     this._ui.notice.hidden = false;
   }
 
@@ -748,9 +763,10 @@ export class ReanaLiveLog extends HTMLElement {
     return url;
   }
 
-  // The plain read endpoint next to the stream: .../logs/stream -> .../logs
+  // The plain read endpoint next to the stream: .../logs/stream -> .../logs (none with
+  // `stream-only`: that path may not reach this service, e.g. it is reana-server's own)
   _readUrl() {
-    if (!this._src) return null;
+    if (!this._src || this.hasAttribute("stream-only")) return null;
     let url;
     try {
       url = new URL(this._src, document.baseURI);
