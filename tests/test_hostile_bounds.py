@@ -135,3 +135,25 @@ def test_hostile_uncompressed_single_event_over_cap_is_cut_not_dropped(server_fa
                    headers={"Authorization": f"Bearer {server.ingest_token}",
                             "Content-Type": "application/json", "Content-Encoding": "gzip"})
     assert r.json()["accepted"] == 1
+
+
+def test_hostile_deeply_nested_event_in_a_batch_is_rejected_alone(server_factory):
+    server = server_factory()
+    wf = uuid.uuid4()
+    deep = b'{"message":"deep","x":' + b"[" * 1100 + b"]" * 1100 + b"}"
+    headers = {"Authorization": f"Bearer {server.ingest_token}",
+               "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    sent = 0
+    for batch in range(6):  # one-line arrays, as Vector sends them
+        good = [json.dumps(event(wf, f"ok {batch}.{i}"), sort_keys=True).encode()
+                for i in range(5 + batch)]
+        body = b"[" + b",".join(good[:2] + [deep] + good[2:]) + b"]"
+        r = httpx.post(f"{server.url}/ingest/vector", content=gzip.compress(body),
+                       headers=headers, timeout=30)
+        assert r.json() == {"accepted": len(good), "duplicates": 0, "rejected": 1}, r.text
+        sent += len(good)
+    stored = server.sql("SELECT count(*) FROM log_lines WHERE workflow_id = %s", (wf,))
+    assert stored == [(sent,)]
+    reasons = server.sql("SELECT DISTINCT reason FROM rejected_events"
+                         " WHERE event LIKE '{\"message\":\"deep\"%%'")
+    assert reasons == [("event is not JSON: nested too deeply",)]

@@ -161,6 +161,9 @@ def parse_events(body: bytes) -> Parsed:
         events = _parse_array(body)
         if events is not None:
             return Parsed(events, [])
+        elements = split_array(body)
+        if elements is not None:  # one bad element (too deep, say) costs only itself
+            return _parse_elements(elements)
         return _parse_lines(body)
     try:
         value = orjson.loads(body)  # one value, perhaps pretty-printed over several lines
@@ -178,6 +181,59 @@ def _parse_array(body: bytes) -> list[Any] | None:
         if error is not None:
             return None
     return data if isinstance(data, list) else None
+
+
+# a JSON string (escapes and all) or one of the bytes that shape an array
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]', re.DOTALL)
+
+
+def split_array(body: bytes) -> list[bytes] | None:
+    """The text of each element of a JSON array, by its brackets, braces and commas
+    outside strings, without decoding anything (an element nested too deeply for a parser
+    is found like any other). None if the body is not one array so shaped."""
+    start = body.index(b"[")
+    elements: list[bytes] = []
+    depth, begin = 0, start + 1
+    for m in _TOKEN.finditer(body, start):
+        token = m.group()
+        if token[0] == 0x22:  # a string
+            continue
+        if token in (b"[", b"{"):
+            depth += 1
+        elif token in (b"]", b"}"):
+            depth -= 1
+            if depth == 0:
+                if body[m.end():].strip():
+                    return None  # something after the array
+                last = body[begin:m.start()]
+                if last.strip():
+                    elements.append(last)
+                elif elements:
+                    return None  # a trailing comma
+                return elements
+            if depth < 0:
+                return None
+        elif depth == 1:  # a comma between elements
+            elements.append(body[begin:m.start()])
+            begin = m.end()
+    return None  # never closed
+
+
+def _parse_elements(elements: list[bytes]) -> Parsed:
+    events: list[Any] = []
+    rejected: list[tuple[str, str]] = []
+    for element in elements:
+        try:
+            events.append(orjson.loads(element))
+            continue
+        except orjson.JSONDecodeError:
+            pass
+        value, error = _slow_loads(element)
+        if error is None:
+            events.append(value)
+        else:
+            rejected.append((f"event is not JSON: {error}", rejected_text(element)))
+    return Parsed(events, rejected)
 
 
 def _parse_lines(body: bytes) -> Parsed:
