@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from tests.helpers import VECTOR_HEADERS, event, post_status
 from tests.serve_process import ServeProcess
@@ -44,6 +45,7 @@ def _rss(pid: int) -> int:
     return psutil.Process(pid).memory_info().rss
 
 
+@pytest.mark.timeout(600)  # 100 MB ingested, then four reads of it: about 2 min on 2 cores
 def test_hostile_reads_huge_tail_and_limit_four_at_once_stay_bounded_in_memory(
         database_url: str, tmp_path: Path):
     server = ServeProcess(database_url, tmp_path).start()
