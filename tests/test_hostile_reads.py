@@ -13,6 +13,7 @@ import httpx
 import psutil
 import pytest
 
+from reana_log_sse.client import LogFollower, LogLine
 from tests.helpers import VECTOR_HEADERS, event, post_status
 from tests.serve_process import ServeProcess
 
@@ -90,3 +91,19 @@ def test_hostile_reads_huge_tail_and_limit_four_at_once_stay_bounded_in_memory(
     finally:
         server.terminate()
         server.kill()
+
+
+def test_hostile_reads_a_page_cut_by_bytes_is_paged_on_by_the_client(live_server):
+    wf = uuid.uuid4()
+    headers = {**VECTOR_HEADERS, "Authorization": f"Bearer {live_server.ingest_token}"}
+    for start in (0, 500):  # 1,000 lines of 8 KiB: 8 MiB, over one read's bytes
+        batch = [event(wf, f"{i:04d} " + "y" * 8187) for i in range(start, start + 500)]
+        r = httpx.post(f"{live_server.url}/ingest/vector", headers=headers, timeout=60,
+                       content=gzip.compress(json.dumps(batch).encode(), 1))
+        assert r.status_code == 200, r.text
+    page = live_server.get(f"/api/workflows/{wf}/logs?format=json&limit=10000").json()
+    assert page["more"] and 0 < len(page["lines"]) < 1000  # cut by bytes, not by limit
+    for tail, expected in ((None, range(1000)), (900, range(100, 1000))):
+        follower = LogFollower(live_server.url, str(wf), follow=False, tail=tail)
+        got = [e.fields["message"][:4] for e in follower if isinstance(e, LogLine)]
+        assert got == [f"{i:04d}" for i in expected]

@@ -43,8 +43,10 @@ async def read_logs(request: Request, formats: Mapping[str, Format] | None = Non
         if snap is None:
             raise HTTPException(404, f"unknown workflow {workflow_id}")
         lines = [line.as_dict() for line in snap.lines]
+        # more: lines past this page may match now (a page cut by `limit` or by bytes)
         body = {"workflow_id": str(workflow_id), "status": snap.status, "lines": lines,
-                "next_since": snap.lines[-1].seq if snap.lines else None}
+                "next_since": snap.lines[-1].seq if snap.lines else None,
+                "more": snap.horizon < snap.last_seq}
         return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z),
                         media_type="application/json")
     if fmt == "text":
