@@ -23,7 +23,8 @@ class Metrics:
         self.ingest_groups = Counter(p + "ingest_groups", "Groups of the ingest group "
                                      "commit: together (several batches, one commit), "
                                      "alone (one batch), split (failed whole: each batch "
-                                     "then alone)", ["how"], registry=r)
+                                     "then alone), unavailable (the database out: "
+                                     "each batch answered 503)", ["how"], registry=r)
         self.ingest_grouped_batches = Counter(p + "ingest_group_batches", "Batches in the "
                                               "groups of ingest_groups, by how",
                                               ["how"], registry=r)

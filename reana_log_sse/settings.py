@@ -60,12 +60,13 @@ class Settings:
     )
     max_status_body_bytes: int = dataclasses.field(
         default=64 * 1024,
-        metadata={"help": "cap on a status POST's body; past it 413"},
+        metadata={"help": "cap on a status POST's body and on a body sent with REANA's "
+                  "logs request (reana-client's steps); past it 413"},
     )
     body_timeout_seconds: float = dataclasses.field(
         default=60.0,
-        metadata={"help": "an ingest or status body must arrive within this; past it 408 "
-                  "(a sender retries)"},
+        metadata={"help": "any request body (ingest, status, REANA's logs request) must "
+                  "arrive within this; past it 408 (a sender retries)"},
     )
     header_timeout_seconds: float = dataclasses.field(
         default=10.0,

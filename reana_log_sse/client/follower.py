@@ -260,7 +260,9 @@ class LogFollower:
         out: list[Event] = [LogLine(line["id"], None, line) for line in lines]
         if out:
             self.last_id = out[-1].id  # type: ignore[union-attr]
-        more = self.tail is None and len(lines) >= READ_PAGE
+        # the service says whether a page was cut (by `limit` or by its byte cap, and a
+        # tail's first page too); one that does not say is cut when full
+        more = page.get("more", self.tail is None and len(lines) >= READ_PAGE)
         self.tail = None
         return out, more
 

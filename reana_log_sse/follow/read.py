@@ -31,7 +31,10 @@ async def read_logs(request: Request, formats: Mapping[str, Format] | None = Non
     filters = filters_param(request)
     since = int_param(request, "since") or 0
     tail = int_param(request, "tail")
-    limit = min(int_param(request, "limit", minimum=1) or 1000, MAX_LIMIT)
+    # a read is sized in lines and in bytes (store/snapshot.py MAX_READ_BYTES), whatever
+    # `tail` says: json pages from the tail's start (next_since), text streams it all
+    limit = min(int_param(request, "limit", minimum=1) or
+                (MAX_LIMIT if tail is not None else 1000), MAX_LIMIT)
     fmt = request.query_params.get("format") or "json"
     store: Store = state.store
     if fmt == "json":
@@ -40,8 +43,10 @@ async def read_logs(request: Request, formats: Mapping[str, Format] | None = Non
         if snap is None:
             raise HTTPException(404, f"unknown workflow {workflow_id}")
         lines = [line.as_dict() for line in snap.lines]
+        # more: lines past this page may match now (a page cut by `limit` or by bytes)
         body = {"workflow_id": str(workflow_id), "status": snap.status, "lines": lines,
-                "next_since": snap.lines[-1].seq if snap.lines else None}
+                "next_since": snap.lines[-1].seq if snap.lines else None,
+                "more": snap.horizon < snap.last_seq}
         return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z),
                         media_type="application/json")
     if fmt == "text":
@@ -56,7 +61,7 @@ async def read_logs(request: Request, formats: Mapping[str, Format] | None = Non
             while True:
                 if snap.lines:
                     yield "".join(line.text(prefix) for line in snap.lines).encode("utf-8")
-                if tail is not None or snap.horizon >= first.last_seq:
+                if snap.horizon >= first.last_seq:
                     return
                 nxt = await store.snapshot(workflow_id, after=snap.horizon, limit=TEXT_CHUNK,
                                            filters=filters, upto=first.last_seq)

@@ -308,7 +308,9 @@ async def stream_logs(request: Request) -> FollowResponse:
     sub = state.hub.subscribe(workflow_id)  # before reading: nothing can fall in between
     try:
         if since is None and tail is not None:
-            snap = await store.snapshot(workflow_id, tail=tail, filters=filters,
+            # only where the tail starts: its lines come by the catch-up's reads, which
+            # are sized in bytes (ReadSize), whatever `tail` says
+            snap = await store.snapshot(workflow_id, tail=tail, limit=0, filters=filters,
                                         job_statuses=True)
         else:
             snap = await store.snapshot(workflow_id, after=since or 0, limit=0,
@@ -325,11 +327,7 @@ async def stream_logs(request: Request) -> FollowResponse:
             for status in snap.job_statuses:
                 first.append(status_frame(workflow_id, status))
             status_cursor = snap.status_cursor
-            if tail is not None and since is None:
-                first.extend(line.frame for line in snap.lines)
-                cursor = snap.horizon
-            else:
-                cursor = since or 0
+            cursor = snap.horizon  # a read of no lines: `since`, or where the tail starts
     except BaseException:
         sub.close()
         raise

@@ -6,5 +6,5 @@
   decoders feed, and the model path (models.py: the pydantic shapes at the edge);
 - status.py: POST /api/workflows/{id}/status.
 
-May import: store, settings, metrics, auth, params.
+May import: store, bodies, settings, metrics, auth, params.
 """

@@ -8,7 +8,6 @@ needed to tell them apart. Only a body that cannot be decompressed is refused wh
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import io
 import json
@@ -20,6 +19,8 @@ import orjson
 import zstandard
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+
+from reana_log_sse.bodies import TooLarge, read_capped
 
 REJECTED_TEXT_CHARS = 100_000  # what a rejected event keeps of its text
 _LEADING_SPACE = re.compile(rb"[ \t\r\n]*")
@@ -35,9 +36,10 @@ class BodyTooLarge(Exception):
     """The decompressed body is over the cap; `edges` what was kept of it, if it was
     read on (see read_body's `keep_head`)."""
 
-    def __init__(self, edges: Edges | None = None) -> None:
+    def __init__(self, edges: Edges | None = None, *, drained: bool = True) -> None:
         super().__init__("body too large")
         self.edges = edges
+        self.drained = drained  # read to its end: the sender can read the 413
 
 
 _QUOTE_RUN = re.compile(rb'\\*"')  # a quote and the backslashes before it
@@ -78,30 +80,32 @@ async def read_body(request: Request, limit: int, timeout: float,
                     keep_head: int = 0) -> bytes:
     """The request body, decompressed, at most `limit` bytes (else BodyTooLarge). The
     whole body must arrive within `timeout` seconds (else 408, which a sender retries):
-    a client trickling bytes cannot hold a request open.
+    a client trickling bytes cannot hold a request open. A body over `limit` as sent is
+    drained up to SALVAGE_FACTOR times `limit` (bodies.read_capped), so that the sender
+    reads the 413 instead of a reset connection.
 
-    With keep_head, a compressed body that inflates past `limit` is read on (up to
+    With keep_head, a body past `limit` (as sent, or inflating past it) is read on (up to
     SALVAGE_FACTOR times `limit`, in bounded memory) and BodyTooLarge carries its first
     `keep_head` bytes and its last 64 KiB, so that one huge message can still be cut
     (`salvage`)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks, size = [], 0
-    try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise BodyTooLarge
-                chunks.append(chunk)
-    except TimeoutError:
-        raise HTTPException(408, f"the body did not arrive within {timeout:g} s "
-                            "(REANA_LOG_SSE_BODY_TIMEOUT_SECONDS)",
-                            headers={"Connection": "close"}) from None
-    raw = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding in ("", "identity"):
+    identity = encoding in ("", "identity")
+    kept: list[Edges] = []
+
+    def keep(chunk: bytes) -> None:  # an identity body past the cap: its edges
+        if kept:
+            kept[0].feed(chunk)
+        else:
+            kept.append(Edges(chunk[:keep_head]))
+            kept[0].feed(chunk[keep_head:])
+
+    try:
+        raw = await read_capped(request, limit, timeout, drain=limit * SALVAGE_FACTOR,
+                                over=keep if keep_head and identity else None)
+    except TooLarge as exc:
+        raise BodyTooLarge(kept[0] if kept and exc.drained else None,
+                           drained=exc.drained) from None
+    if identity:
         return raw
     if encoding in ("gzip", "x-gzip"):
         reader: Any = gzip.GzipFile(fileobj=io.BytesIO(raw))  # reads every member
@@ -157,6 +161,9 @@ def parse_events(body: bytes) -> Parsed:
         events = _parse_array(body)
         if events is not None:
             return Parsed(events, [])
+        elements = split_array(body)
+        if elements is not None:  # one bad element (too deep, say) costs only itself
+            return _parse_elements(elements)
         return _parse_lines(body)
     try:
         value = orjson.loads(body)  # one value, perhaps pretty-printed over several lines
@@ -174,6 +181,59 @@ def _parse_array(body: bytes) -> list[Any] | None:
         if error is not None:
             return None
     return data if isinstance(data, list) else None
+
+
+# a JSON string (escapes and all) or one of the bytes that shape an array
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]', re.DOTALL)
+
+
+def split_array(body: bytes) -> list[bytes] | None:
+    """The text of each element of a JSON array, by its brackets, braces and commas
+    outside strings, without decoding anything (an element nested too deeply for a parser
+    is found like any other). None if the body is not one array so shaped."""
+    start = body.index(b"[")
+    elements: list[bytes] = []
+    depth, begin = 0, start + 1
+    for m in _TOKEN.finditer(body, start):
+        token = m.group()
+        if token[0] == 0x22:  # a string
+            continue
+        if token in (b"[", b"{"):
+            depth += 1
+        elif token in (b"]", b"}"):
+            depth -= 1
+            if depth == 0:
+                if body[m.end():].strip():
+                    return None  # something after the array
+                last = body[begin:m.start()]
+                if last.strip():
+                    elements.append(last)
+                elif elements:
+                    return None  # a trailing comma
+                return elements
+            if depth < 0:
+                return None
+        elif depth == 1:  # a comma between elements
+            elements.append(body[begin:m.start()])
+            begin = m.end()
+    return None  # never closed
+
+
+def _parse_elements(elements: list[bytes]) -> Parsed:
+    events: list[Any] = []
+    rejected: list[tuple[str, str]] = []
+    for element in elements:
+        try:
+            events.append(orjson.loads(element))
+            continue
+        except orjson.JSONDecodeError:
+            pass
+        value, error = _slow_loads(element)
+        if error is None:
+            events.append(value)
+        else:
+            rejected.append((f"event is not JSON: {error}", rejected_text(element)))
+    return Parsed(events, rejected)
 
 
 def _parse_lines(body: bytes) -> Parsed:

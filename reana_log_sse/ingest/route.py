@@ -35,7 +35,8 @@ async def ingest_vector(request: Request) -> JSONResponse:
             salvaged = salvage(exc.edges) if exc.edges is not None else None
             if salvaged is None:
                 raise HTTPException(413, f"body larger than {settings.max_body_bytes} bytes "
-                                    "(REANA_LOG_SSE_MAX_BODY_BYTES)") from None
+                                    "(REANA_LOG_SSE_MAX_BODY_BYTES)",
+                                    headers=_closing(exc)) from None
             logger.warning("ingest: one event over REANA_LOG_SSE_MAX_BODY_BYTES, cut")
             body = b""
         window = state.window()
@@ -80,6 +81,11 @@ async def ingest_vector(request: Request) -> JSONResponse:
                        len(rejected) + len(lines), rejected[0][0])
     return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates,
                          "rejected": result.rejected})
+
+
+def _closing(exc: BodyTooLarge) -> dict[str, str]:
+    """A 413 for a body not read to its end closes the connection (bodies.py)."""
+    return {} if exc.drained else {"Connection": "close"}
 
 
 def _observe(metrics: Any, lines: list[PreparedLine], committed_at: float) -> None:

@@ -22,9 +22,10 @@ async def post_status(request: Request) -> JSONResponse:
     try:
         body = await read_body(request, settings.max_status_body_bytes,
                                settings.body_timeout_seconds)
-    except BodyTooLarge:
+    except BodyTooLarge as exc:
         raise HTTPException(413, f"status body larger than {settings.max_status_body_bytes} "
-                            "bytes (REANA_LOG_SSE_MAX_STATUS_BODY_BYTES)") from None
+                            "bytes (REANA_LOG_SSE_MAX_STATUS_BODY_BYTES)",
+                            headers={} if exc.drained else {"Connection": "close"}) from None
     try:
         update = StatusUpdate.model_validate_json(body)
     except pydantic.ValidationError as exc:

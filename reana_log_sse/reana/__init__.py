@@ -6,5 +6,5 @@
   service's lines; format.py: `format=reana`; route.py: GET .../logs with both beside
   follow/read.py's json and text.
 
-May import: store, follow, settings, metrics, auth, params.
+May import: store, follow, bodies, settings, metrics, auth, params.
 """

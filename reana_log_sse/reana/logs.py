@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from reana_log_sse.bodies import TooLarge, read_capped, too_large
 from reana_log_sse.reana.server import Credentials, ReanaServer, ReanaUnavailable
 from reana_log_sse.store.lines import Line
 from reana_log_sse.store.snapshot import Filters
@@ -57,7 +58,13 @@ def is_reana_request(request: Request) -> bool:
 async def reana_server_logs(request: Request, server: ReanaServer) -> Response:
     creds = Credentials.of(request, cookie=server.session_cookie)
     params = [(k, v) for k, v in request.query_params.multi_items() if k in REANA_QUERY]
-    steps = await request.body() or None
+    settings = request.app.state.settings
+    try:  # reana-client's `steps`: a small JSON list, read within caps before anything else
+        steps = await read_capped(request, settings.max_status_body_bytes,
+                                  settings.body_timeout_seconds) or None
+    except TooLarge as exc:
+        raise too_large(exc, f"body larger than {settings.max_status_body_bytes} bytes "
+                        "(REANA_LOG_SSE_MAX_STATUS_BODY_BYTES)") from None
     id_or_name = request.path_params["workflow_id"]
     try:
         response = await server.workflow_logs(creds, id_or_name, params=params, steps=steps)

@@ -957,7 +957,8 @@ export class ReanaLiveLog extends HTMLElement {
         }
       }
       if (lines.length) this._schedule();
-      if (tail !== null || lines.length < BACKFILL_PAGE) return null;
+      // `more`: the page was cut by its size in bytes (or a tail longer than a page)
+      if (!body?.more && (tail !== null || lines.length < BACKFILL_PAGE)) return null;
       tail = null;
       this._setState(this._state, `loading ${this._lastId.toLocaleString()}\u2026`);
     }

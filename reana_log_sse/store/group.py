@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from reana_log_sse.metrics import Metrics
+from reana_log_sse.store.errors import DatabaseUnavailable
 from reana_log_sse.store.rows import IngestResult, PreparedLine
 
 
@@ -73,9 +74,22 @@ class GroupCommit:
         self._gauge()
         if self._runner is None:
             self._runner = asyncio.create_task(self._run(), name="group-commit")
-        # a caller cancelled (its client gone) leaves its batch in the group: the group
-        # commits or rolls back whole; shield() retrieves the answer nobody awaits
-        return await asyncio.shield(future)
+        # a caller cancelled leaves its batch in the group: the group commits or rolls
+        # back whole
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError as exc:
+            # the answer nobody awaits now is retrieved when it comes (shield() does not:
+            # its outer future, cancelled, unhooks it from the inner one)
+            future.add_done_callback(_retrieve)
+            task = asyncio.current_task()
+            if task is None or not any("graceful shutdown" in str(a) for a in exc.args):
+                raise
+            # uvicorn's shutdown cancels a request still running after its graceful
+            # timeout (uvicorn/server.py Server.shutdown), which uvicorn would answer 500:
+            # the sender is told to retry instead (a retry stores nothing twice)
+            task.uncancel()
+            raise DatabaseUnavailable("shutting down while this batch waited") from None
 
     async def close(self) -> None:
         """Wait for the group in flight and those queued (before the pool closes)."""
@@ -87,7 +101,15 @@ class GroupCommit:
         try:
             while self._waiting:
                 group = self._take()
-                await self._commit(group)
+                down = await self._commit(group)
+                if down is not None:
+                    # the database is out: the batches queued meanwhile get its 503 now,
+                    # not after a pool timeout of their own (each answer comes within
+                    # one pool timeout of its arrival, never behind several)
+                    for batch in self._waiting:
+                        _fail(batch, down)
+                    self._waiting = []
+                    self._gauge()
         except BaseException as exc:  # cancelled (the loop ends): nobody is left waiting
             for batch in group + self._waiting:
                 _fail(batch, exc)
@@ -108,11 +130,17 @@ class GroupCommit:
         self._gauge()
         return group
 
-    async def _commit(self, group: list[_Batch]) -> None:
+    async def _commit(self, group: list[_Batch]) -> DatabaseUnavailable | None:
+        """Commit a group; the DatabaseUnavailable its batches were answered, if any."""
         if len(group) > 1:
             try:
                 committed_at = await self.store.ingest_together(
                     [(batch.lines, batch.rejected) for batch in group])
+            except DatabaseUnavailable as exc:  # out for every batch alike: no split
+                self._count("unavailable", len(group))
+                for batch in group:
+                    _fail(batch, exc)
+                return exc
             except Exception as exc:  # noqa: BLE001 - any failure: each batch alone
                 logger.debug("group of %d batches failed (%s): storing each alone",
                              len(group), type(exc).__name__)
@@ -122,22 +150,24 @@ class GroupCommit:
                 for batch in group:
                     _answer(batch, IngestResult(len(batch.lines), 0, len(batch.rejected),
                                                 committed_at))
-                return
+                return None
         else:
             self._count("alone", 1)
         # side by side, as they would have run without grouping (the row locks order
         # them): one after the other, with the database gone, the last would wait for
         # as many pool timeouts as the group has batches
-        await asyncio.gather(*(self._alone(batch) for batch in group))
+        outcomes = await asyncio.gather(*(self._alone(batch) for batch in group))
+        return next((o for o in outcomes if o is not None), None)
 
-    async def _alone(self, batch: _Batch) -> None:
+    async def _alone(self, batch: _Batch) -> DatabaseUnavailable | None:
         try:
             result = await self.store.ingest_alone(batch.lines, batch.rejected,
                                                    of_record=batch.of_record)
         except Exception as exc:  # this batch's own answer (503, 400, ...)
             _fail(batch, exc)
-        else:
-            _answer(batch, result)
+            return exc if isinstance(exc, DatabaseUnavailable) else None
+        _answer(batch, result)
+        return None
 
     def _gauge(self) -> None:
         if self.metrics is not None:
@@ -147,6 +177,11 @@ class GroupCommit:
         if self.metrics is not None:
             self.metrics.ingest_groups.labels(how).inc()
             self.metrics.ingest_grouped_batches.labels(how).inc(batches)
+
+
+def _retrieve(future: asyncio.Future[IngestResult]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _answer(batch: _Batch, result: IngestResult) -> None:

@@ -49,6 +49,36 @@ _FILTER_SQL = (
 )
 
 
+# A read of Line objects: at most `limit` lines in seq order and at most about `bytes` of
+# messages (the line that crosses it is the last: a read holds at least one line, at most
+# `bytes` plus one line). The running sum streams with the index scan, under the LIMIT.
+MAX_READ_BYTES = 4 * 1024 * 1024
+_LINES_READ = (
+    f"SELECT {_LINE_COLUMNS}, run FROM (SELECT {_LINE_COLUMNS},"
+    " sum(octet_length(message)) OVER (ORDER BY seq) AS run"
+    " FROM log_lines WHERE workflow_id = %(wf)s"
+    " AND seq > %(after)s AND seq <= %(upto)s" + _DAYS_SQL + _FILTER_SQL +
+    " ORDER BY seq LIMIT %(limit)s) AS x"
+    " WHERE run - octet_length(message) < %(bytes)s ORDER BY seq"
+)
+_TAIL_START = (
+    "SELECT seq - 1 FROM log_lines WHERE workflow_id = %(wf)s"
+    " AND seq > %(after)s AND seq <= %(upto)s" + _DAYS_SQL + _FILTER_SQL +
+    " ORDER BY seq DESC OFFSET %(skip)s LIMIT 1"
+)
+
+
+async def _tail_start(cur: psycopg.AsyncCursor[Any], params: dict[str, Any],
+                      tail: int) -> int:
+    """Where the last `tail` matching lines start: the seq before the first of them (the
+    lines are then read forward from there, in reads sized in bytes, whatever `tail`)."""
+    if tail == 0:
+        return max(params["after"], params["upto"])
+    await cur.execute(_TAIL_START, {**params, "skip": tail - 1})
+    row = await cur.fetchone()
+    return params["after"] if row is None else max(params["after"], row[0])
+
+
 # A catch-up read (Snapshot.frames): the frames built by PostgreSQL (frame.sql) and joined
 # there into one bytes value, so the service makes a few objects per read, not one per
 # line. One plain aggregate over the ordered subquery: PostgreSQL 16+ feeds it presorted
@@ -155,13 +185,17 @@ async def read_snapshot(
     upto: int | None = None,
     job_statuses: bool = False,
     frames: bool = False,
+    max_bytes: int | None = None,
 ) -> Snapshot | None:
     """One REPEATABLE READ view of a workflow: its counters, lines and statuses.
 
     frames: the lines come as SSE frames built and joined by PostgreSQL, in `frames`
     (the catch-up: no Python object per line), not as Line objects in `lines`.
 
-    Lines: seq > after (at most `limit`, or the last `tail` matching); statuses:
+    Lines: seq > after (and, with `tail`, among the last `tail` matching), the first
+    `limit` of them and at most about `max_bytes` (MAX_READ_BYTES) of messages: a read
+    is sized in bytes whatever `limit` and `tail` say; `horizon` says where the next read
+    starts. Statuses:
     id > status_after (None: none are read); job_statuses: the latest status of each
     job (a new stream's first frames). Returns None for an unknown workflow.
     """
@@ -186,37 +220,28 @@ async def read_snapshot(
         statuses: list[StatusRow] = []
         status_cursor = max_status_id
         count = 0
-        if tail is not None:
-            await cur.execute(
-                f"SELECT {_LINE_COLUMNS} FROM log_lines WHERE workflow_id = %(wf)s"
-                " AND seq > %(after)s AND seq <= %(upto)s" + _DAYS_SQL + _FILTER_SQL +
-                " ORDER BY seq DESC LIMIT %(limit)s",
-                {**params, "limit": tail},
-            )
-            rows = list(reversed(await cur.fetchall()))
-            horizon = ceiling
+        if tail is not None:  # the last `tail` lines are those after the tail's start
+            after = params["after"] = await _tail_start(cur, params, tail)
+        full = False
+        if frames:
+            wf_key = f',"workflow_id":"{workflow_id}","kind":'
+            await cur.execute(_FRAME_READ, {**params, "limit": limit,
+                                            "wf_key": wf_key}, binary=True)
+            last, count, data = await cur.fetchone() or (None, 0, None)
+            rows = [(last, data)] if count else []
         else:
-            if frames:
-                wf_key = f',"workflow_id":"{workflow_id}","kind":'
-                await cur.execute(_FRAME_READ, {**params, "limit": limit,
-                                                "wf_key": wf_key}, binary=True)
-                last, count, data = await cur.fetchone() or (None, 0, None)
-                rows = [(last, data)] if count else []
-            else:
-                await cur.execute(
-                    f"SELECT {_LINE_COLUMNS} FROM log_lines WHERE workflow_id = %(wf)s"
-                    " AND seq > %(after)s AND seq <= %(upto)s" + _DAYS_SQL + _FILTER_SQL +
-                    " ORDER BY seq LIMIT %(limit)s",
-                    {**params, "limit": limit},
-                )
-                rows = await cur.fetchall()
-                count = len(rows)
-            if limit == 0:
-                horizon = after
-            elif count >= limit:
-                horizon = rows[-1][0]
-            else:
-                horizon = max(ceiling, after)
+            await cur.execute(_LINES_READ, {**params, "limit": limit,
+                                            "bytes": max_bytes or MAX_READ_BYTES})
+            rows = await cur.fetchall()
+            count = len(rows)
+            full = bool(rows) and rows[-1][-1] >= (max_bytes or MAX_READ_BYTES)
+            rows = [r[:-1] for r in rows]
+        if limit == 0:
+            horizon = after
+        elif count >= limit or full:
+            horizon = rows[-1][0]
+        else:
+            horizon = max(ceiling, after)
         if status_after is not None:
             statuses = await _statuses(cur, workflow_id, status_after, horizon)
             # status ids grow with after_seq, so the withheld ones come last

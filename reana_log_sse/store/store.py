@@ -210,11 +210,13 @@ class Store:
         upto: int | None = None,
         job_statuses: bool = False,
         frames: bool = False,
+        max_bytes: int | None = None,
     ) -> Snapshot | None:
         """One REPEATABLE READ view of a workflow (snapshot.read_snapshot says what)."""
         return await read_snapshot(
             self.pool, workflow_id, after=after, status_after=status_after, limit=limit,
-            filters=filters, tail=tail, upto=upto, job_statuses=job_statuses, frames=frames)
+            filters=filters, tail=tail, upto=upto, job_statuses=job_statuses, frames=frames,
+            max_bytes=max_bytes)
 
     def spare_connection(self) -> bool:
         """Whether the pool could lend a connection now without making anyone wait."""
