@@ -41,6 +41,7 @@ _HEADER_TUPLE = re.compile(
 _HEADER_LINE = re.compile(
     r"(?<![\w-])(authorization|proxy-authorization|cookie|set-cookie|x-[\w-]*token)"
     r"(\s*:\s*)([^\r\n\"')\]}]+)", re.IGNORECASE)
+_ENCODED_RUN = re.compile(r"[^\s\"'<>]*%[0-9A-Fa-f]{2}[^\s\"'<>]*")
 _SCHEME = re.compile(r"(?<![\w-])(bearer|basic|digest)(\s+)([^\s\"',)\]}]+)",
                      re.IGNORECASE)
 
@@ -54,9 +55,32 @@ def is_credential(name: str) -> bool:
 
 
 def redact(text: str) -> str:
-    """`text` with every credential-looking value replaced by ***."""
+    """`text` with every credential-looking value replaced by ***, also where a client
+    (httpx encoding a parameter's value, say `page=1;access_token=...`) percent-encoded it:
+    such a run is decoded, and shown decoded and redacted if it held a credential."""
     if not text:
         return text
+    if "%" in text:
+        text = _ENCODED_RUN.sub(_redact_encoded, text)
+    return _redact(text)
+
+
+def _redact_encoded(match: re.Match[str]) -> str:
+    run = decoded = match[0]
+    for _ in range(3):  # double-encoded too
+        try:
+            decoded = unquote_plus(decoded)
+        except Exception:  # noqa: BLE001 - not decodable: left to the plain passes
+            break
+        cleaned = _redact(decoded)
+        if cleaned != decoded:
+            return cleaned
+        if "%" not in decoded:
+            break
+    return run
+
+
+def _redact(text: str) -> str:
     text = _HEADER_TUPLE.sub(
         lambda m: f"{m[1]}{m[2]}{m[3]}{m[2]}{m[4]}{m[5]}{m[6]}{MASK}{m[6]}", text)
     text = _HEADER_LINE.sub(lambda m: f"{m[1]}{m[2]}{MASK}", text)
