@@ -29,7 +29,7 @@ MASK = "***"
 
 # a name "looks like a credential" when it contains one of these (after decoding)
 CREDENTIAL = re.compile(
-    r"token|passw|secret|session|auth|cookie|api[-_]?key|csrf|jwt|credential|reana_at"
+    r"token|passw|secret|session|authoriz|cookie|api[-_]?key|csrf|jwt|credential|reana_at"
     r"|signature|private",
     re.IGNORECASE)
 
@@ -57,7 +57,8 @@ def is_credential(name: str) -> bool:
 def redact(text: str) -> str:
     """`text` with every credential-looking value replaced by ***, also where a client
     (httpx encoding a parameter's value, say `page=1;access_token=...`) percent-encoded it:
-    such a run is decoded, and shown decoded and redacted if it held a credential."""
+    such a run is decoded, and shown decoded and redacted if only its decoding shows a
+    credential."""
     if not text:
         return text
     if "%" in text:
@@ -67,6 +68,9 @@ def redact(text: str) -> str:
 
 def _redact_encoded(match: re.Match[str]) -> str:
     run = decoded = match[0]
+    plain = _redact(run)
+    if plain != run:  # `access%5Ftoken=...`: the name is decoded by is_credential
+        return plain
     for _ in range(3):  # double-encoded too
         try:
             decoded = unquote_plus(decoded)
@@ -102,15 +106,36 @@ def _redact_arg(value: Any) -> Any:
 
 
 def redact_record(record: logging.LogRecord) -> logging.LogRecord:
-    """The record with its message and arguments redacted (argument types kept when
-    nothing was redacted in them, so %d and uvicorn's formatters still work)."""
-    if isinstance(record.msg, str):
-        record.msg = redact(record.msg)
+    """The record with nothing to redact in its message. Its arguments are redacted one
+    by one (their types kept where nothing was redacted in them, so %d and formatters that
+    read `args` still work); if the message still holds a credential (one split across
+    the template and an argument), the record is collapsed to its redacted message."""
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a broken record is logging's to report, as ever
+        return record
+    if redact(message) == message:
+        return record
     if isinstance(record.args, tuple):
         record.args = tuple(_redact_arg(a) for a in record.args)
     elif isinstance(record.args, dict):
         record.args = {k: _redact_arg(v) for k, v in record.args.items()}
+    elif isinstance(record.msg, str):
+        record.msg = redact(record.msg)
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - an argument's type changed under a %d
+        message = ""
+    if not message or redact(message) != message:
+        record.msg, record.args = redact(_message_of(record)), ()
     return record
+
+
+def _message_of(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # noqa: BLE001
+        return f"{record.msg} {record.args}"
 
 
 _installed = False

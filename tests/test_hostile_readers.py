@@ -172,9 +172,9 @@ def test_redact_tokens_by_parameter_name_after_decoding_in_any_spelling():
 
     paths = {
         "/api/workflows/w/logs/stream?access_token=SECRET": "access_token=***",
-        # an encoded credential is shown decoded, and redacted
-        "/x?tail=5&access%5Ftoken=SECRET&job=a": "tail=5&access_token=***&job=a",
-        "/x?%61ccess_token=SECRET": "access_token=***",
+        "/x?tail=5&access%5Ftoken=SECRET&job=a": "tail=5&access%5Ftoken=***&job=a",
+        "/x?%61ccess_token=SECRET": "%61ccess_token=***",
+        # a credential only its decoding shows is shown decoded, and redacted
         "/x?page=1%3Baccess_token%3DSECRET": "page=1;access_token=***",
         "/x?access_token=SECRET&access_token=SECRET2": "access_token=***&access_token=***",
         "/x?access_token=": "access_token=",
