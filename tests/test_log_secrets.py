@@ -1,16 +1,19 @@
 """No secret in any log line (issue #19, finding 1): the real `reana-log-sse serve`, under
 every auth mode, is sent a reader token in every spelling, at the default and at DEBUG log
-level; then its WHOLE output (stdout and stderr, every logger: ours, uvicorn's access and
-error logs, httpx/httpcore's, kubernetes-asyncio's) is searched for every token."""
+level, with its pod watch on a fake apiserver that takes a bearer token; then its WHOLE
+output (stdout and stderr, every logger: ours, uvicorn's access and error logs,
+httpx/httpcore's, kubernetes-asyncio's and aiohttp's) is searched for every token."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests import fake_apiserver
 from tests.fake_reana import REANA_HOSTNAME, FakeReanaServer
 from tests.helpers import event, post_batch, post_status
 from tests.serve_process import ServeProcess
@@ -56,6 +59,13 @@ def _attack(url: str, wf: str, tokens: dict[str, str]) -> list[httpx.Response]:
     return answers
 
 
+def _until(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 MODES = ("none", "tokens", "reana-query", "reana-header")
 
 
@@ -64,7 +74,10 @@ MODES = ("none", "tokens", "reana-query", "reana-header")
 def test_log_secrets_token_in_every_spelling_never_in_the_services_output(
         mode: str, log_level: str, database_url: str, tmp_path: Path) -> None:
     tokens = _tokens()
-    env: dict[str, str] = {"REANA_LOG_SSE_KUBERNETES": "off"}
+    apiserver = fake_apiserver.FakeApiserver().start()  # its bearer token: kubernetes-asyncio
+    env: dict[str, str] = {"REANA_LOG_SSE_KUBERNETES": "on",
+                           "REANA_LOG_SSE_KUBERNETES_NAMESPACE": apiserver.namespace,
+                           "KUBECONFIG": str(apiserver.kubeconfig(tmp_path / "kubeconfig"))}
     reana: FakeReanaServer | None = None
     wf = str(uuid.uuid4())
     if mode == "tokens":
@@ -84,6 +97,7 @@ def test_log_secrets_token_in_every_spelling_never_in_the_services_output(
                    REANA_LOG_SSE_REANA_TOKEN_IN=mode.removeprefix("reana-"))
     server = ServeProcess(database_url, tmp_path, log_level=log_level, **env).start()
     try:
+        _until(lambda: apiserver.watch_requests, "the pod watch to start")
         assert post_batch(server.url, server.ingest_token,
                           [event(wf, f"line {i}") for i in range(3)]).status_code == 200
         assert post_status(server.url, server.ingest_token, wf,
@@ -94,6 +108,7 @@ def test_log_secrets_token_in_every_spelling_never_in_the_services_output(
         server.wait()
         if reana is not None:
             reana.stop()
+        apiserver.stop()
     statuses = {r.status_code for r in answers}
     assert 200 in statuses, statuses  # the attack reached the routes, not only refusals
     output = server.output()
@@ -101,7 +116,7 @@ def test_log_secrets_token_in_every_spelling_never_in_the_services_output(
     if reana is not None:
         assert "HTTP Request: GET" in output  # httpx logged what it sent to reana-server
         assert reana.seen, "reana-server was never asked"
-    secrets = {**tokens, "ingest": server.ingest_token}
+    secrets = {**tokens, "ingest": server.ingest_token, "apiserver": fake_apiserver.TOKEN}
     leaked = {name for name, token in secrets.items() if token in output}
     assert not leaked, f"tokens in the log: {sorted(leaked)}"
     echoed = {name for name, token in secrets.items() for r in answers if token in r.text}
