@@ -127,7 +127,7 @@ class ReaderAuth(Protocol):
     async def authorize(self, request: Request, workflow_id: uuid.UUID) -> None: ...
 
 
-READER_TOKEN_PARAMETER = "access_token"  # the access log redacts it (cli.RedactTokens)
+READER_TOKEN_PARAMETER = "access_token"  # every log line redacts it (redact.py)
 
 
 def reader_token(request: Request) -> str | None:

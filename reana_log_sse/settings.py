@@ -115,6 +115,13 @@ class Settings:
         metadata={"help": "the name of REANA's web session cookie (what reana-ui sends); "
                   "a reader with it and no token is checked by asking reana-server"},
     )
+    reana_token_in: str = dataclasses.field(
+        default="query",
+        metadata={"help": "auth=reana: how a reader's REANA token is sent on to reana-server: "
+                  "query (REANA 0.9: the access_token parameter, reana-server decorators.py "
+                  "signin_required) or header (REANA 0.95's Authorization: Bearer, reana-server "
+                  "auth/deps.py); never both (docs/reana-integration.md section 1)"},
+    )
     status_tokens: str = dataclasses.field(
         default="",
         metadata={"help": "comma-separated bearer tokens for POST /api/workflows/{id}/status; "
@@ -279,6 +286,8 @@ def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
         return raw.strip().lower() in {"1", "true", "yes", "on"}
     if f.name == "auth" and raw not in ("none", "tokens", "reana"):
         raise ValueError(f"{env_name('auth')} must be none, tokens or reana, not {raw!r}")
+    if f.name == "reana_token_in" and raw not in ("query", "header"):
+        raise ValueError(f"{env_name('reana_token_in')} must be query or header, not {raw!r}")
     if f.name == "kubernetes" and raw not in ("auto", "on", "off"):
         raise ValueError(f"{env_name('kubernetes')} must be auto, on or off, not {raw!r}")
     return raw

@@ -3,11 +3,20 @@ does, for what reana-log-sse and reana-client ask of it. What it reproduces, and
 
 - Host: only `REANA_HOSTNAME` is trusted (reana-server `reana_server/config.py`
   `TRUSTED_HOSTS = [REANA_HOSTNAME]`; Flask answers another Host with 400).
-- Who: the signed-in session (Flask's `session` cookie) first, else the `access_token`
-  query parameter (reana-server `reana_server/decorators.py` `signin_required`), else,
-  for reana-client 0.95 (which sends every call with `Authorization: Bearer <JWT>`:
-  reana-client 0.95.0a6 `reana_client/api/client.py` `_auth_request_options`), that
-  header's token; 401 "User not signed in", 403 "Token not valid.".
+- Who, with `token_in = "either"` (the default): the signed-in session (Flask's `session`
+  cookie) first, else the `access_token` query parameter (reana-server
+  `reana_server/decorators.py` `signin_required`), else, for reana-client 0.95 (which sends
+  every call with `Authorization: Bearer <JWT>`: reana-client 0.95.0a6
+  `reana_client/api/client.py` `_auth_request_options`), that header's token; 401 "User
+  not signed in", 403 "Token not valid.".
+- Who, with `token_in = "query"` (REANA 0.9 exactly): the same without the header: the
+  session, else `access_token`, never a header (`signin_required` on master and maint-0.9).
+- Who, with `token_in = "header"` (REANA 0.95, reana-server development code
+  `reana_server/auth/deps.py` `get_current_user`): `Authorization: Bearer` only
+  (`OAuth2AuthorizationCodeBearer`, as reana-commons 0.95's OpenAPI spec declares
+  `BearerAuth`), else the `reana_at` cookie (`auth/sessions.py` `AUTH_COOKIE`), never the
+  query; FastAPI's 401 `{"detail": "User not signed in. ..."}` or `{"detail": "Invalid
+  token"}` (InvalidTokenError is a 401 there).
 - Which workflows: the user's own and those shared with them, by UUID, `name.run` or
   `name` (latest run) (reana-db `utils.py` `_get_workflow_with_uuid_or_name`); anyone
   else's looks missing: 404 "REANA_WORKON is set to ...".
@@ -118,6 +127,7 @@ class FakeReanaServer:
         self.bytes_sent: dict[str, int] = {}  # per endpoint
         self.logs_backend: str | None = None  # a reana-server that proxies reana-log-sse
         self.ui_config: dict[str, Any] = {"polling_secs": 15, "local_users": True}
+        self.token_in = "either"  # or "query" (REANA 0.9), "header" (REANA 0.95): see above
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server: http.server.ThreadingHTTPServer | None = None
@@ -218,19 +228,25 @@ class FakeReanaServer:
                 len(segments) != 5 or segments[1:3] != ["api", "workflows"]):
             return 404, {"message": "not found"}, extra
         cookie = SimpleCookie(lower.get("cookie", ""))
-        session = cookie["session"].value if "session" in cookie else None
-        token = query.get("access_token", [None])[0]
-        bearer = lower.get("authorization", "")
-        if token is None and bearer[:7].lower() == "bearer ":
-            token = bearer[7:].strip()
-        if session in self.sessions:
-            user: str | None = self.sessions[session]
-        elif token is None:
-            return 401, {"message": "User not signed in"}, extra
+        if self.token_in == "header":
+            who = self._bearer_user(lower, cookie)
+            if isinstance(who[0], int):  # the 401 to answer
+                return who[0], who[1], extra  # type: ignore[return-value]
+            user, token = who  # type: ignore[assignment]
         else:
-            user = self.users.get(token)
-            if user is None:
-                return 403, {"message": "Token not valid."}, extra
+            session = cookie["session"].value if "session" in cookie else None
+            token = query.get("access_token", [None])[0]
+            bearer = lower.get("authorization", "")
+            if token is None and self.token_in == "either" and bearer[:7].lower() == "bearer ":
+                token = bearer[7:].strip()
+            if session in self.sessions:
+                user = self.sessions[session]
+            elif token is None:
+                return 401, {"message": "User not signed in"}, extra
+            else:
+                user = self.users.get(token)
+                if user is None:
+                    return 403, {"message": "Token not valid."}, extra
         assert user is not None
         if parts.path in ui_paths:
             return 200, self._ui(parts.path, user, query), extra
@@ -245,6 +261,22 @@ class FakeReanaServer:
             self.bytes_sent[action] = (self.bytes_sent.get(action, 0)
                                        + len(json.dumps(answer)))
         return status, answer, extra
+
+    def _bearer_user(self, headers: dict[str, str], cookie: SimpleCookie
+                     ) -> tuple[str, str | None] | tuple[int, dict[str, Any]]:
+        """REANA 0.95's reader: (user, token), or the 401 to answer (auth/deps.py)."""
+        scheme, _, value = headers.get("authorization", "").partition(" ")
+        token = value.strip() if scheme.lower() == "bearer" and value.strip() else None
+        if token is None:
+            at = cookie["reana_at"].value if "reana_at" in cookie else None
+            if at in self.sessions:
+                return self.sessions[at], None
+            return 401, {"detail": "User not signed in. Authenticate with a Bearer token "
+                         "(see `reana-client login`) or via the web login."}
+        user = self.users.get(token)
+        if user is None:
+            return 401, {"detail": "Invalid token"}
+        return user, token
 
     def _action(self, action: str, wf: Workflow, user: str, query: dict[str, list[str]],
                 body: bytes, token: str | None) -> tuple[int, dict[str, Any]]:

@@ -5,19 +5,27 @@ Another version (0.95.0a6, PyPI's newest) gets a venv of its own too.
 `REANA_CLIENT` may name a 0.9.6 executable to use instead. Otherwise the venv
 `.venv-reana-client` (`.venv-reana-client-<version>` for another version) is made once,
 with `python -m venv` and pip, and reused by later runs. If it cannot be made, the tests
-that need it fail: they are never skipped."""
+that need it fail: they are never skipped.
+
+0.95 is configured as its users do (configure_reana_client): REANA_SERVER_URL is refused
+there (reana-client `reana_client/config.py` `check_retired_environment`), and the token,
+which `login` would store after an OIDC flow, is a JWT (`jwt_shaped`)."""
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 VERSION = "0.9.6"
+NEWEST = "0.95.0a6"  # PyPI's newest, a pre-release: pinned exactly
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv-reana-client"
 
@@ -84,3 +92,23 @@ def run_reana_client(exe: str, *args: str, server_url: str, token: str | None,
         env["REANA_ACCESS_TOKEN"] = token
     return subprocess.run([exe, *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def run_configured(exe: str, env: dict[str, str], *args: str,
+                   timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`exe` with an environment from configure_reana_client."""
+    return subprocess.run([exe, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def jwt_shaped(subject: str, *, lifetime: float = 86_400) -> str:
+    """A token shaped as REANA 0.95's are (a JWT: header.claims.signature, base64url), as
+    reana-client 0.95 requires of REANA_ACCESS_TOKEN (`reana_client/cli/utils.py`
+    `_looks_like_jwt`). Its signature is not checked by the fake reana-server."""
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = part(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+    claims = part(json.dumps({"sub": subject, "iss": "https://sso.example.org",
+                              "exp": int(time.time() + lifetime)}).encode())
+    return f"{header}.{claims}.{part(os.urandom(32))}"

@@ -15,8 +15,10 @@ from tests.conftest import INGEST_TOKEN, free_port
 
 
 class ServeProcess:
-    def __init__(self, database_url: str, log_dir: Path, **env_vars: str) -> None:
+    def __init__(self, database_url: str, log_dir: Path, *, log_level: str = "info",
+                 **env_vars: str) -> None:
         self.database_url = database_url
+        self.log_level = log_level
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ingest_token = INGEST_TOKEN
@@ -32,7 +34,7 @@ class ServeProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "reana_log_sse", "serve", "--port", str(self.port),
-             "--database-url", self.database_url, "--log-level", "info"],
+             "--database-url", self.database_url, "--log-level", self.log_level],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()

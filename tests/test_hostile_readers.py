@@ -165,25 +165,31 @@ async def test_serve_sigterm_finishes_open_streams_cleanly(database_url, tmp_pat
         server.kill()
 
 
-def test_redact_tokens_by_parameter_name_after_decoding():
+def test_redact_tokens_by_parameter_name_after_decoding_in_any_spelling():
     import logging
 
-    from reana_log_sse.cli import RedactTokens
+    from reana_log_sse.redact import RedactFilter
 
     paths = {
         "/api/workflows/w/logs/stream?access_token=SECRET": "access_token=***",
         "/x?tail=5&access%5Ftoken=SECRET&job=a": "tail=5&access%5Ftoken=***&job=a",
         "/x?%61ccess_token=SECRET": "%61ccess_token=***",
+        # a credential only its decoding shows is shown decoded, and redacted
+        "/x?page=1%3Baccess_token%3DSECRET": "page=1;access_token=***",
         "/x?access_token=SECRET&access_token=SECRET2": "access_token=***&access_token=***",
         "/x?access_token=": "access_token=",
-        "/x?my_access_token=kept&access_tokens=kept": "my_access_token=kept&access_tokens=kept",
+        "/x?Access_Token=SECRET&ACCESS_TOKEN=SECRET": "Access_Token=***&ACCESS_TOKEN=***",
+        "/x?format=json;access_token=SECRET": "format=json;access_token=***",
+        "/x?my_access_token=SECRET&password=SECRET&job=a":
+            "my_access_token=***&password=***&job=a",  # anything credential-named
     }
     for path, expected in paths.items():
         record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1,
                                    '%s - "%s %s HTTP/%s" %d',
                                    ("127.0.0.1:1", "GET", path, "1.1", 200), None)
-        assert RedactTokens().filter(record)
+        assert RedactFilter().filter(record)
         assert record.args[2] == path.split("?")[0] + "?" + expected
+        assert record.args[4] == 200  # %d still formats
         assert "SECRET" not in record.getMessage()
 
 

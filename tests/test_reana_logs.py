@@ -18,7 +18,14 @@ from reana_log_sse.store.snapshot import Filters
 from reana_log_sse.store.store import Store
 from tests.fake_reana import REANA_HOSTNAME, FakeReanaServer
 from tests.helpers import event, post_batch
-from tests.reana_client import reana_client_executable, run_reana_client
+from tests.reana_client import (
+    NEWEST,
+    configure_reana_client,
+    jwt_shaped,
+    reana_client_executable,
+    run_configured,
+    run_reana_client,
+)
 
 BIG = 20_000  # lines of one job
 REPEATS = 1_000  # one progress line, repeated
@@ -49,9 +56,18 @@ def _post_many(server, events, batch=5_000):
 def world(reana, server_factory):
     """A REANA workflow with four jobs in REANA's database, of which this service holds
     the lines of three, and the engine's lines."""
+    return _world(reana, server_factory)
+
+
+def _world(reana, server_factory, *, token_in="query", token=None):
     server = server_factory(auth="reana", reana_server_url=reana.url,
-                            reana_server_host=REANA_HOSTNAME)
-    token, user = reana.add_user()
+                            reana_server_host=REANA_HOSTNAME, reana_token_in=token_in)
+    reana.token_in = token_in
+    if token is None:
+        token, user = reana.add_user()
+    else:
+        user = str(uuid.uuid4())
+        reana.users[token] = user
     wf = reana.add_workflow(user, "roofit.7")
     wf.logs = "REANA's engine log, written at the end\n"
     gen = wf.add_job("gendata", status="finished", logs="REANA's copy of gendata\n",
@@ -182,12 +198,15 @@ def _friendly_job_logs(stdout: str) -> dict[str, str]:
 
 
 @pytest.mark.timeout(900)  # the first use installs reana-client in its venv (about 70 s)
-def test_reana_logs_real_reana_client_prints_every_line_ingested(world, reana_client):
+def test_reana_logs_real_reana_client_prints_every_line_ingested(world, reana, reana_client):
     server, wf, token, jobs = world
     expected = _expected_logs(jobs)
+    assert reana.token_in == "query"  # reana-server 0.9: access_token only, never a header
     run = run_reana_client(reana_client, "logs", "-w", "roofit.7", "--json",
                            server_url=server.url, token=token)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert reana.seen[-1].query["access_token"] == [token]
+    assert "authorization" not in reana.seen[-1].headers
     printed = json.loads(run.stdout)
     assert {k: v["logs"] for k, v in printed["job_logs"].items()} == expected
     assert printed["workflow_logs"] == "engine: publishing gendata\nengine: publishing plot\n"
@@ -205,6 +224,67 @@ def test_reana_logs_real_reana_client_prints_every_line_ingested(world, reana_cl
     run = run_reana_client(reana_client, "logs", "-w", wf.id, server_url=server.url,
                            token="not-a-token")
     assert run.returncode == 1 and "Token not valid." in run.stdout + run.stderr
+
+
+@pytest.mark.timeout(900)  # the first use installs reana-client 0.95.0a6 (about 70 s)
+def test_reana_logs_real_reana_client_095_bearer_to_a_bearer_only_server_prints_every_line(
+        reana, server_factory, tmp_path):
+    """reana-client 0.95.0a6 sends `Authorization: Bearer <JWT>` (api/client.py
+    `_auth_request_options`), configured with server-add/server-use; the reana-server
+    behind reads only the header (auth/deps.py), as REANA_LOG_SSE_REANA_TOKEN_IN=header
+    forwards it."""
+    server, wf, token, jobs = _world(reana, server_factory, token_in="header",
+                                     token=jwt_shaped("alice"))
+    expected = _expected_logs(jobs)
+    exe = reana_client_executable(NEWEST)
+    env = configure_reana_client(exe, tmp_path / "home", server_url=server.url, token=token)
+    assert not any(k.startswith("REANA_") for k in env)  # 0.95 refuses REANA_SERVER_URL
+    run = run_configured(exe, env, "logs", "-w", "roofit.7", "--json")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    printed = json.loads(run.stdout)
+    assert {k: v["logs"] for k, v in printed["job_logs"].items()} == expected
+    assert printed["workflow_logs"] == "engine: publishing gendata\nengine: publishing plot\n"
+    asked = reana.seen[-1]
+    assert asked.headers["authorization"] == f"Bearer {token}"
+    assert "access_token" not in asked.query  # never in a URL to a 0.95 server
+    run = run_configured(exe, env, "logs", "-w", wf.id)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert run.stdout.count("progress 50%\n") == REPEATS
+    assert _friendly_job_logs(run.stdout) == {j.job_name: expected[j.id]
+                                              for j in jobs.values()}
+    run = run_configured(exe, env, "logs", "-w", wf.id, "--json", "--filter",
+                         "step=fitdata")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert list(json.loads(run.stdout)["job_logs"]) == [jobs["fit"].id]
+
+
+def test_reana_logs_reana_at_cookie_and_bearer_reach_a_095_server_as_it_reads_them(
+        reana, server_factory):
+    """REANA 0.95's web session is the httpOnly `reana_at` cookie on /api (reana-server
+    auth/sessions.py); sent on as that cookie. A 0.95 server never reads access_token=, so
+    with token_in=header a query token is sent on as a Bearer header."""
+    server, wf, token, jobs = _world(reana, server_factory, token_in="header",
+                                     token=jwt_shaped("alice"))
+    at = jwt_shaped("alice-web")
+    reana.sessions[at] = wf.owner
+    r = _logs(server, wf.id, cookies={"reana_at": at})
+    _ok(r)
+    assert json.loads(r.json()["logs"])["job_logs"][jobs["plot"].id]["logs"] == "plot 1\n"
+    assert reana.seen[-1].headers["cookie"] == f"reana_at={at}"
+    assert "authorization" not in reana.seen[-1].headers
+    for creds in ({"params": {"access_token": token}},
+                  {"headers": {"Authorization": f"Bearer {token}"}}):
+        r = _logs(server, wf.id, **creds)
+        _ok(r)
+        assert reana.seen[-1].headers["authorization"] == f"Bearer {token}"
+        assert reana.seen[-1].query.get("access_token") is None
+    r = server.get(f"/api/workflows/{wf.id}/logs?format=json",
+                   cookies={"reana_at": at})  # our own read route: the same check
+    _ok(r)
+    assert reana.seen[-1].path.endswith("/parameters")
+    assert reana.seen[-1].headers["cookie"] == f"reana_at={at}"
+    r = _logs(server, wf.id)
+    assert r.status_code == 401 and "detail" in r.json()  # FastAPI's refusal, as it is
 
 
 # -- memory per request --------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """REANA_LOG_SSE_AUTH=reana: ask reana-server whether a reader may read a workflow.
 
 A reader is who reana-server says they are: a REANA access token (`access_token=` or
-`Authorization: Bearer` here; sent on only as `access_token`, reana_server.py), or REANA's
-web session cookie, which reana-ui's pages send by themselves, so the `<reana-live-log>`
-widget on a REANA page needs no token. The question is the cheapest reana-server answers
+`Authorization: Bearer` here; sent on as REANA_LOG_SSE_REANA_TOKEN_IN says, server.py), or
+REANA's web session cookie (0.9's `session`, 0.95's `reana_at`), which reana-ui's pages send
+by themselves, so the `<reana-live-log>` widget on a REANA page needs no token.
+The question is the cheapest reana-server answers
 for owned and shared workflows alike, `GET /api/workflows/{id_or_name}/parameters`
 (reana_server.py has what each endpoint costs). reana-server answers the owner or a user
 the workflow is shared with 200 `{"id", "name", "type", "parameters"}`, anyone else:
@@ -90,13 +91,14 @@ class ReanaAuth:
 
     def __init__(
         self, server_url: str | ReanaServer, *, ttl: float, timeout: float = 5.0,
-        host: str | None = None, session_cookie: str = SESSION_COOKIE,
+        host: str | None = None, session_cookie: str = SESSION_COOKIE, token_in: str = "query",
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.server = (server_url if isinstance(server_url, ReanaServer) else
                        ReanaServer(server_url, host=host, timeout=timeout,
-                                   session_cookie=session_cookie, transport=transport))
+                                   session_cookie=session_cookie, token_in=token_in,
+                                   transport=transport))
         self.ttl = ttl
         self._answers = _TTLCache(ttl, clock)
         self._users = _TTLCache(ttl, clock)
@@ -108,7 +110,8 @@ class ReanaAuth:
         return cls(settings.reana_server_url, ttl=settings.reana_auth_cache_seconds,
                    timeout=settings.reana_auth_timeout_seconds,
                    host=settings.reana_server_host,
-                   session_cookie=settings.reana_session_cookie)
+                   session_cookie=settings.reana_session_cookie,
+                   token_in=settings.reana_token_in)
 
     @property
     def asked(self) -> int:
@@ -147,7 +150,8 @@ class ReanaAuth:
         creds = self.credentials(request)
         if not creds:
             raise HTTPException(401, "a REANA access token (access_token= or Authorization: "
-                                "Bearer) or REANA's session cookie is required",
+                                "Bearer) or REANA's session cookie (session or reana_at) is "
+                                "required",
                                 headers={"WWW-Authenticate": "Bearer"})
         try:
             answer = await self.check(creds, id_or_name)

@@ -7,12 +7,22 @@ What reana-server expects of a caller, and where REANA says so:
   `reana_hostname`, reana `helm/reana/templates/reana-server.yaml`), and Flask answers any
   other Host with 400. So every request carries `Host: <REANA's hostname>`, whatever URL
   it is sent to (the in-cluster `http://reana-server` included).
-- **Credentials.** reana-server `reana_server/decorators.py` `signin_required` takes the
-  signed-in session first (`current_user.is_authenticated`: Flask's `session` cookie,
-  which reana-ui sends with `withCredentials`, reana-ui `src/client.js`), else
-  `request.args["access_token"]`: a token only ever travels as the `access_token` query
-  parameter, never in a header. This client keeps no cookie jar: a cookie one reader sent
-  (or reana-server set) never rides along with another reader's request.
+- **Credentials.** A reader brings a REANA token (`Authorization: Bearer`, as reana-client
+  0.95 sends it, reana-client `api/client.py` `_auth_request_options`; or `access_token=`, as
+  0.9 sends it), REANA 0.9's signed-in web session (Flask's `session` cookie, which reana-ui
+  sends with `withCredentials`, reana-ui `src/client.js`), or REANA 0.95's `reana_at`
+  (the httpOnly cookie holding the access JWT on path `/api`, reana-server development code
+  `reana_server/auth/sessions.py` `AUTH_COOKIE`, read by `auth/deps.py` `get_current_user`).
+  Each goes on the way that reana-server reads it. A token goes in ONE place, chosen by
+  `token_in` (REANA_LOG_SSE_REANA_TOKEN_IN): reana-server 0.9 and master
+  `reana_server/decorators.py` `signin_required` read the session, else
+  `request.args["access_token"]`, and never a header ("query"); the development server's
+  `auth/deps.py` reads only `Authorization: Bearer` (OAuth2AuthorizationCodeBearer), else
+  the `reana_at` cookie, and never the query ("header"). Sending both would buy nothing
+  from either server, and would put a 0.95 JWT in every URL that reana-server and any proxy
+  before it log. Cookies go on under their own names. This client keeps no cookie jar: a
+  cookie one reader sent (or reana-server set) never rides along with another reader's
+  request. No log line or error of ours names a credential (redact.py covers a library's).
 - **Rate limits.** reana-server `config.py` `RATELIMIT_GUEST_USER` /
   `RATELIMIT_AUTHENTICATED_USER` ("20 per second", keyed by client address and user agent
   by invenio-app), so all of one replica's checks share one budget. A 429 is
@@ -57,6 +67,8 @@ from reana_log_sse.auth import reader_token
 logger = logging.getLogger("reana_log_sse")
 
 SESSION_COOKIE = "session"  # Flask's SESSION_COOKIE_NAME; reana-server config.py keeps it
+AT_COOKIE = "reana_at"  # reana-server development code auth/sessions.py AUTH_COOKIE
+TOKEN_IN = ("query", "header")  # where a token goes to reana-server (see above)
 DEFAULT_RETRY_AFTER = 2
 
 
@@ -70,20 +82,24 @@ class ReanaUnavailable(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Credentials:
-    """Who a reader is to reana-server: a REANA access token and/or REANA's session cookie."""
+    """Who a reader is to reana-server: a REANA access token, REANA 0.9's session cookie
+    and/or REANA 0.95's `reana_at` cookie. The repr names none of them."""
 
-    token: str | None = None
-    session: str | None = None
+    token: str | None = dataclasses.field(default=None, repr=False)
+    session: str | None = dataclasses.field(default=None, repr=False)
+    at: str | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def of(cls, request: Request, *, cookie: str = SESSION_COOKIE) -> Credentials:
-        return cls(reader_token(request), request.cookies.get(cookie) or None)
+        return cls(reader_token(request), request.cookies.get(cookie) or None,
+                   request.cookies.get(AT_COOKIE) or None)
 
     def __bool__(self) -> bool:
-        return bool(self.token or self.session)
+        return bool(self.token or self.session or self.at)
 
     def cache_key(self) -> str:
-        kind, secret = ("t", self.token) if self.token else ("s", self.session or "")
+        kind, secret = (("t", self.token) if self.token else
+                        ("s", self.session) if self.session else ("a", self.at or ""))
         return hashlib.sha256(f"{kind}:{secret}".encode()).hexdigest()
 
 
@@ -117,9 +133,12 @@ class ReanaServer:
     """An async client of one reana-server."""
 
     def __init__(self, url: str, *, host: str | None = None, timeout: float = 5.0,
-                 session_cookie: str = SESSION_COOKIE,
+                 session_cookie: str = SESSION_COOKIE, token_in: str = "query",
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
+        if token_in not in TOKEN_IN:
+            raise ValueError(f"token_in must be one of {TOKEN_IN}, not {token_in!r}")
         self.url = url.rstrip("/")
+        self.token_in = token_in
         self.host = host or urlsplit(self.url).netloc
         self.timeout = timeout
         self.session_cookie = session_cookie
@@ -140,11 +159,14 @@ class ReanaServer:
             self._client = httpx.AsyncClient(timeout=self.timeout, transport=self.transport,
                                              cookies=_no_cookies())
         query = [*params]
-        if creds.token:
-            query.append(("access_token", creds.token))
         headers = {"Host": self.host, "Accept": "application/json"}
-        if creds.session:
-            headers["Cookie"] = f"{self.session_cookie}={creds.session}"
+        if creds.token and self.token_in == "header":
+            headers["Authorization"] = f"Bearer {creds.token}"
+        elif creds.token:
+            query.append(("access_token", creds.token))
+        cookies = [(self.session_cookie, creds.session), (AT_COOKIE, creds.at)]
+        if any(value for _, value in cookies):
+            headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in cookies if value)
         if content:
             headers["Content-Type"] = "application/json"
         self.sent[endpoint or path] = self.sent.get(endpoint or path, 0) + 1
