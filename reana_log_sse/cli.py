@@ -421,6 +421,7 @@ SHORT_HELP = {
     "migrate": "Apply database migrations and exit.",
     "partitions": "Create and drop daily partitions, then exit.",
     "bench": "Benchmark this machine (ingest, latency, fan-out).",
+    "token": "Print a token that may write one workflow only.",
 }
 
 
