@@ -30,6 +30,7 @@ from reana_log_sse.follow.stream import stream_logs
 from reana_log_sse.ingest.route import ingest_vector
 from reana_log_sse.ingest.status import post_status
 from reana_log_sse.metrics import Metrics
+from reana_log_sse.opensearch.route import routes as opensearch_routes
 from reana_log_sse.reana.auth import ReanaAuth
 from reana_log_sse.reana.route import read_logs
 from reana_log_sse.settings import Settings
@@ -165,6 +166,8 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            # REANA's OpenSearch seam, when a password is set (opensearch/route.py)
+            *opensearch_routes(settings),
             # the <reana-live-log> widget (and anything else in static/) for embedding pages
             Mount("/static", StaticFiles(directory=_static_dir()), name="widget"),
             Mount("/", StaticFiles(directory=_static_dir(), html=True), name="static"),

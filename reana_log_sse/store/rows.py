@@ -70,6 +70,22 @@ async def job_steps(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine]
     return {(w, j): step for w, j, step in await cur.fetchall()}
 
 
+JobKey = tuple[str, uuid.UUID]
+
+
+async def remember_jobs(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine],
+                        known: set[JobKey]) -> set[JobKey]:
+    """Record in job_workflows (sql/0005) each job of the lines that `known` (what this
+    process saw committed) lacks; returns them, for the caller to add once committed."""
+    new = {(line.job_id, line.workflow_id) for line in lines
+           if line.job_id is not None} - known
+    if new:
+        await cur.executemany(
+            "INSERT INTO job_workflows (job_id, workflow_id) VALUES (%s, %s)"
+            " ON CONFLICT DO NOTHING", sorted(new))
+    return new
+
+
 async def copy_lines(
     cur: psycopg.AsyncCursor[Any],
     parts: Sequence[tuple[Sequence[PreparedLine], dict[uuid.UUID, int]]],

@@ -1,0 +1,147 @@
+"""REANA's OpenSearch seam (reana_log_sse/opensearch), asked by the real opensearch-py at
+the version reana-workflow-controller pins (setup.py: `opensearch-py>=2.7.0,<2.8.0`),
+built as its reana_workflow_controller/opensearch.py `build_opensearch_client` builds it,
+sending the queries its `OpenSearchLogFetcher.fetch_logs` sends and read as its
+`_concat_rows` reads the answer."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from opensearchpy import OpenSearch
+from opensearchpy.exceptions import AuthenticationException
+
+from tests.helpers import event, post_batch
+
+USER, PASSWORD = "reana", "s3cret-seam-password"
+JOB_INDEX, WORKFLOW_INDEX = "fluentbit-job_log", "fluentbit-workflow_log"
+JOB_FIELD = "kubernetes.labels.job-name.keyword"
+WORKFLOW_FIELD = "kubernetes.labels.reana-run-batch-workflow-uuid.keyword"
+
+
+def reana_client(server: Any, password: str = PASSWORD) -> OpenSearch:
+    """reana_workflow_controller/opensearch.py build_opensearch_client, with the values
+    of docs/reana-integration.md (REANA_OPENSEARCH_HOST/_PORT/_URL_PREFIX, USE_SSL false;
+    the chart's REANA_OPENSEARCH_CA_CERTS stays, unused without TLS)."""
+    return OpenSearch(hosts=f"127.0.0.1:{server.port}", http_compress=True,
+                      http_auth=(USER, password), use_ssl=False,
+                      ca_certs="/code/certs/ca.crt", url_prefix="/opensearch",
+                      verify_certs=True)
+
+
+def fetch_logs(client: OpenSearch, id: str, index: str, match: str) -> str:
+    """OpenSearchLogFetcher.fetch_logs with its defaults (max_rows 5000, order asc,
+    timeout 5, log_key "log"), and _concat_rows."""
+    query = {"query": {"match": {match: id}}, "sort": [{"@timestamp": {"order": "asc"}}]}
+    response = client.search(index=index, body=query, size=5000, timeout=5)
+    logs = ""
+    for hit in response["hits"]["hits"]:
+        logs += hit["_source"]["log"] + "\n"
+    return logs
+
+
+@pytest.fixture
+def seam(server_factory: Any) -> Any:
+    return server_factory(opensearch_user=USER, opensearch_password=PASSWORD)
+
+
+def _ingest(server: Any, events: list[dict[str, Any]], per_batch: int = 5000) -> None:
+    for i in range(0, len(events), per_batch):
+        r = post_batch(server.url, server.ingest_token, events[i:i + per_batch])
+        assert r.status_code == 200 and r.json()["rejected"] == 0, r.text
+
+
+def test_opensearch_seam_answers_a_20000_line_job_whole_and_in_order(seam):
+    wf, job, other = uuid.uuid4(), f"reana-run-job-{uuid.uuid4()}", f"reana-run-job-{uuid.uuid4()}"
+    lines = [f"line {i:05d} of the job" for i in range(20_000)]
+    events = []
+    for i, text in enumerate(lines):
+        events.append(event(wf, text, job=job))
+        if i % 1000 == 0:  # another job's lines in between
+            events.append(event(wf, f"other {i}", job=other))
+    _ingest(seam, events)
+    logs = fetch_logs(reana_client(seam), job, JOB_INDEX, JOB_FIELD)
+    assert logs == "".join(t + "\n" for t in lines)  # 20,000 lines, not 5,000
+
+
+def test_opensearch_seam_refuses_a_wrong_password(seam):
+    wf, job = uuid.uuid4(), f"reana-run-job-{uuid.uuid4()}"
+    _ingest(seam, [event(wf, "secret line", job=job)])
+    with pytest.raises(AuthenticationException) as refused:
+        fetch_logs(reana_client(seam, "wrong"), job, JOB_INDEX, JOB_FIELD)
+    assert refused.value.status_code == 401
+    assert "secret line" not in str(refused.value.info)
+    r = httpx.post(f"{seam.url}/opensearch/{JOB_INDEX}/_search", json={})  # no credentials
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
+
+
+def test_opensearch_seam_answers_the_engines_index(seam):
+    wf = uuid.uuid4()
+    _ingest(seam, [event(wf, "job line", job="reana-run-job-x"),
+                   event(wf, "engine starts", job=None, kind="workflow"),
+                   event(wf, "engine ends", job=None, kind="workflow", stream="stderr")])
+    logs = fetch_logs(reana_client(seam), str(wf), WORKFLOW_INDEX, WORKFLOW_FIELD)
+    assert logs == "engine starts\nengine ends\n"
+
+
+def test_opensearch_seam_unknown_job_has_no_hits(seam):
+    # no hits: REANA's fetcher returns "" and build_workflow_logs shows its own job.logs
+    assert fetch_logs(reana_client(seam), "reana-run-job-unknown", JOB_INDEX, JOB_FIELD) == ""
+    assert fetch_logs(reana_client(seam), str(uuid.uuid4()), WORKFLOW_INDEX,
+                      WORKFLOW_FIELD) == ""
+
+
+def test_opensearch_seam_is_off_without_a_password(live_server):
+    r = httpx.post(f"{live_server.url}/opensearch/{JOB_INDEX}/_search", json={},
+                   auth=(USER, ""))
+    assert r.status_code in (404, 405)  # nothing there: the static files' answer to POST
+    assert "hits" not in r.text
+
+
+def test_opensearch_seam_answer_is_capped_in_bytes(server_factory):
+    server = server_factory(opensearch_user=USER, opensearch_password=PASSWORD,
+                            opensearch_max_answer_bytes=64 * 1024)
+    wf, job = uuid.uuid4(), f"reana-run-job-{uuid.uuid4()}"
+    _ingest(server, [event(wf, f"{i:04d} " + "x" * 200, job=job) for i in range(2000)])
+    query = {"query": {"match": {JOB_FIELD: job}}, "sort": [{"@timestamp": {"order": "asc"}}]}
+    r = httpx.post(f"{server.url}/opensearch/{JOB_INDEX}/_search?size=5000&timeout=5",
+                   json=query, auth=(USER, PASSWORD), headers={"Accept-Encoding": "identity"})
+    assert r.status_code == 200 and len(r.content) <= 64 * 1024
+    hits = r.json()["hits"]["hits"]
+    assert [h["_source"]["log"][:4] for h in hits[:-1]] == [f"{i:04d}" for i in
+                                                           range(len(hits) - 1)]
+    assert "reached its cap" in hits[-1]["_source"]["log"]
+    assert f"/api/workflows/{wf}/logs?format=text" in hits[-1]["_source"]["log"]
+
+
+def test_opensearch_seam_cost_of_a_200_job_workflow_logs_request(seam):
+    """One REANA logs request: the engine's search and one search per job
+    (rest/workflows_status.py get_workflow_logs, rest/utils.py build_workflow_logs).
+    Figures are printed, not asserted; the baseline is this service's own whole-workflow
+    read of the same lines (format=text), in the same run."""
+    wf = uuid.uuid4()
+    jobs = [f"reana-run-job-{uuid.uuid4()}" for _ in range(200)]
+    events = [event(wf, f"engine {i}", job=None, kind="workflow") for i in range(100)]
+    events += [event(wf, f"{job} line {i}", job=job) for job in jobs for i in range(100)]
+    _ingest(seam, events)
+    client = reana_client(seam)
+    fetch_logs(client, jobs[0], JOB_INDEX, JOB_FIELD)  # connection and first reads warm
+    started = time.perf_counter()
+    engine = fetch_logs(client, str(wf), WORKFLOW_INDEX, WORKFLOW_FIELD)
+    answers = [fetch_logs(client, job, JOB_INDEX, JOB_FIELD) for job in jobs]
+    seam_seconds = time.perf_counter() - started
+    assert engine.count("\n") == 100
+    assert all(a.count("\n") == 100 and a.startswith(f"{j} line 0\n")
+               for a, j in zip(answers, jobs, strict=True))
+    started = time.perf_counter()
+    text = httpx.get(f"{seam.url}/api/workflows/{wf}/logs?format=text", timeout=60).text
+    base_seconds = time.perf_counter() - started
+    assert text.count("\n") == 20_100
+    print(f"\nOpenSearch seam, one REANA logs request of a 200-job workflow (100 lines a "
+          f"job): 201 searches in {seam_seconds * 1000:.0f} ms "
+          f"({seam_seconds / 201 * 1000:.1f} ms a search); baseline, the same 20,100 lines "
+          f"as one format=text read: {base_seconds * 1000:.0f} ms")
