@@ -112,14 +112,10 @@ class Seam:
         except BadQuery as exc:
             return _error(400, "parsing_exception", str(exc))
         store: Store = request.app.state.store
-        workflow_id = await _workflow_of(store, target)
-        upto = 0
-        if workflow_id is not None:
-            head = await store.snapshot(workflow_id, limit=0)
-            upto = head.last_seq if head is not None else 0
-        logger.debug("opensearch: %s %s -> workflow %s, lines up to %d", index, target.key,
-                     workflow_id, upto)
-        return StreamingResponse(self._answer(store, target, workflow_id, upto),
+        workflow_id, after, upto = await _span_of(store, target)
+        logger.debug("opensearch: %s %s -> workflow %s, ids %d..%d", index, target.key,
+                     workflow_id, after + 1, upto)
+        return StreamingResponse(self._answer(store, target, workflow_id, after, upto),
                                  media_type="application/json")
 
     async def _body(self, request: Request) -> bytes:
@@ -143,14 +139,14 @@ class Seam:
         return out
 
     async def _answer(self, store: Store, target: Target, workflow_id: uuid.UUID | None,
-                      upto: int) -> AsyncIterator[bytes]:
+                      after: int, upto: int) -> AsyncIterator[bytes]:
         started = time.monotonic()
         index = orjson.dumps(target.index)
         head = (b'{"timed_out":false,"_shards":{"total":1,"successful":1,"skipped":0,'
                 b'"failed":0},"hits":{"max_score":null,"hits":[')
         pending, size, sent, count = [head], len(head), len(head), 0
         cap = self.max_answer_bytes - _TAIL_RESERVE
-        async for line in self._lines(store, target, workflow_id, upto):
+        async for line in self._lines(store, target, workflow_id, after, upto):
             hit = (b"," if count else b"") + _hit(index, line)
             if sent + len(hit) > cap:
                 note = (f"[reana-log-sse: this answer reached its cap of "
@@ -172,7 +168,7 @@ class Seam:
         yield b"".join(pending)
 
     async def _lines(self, store: Store, target: Target, workflow_id: uuid.UUID | None,
-                     upto: int) -> AsyncIterator[Line]:
+                     after: int, upto: int) -> AsyncIterator[Line]:
         if workflow_id is None:
             return
         if target.kind == "job":
@@ -180,7 +176,6 @@ class Seam:
         else:
             filters = Filters(kind=target.kind)
         size = ReadSize(READ_MOST, READ_BUDGET, self.line_bytes)
-        after = 0
         while after < upto:
             snap = await store.snapshot(workflow_id, after=after, limit=size.lines,
                                         filters=filters, upto=upto)
@@ -196,12 +191,17 @@ class Seam:
             after = snap.horizon
 
 
-async def _workflow_of(store: Store, target: Target) -> uuid.UUID | None:
-    if target.kind == "job":
-        return await store.job_workflow(target.key)
+async def _span_of(store: Store, target: Target) -> tuple[uuid.UUID | None, int, int]:
+    """The workflow holding the target's lines and the ids to read: after .. upto."""
+    if target.kind == "job":  # only the job's own stretch of ids (sql/0005)
+        span = await store.job_span(target.key)
+        return (span[0], span[1] - 1, span[2]) if span else (None, 0, 0)
     if target.kind == "workflow":
-        return uuid.UUID(target.key)
-    return await store.workflow_starting(target.key + "-")
+        workflow_id: uuid.UUID | None = uuid.UUID(target.key)
+    else:
+        workflow_id = await store.workflow_starting(target.key + "-")
+    head = await store.snapshot(workflow_id, limit=0) if workflow_id else None
+    return (workflow_id, 0, head.last_seq) if head is not None else (None, 0, 0)
 
 
 def _hit(index: bytes, line: Line, log: str | None = None) -> bytes:

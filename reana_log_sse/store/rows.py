@@ -70,20 +70,38 @@ async def job_steps(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine]
     return {(w, j): step for w, j, step in await cur.fetchall()}
 
 
-JobKey = tuple[str, uuid.UUID]
+_JOB_SPANS = (
+    "INSERT INTO job_workflows (job_id, workflow_id, first_seq, last_seq)"
+    " SELECT * FROM unnest(%s::text[], %s::uuid[], %s::bigint[], %s::bigint[]) ORDER BY 1, 2"
+    " ON CONFLICT (job_id, workflow_id) DO UPDATE"
+    " SET first_seq = least(job_workflows.first_seq, excluded.first_seq),"
+    " last_seq = greatest(job_workflows.last_seq, excluded.last_seq)"
+)
 
 
-async def remember_jobs(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine],
-                        known: set[JobKey]) -> set[JobKey]:
-    """Record in job_workflows (sql/0005) each job of the lines that `known` (what this
-    process saw committed) lacks; returns them, for the caller to add once committed."""
-    new = {(line.job_id, line.workflow_id) for line in lines
-           if line.job_id is not None} - known
-    if new:
-        await cur.executemany(
-            "INSERT INTO job_workflows (job_id, workflow_id) VALUES (%s, %s)"
-            " ON CONFLICT DO NOTHING", sorted(new))
-    return new
+async def widen_job_spans(
+    cur: psycopg.AsyncCursor[Any],
+    parts: Sequence[tuple[Sequence[PreparedLine], dict[uuid.UUID, int]]],
+) -> None:
+    """Widen each job's span of ids in job_workflows (sql/0005) to the lines of `parts`
+    (batches with their bases: a line's id is base + ord), in one statement."""
+    spans: dict[tuple[str, uuid.UUID], list[int]] = {}
+    for lines, bases in parts:
+        for line in lines:
+            job = line.job_id
+            if job is not None:
+                w = line.workflow_id
+                seq = bases[w] + line.ord
+                span = spans.get((job, w))
+                if span is None:
+                    spans[(job, w)] = [seq, seq]
+                else:  # ords count up within a workflow, and batches follow each other
+                    span[1] = seq
+    if spans:
+        keys = list(spans)
+        await cur.execute(_JOB_SPANS, ([j for j, _ in keys], [w for _, w in keys],
+                                       [spans[k][0] for k in keys],
+                                       [spans[k][1] for k in keys]))
 
 
 async def copy_lines(

@@ -21,12 +21,11 @@ from reana_log_sse.store.errors import PartitionMissing, translated
 from reana_log_sse.store.group import GroupCommit
 from reana_log_sse.store.rows import (
     IngestResult,
-    JobKey,
     PreparedLine,
     copy_lines,
     job_steps,
-    remember_jobs,
     stage_lines,
+    widen_job_spans,
 )
 from reana_log_sse.store.snapshot import TERMINAL_STATUSES, Filters, Snapshot, read_snapshot
 
@@ -50,8 +49,6 @@ class Store:
         self.pool = pool
         self.create_partitions = create_partitions
         self.group: GroupCommit | None = None
-        # (job, workflow) pairs committed to job_workflows, so that ingest writes each once
-        self.known_jobs: set[JobKey] = set()
         if group_lines > 0:
 
             self.group = GroupCommit(self, max_lines=group_lines, metrics=metrics)
@@ -128,17 +125,15 @@ class Store:
                     bases = {w: last[w] - counts[w] for w in counts}
                     # read where ingest.sql's join reads it: after the allocation
                     steps = await job_steps(cur, every)
-                    new_jobs = await remember_jobs(cur, every, self.known_jobs)
                     parts = [(lines, {w: bases[w] + o for w, o in here.items()})
                              for (lines, _), here in zip(batches, offsets, strict=True)]
+                    await widen_job_spans(cur, parts)
                     await copy_lines(cur, parts, steps)
                     await _notify(cur, last)
                 if rejected:
                     await cur.executemany(
                         "INSERT INTO rejected_events (reason, event) VALUES (%s, %s)",
                         rejected)
-            if counts:
-                self._known(new_jobs)
             return time.time()
 
     async def _ingest_staged(
@@ -157,7 +152,7 @@ class Store:
                     ids = sorted(counts)
                     last = await allocate_ids(cur, lines, counts)
                     bases = {w: last[w] - counts[w] for w in ids}
-                    new_jobs = await remember_jobs(cur, lines, self.known_jobs)
+                    await widen_job_spans(cur, [(lines, bases)])
                     inserted = await stage_lines(cur, lines, ids, bases)
                     if of_record and inserted < len(lines):
                         await cur.execute(_ADOPT)
@@ -168,15 +163,8 @@ class Store:
                         "INSERT INTO rejected_events (reason, event) VALUES (%s, %s)",
                         [(_text(r), _text(e)) for r, e in rejected])
             committed_at = time.time()
-        if lines:
-            self._known(new_jobs)
         return IngestResult(inserted, len(lines) - inserted, len(rejected), committed_at,
                             adopted)
-
-    def _known(self, jobs: set[JobKey]) -> None:
-        if len(self.known_jobs) + len(jobs) > 100_000:  # bounded: forget, write again
-            self.known_jobs.clear()
-        self.known_jobs |= jobs
 
     async def set_status(
         self, workflow_id: uuid.UUID, *, status: str, job_id: str | None, step: str | None,
@@ -219,16 +207,17 @@ class Store:
 
     # -- reads -------------------------------------------------------------------------
 
-    async def job_workflow(self, job_id: str) -> uuid.UUID | None:
-        """The workflow whose lines name this job (job_workflows, sql/0005); of several
-        (a batch system's job ids repeat), the one that wrote last."""
+    async def job_span(self, job_id: str) -> tuple[uuid.UUID, int, int] | None:
+        """The workflow whose lines name this job, and the span of ids they lie in
+        (job_workflows, sql/0005); of several workflows (a batch system's job ids
+        repeat), the one that wrote last."""
         async with translated(), self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT j.workflow_id FROM job_workflows j JOIN workflows w"
-                " ON w.workflow_id = j.workflow_id WHERE j.job_id = %s"
+                "SELECT j.workflow_id, j.first_seq, j.last_seq FROM job_workflows j"
+                " JOIN workflows w ON w.workflow_id = j.workflow_id WHERE j.job_id = %s"
                 " ORDER BY w.ts_last DESC LIMIT 1", (job_id,))
             row = await cur.fetchone()
-        return row[0] if row else None
+        return (row[0], row[1], row[2]) if row else None
 
     async def workflow_starting(self, prefix: str) -> uuid.UUID | None:
         """The workflow whose id's text starts with `prefix` (hex digits and dashes), the
