@@ -16,6 +16,7 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import AuthenticationException
 
 from tests.helpers import event, post_batch
+from tests.serve_process import ServeProcess
 
 USER, PASSWORD = "reana", "s3cret-seam-password"
 JOB_INDEX, WORKFLOW_INDEX = "fluentbit-job_log", "fluentbit-workflow_log"
@@ -145,3 +146,28 @@ def test_opensearch_seam_cost_of_a_200_job_workflow_logs_request(seam):
           f"job): 201 searches in {seam_seconds * 1000:.0f} ms "
           f"({seam_seconds / 201 * 1000:.1f} ms a search); baseline, the same 20,100 lines "
           f"as one format=text read: {base_seconds * 1000:.0f} ms")
+
+
+def test_opensearch_seam_serve_reads_the_password_file_and_never_logs_it(database_url,
+                                                                          tmp_path):
+    """`reana-log-sse serve` as deployed: user and password from files (a mounted
+    Secret), a search with a wrong password and one with the right one, and neither
+    password in anything the process wrote (its log, the access log included)."""
+    (tmp_path / "user").write_text(USER + "\n")
+    (tmp_path / "password").write_text(PASSWORD + "\n")
+    serve = ServeProcess(database_url, tmp_path,
+                         REANA_LOG_SSE_OPENSEARCH_USER_FILE=str(tmp_path / "user"),
+                         REANA_LOG_SSE_OPENSEARCH_PASSWORD_FILE=str(tmp_path / "password")
+                         ).start()
+    try:
+        wf, job = uuid.uuid4(), f"reana-run-job-{uuid.uuid4()}"
+        _ingest(serve, [event(wf, "from a file", job=job)])
+        with pytest.raises(AuthenticationException):
+            fetch_logs(reana_client(serve, "wrong-" + PASSWORD), job, JOB_INDEX, JOB_FIELD)
+        assert fetch_logs(reana_client(serve), job, JOB_INDEX, JOB_FIELD) == "from a file\n"
+    finally:
+        serve.terminate()
+        serve.wait()
+    output = serve.output()
+    assert "/opensearch/fluentbit-job_log/_search" in output  # the access log was on
+    assert PASSWORD not in output and "wrong-" not in output
