@@ -22,7 +22,9 @@ from reana_log_sse.store.group import GroupCommit
 from reana_log_sse.store.rows import (
     IngestResult,
     PreparedLine,
+    Spans,
     copy_lines,
+    job_spans,
     job_steps,
     stage_lines,
     widen_job_spans,
@@ -127,8 +129,9 @@ class Store:
                     steps = await job_steps(cur, every)
                     parts = [(lines, {w: bases[w] + o for w, o in here.items()})
                              for (lines, _), here in zip(batches, offsets, strict=True)]
-                    await widen_job_spans(cur, parts)
-                    await copy_lines(cur, parts, steps)
+                    spans: Spans = {}
+                    await copy_lines(cur, parts, steps, spans)
+                    await widen_job_spans(cur, spans)
                     await _notify(cur, last)
                 if rejected:
                     await cur.executemany(
@@ -152,7 +155,7 @@ class Store:
                     ids = sorted(counts)
                     last = await allocate_ids(cur, lines, counts)
                     bases = {w: last[w] - counts[w] for w in ids}
-                    await widen_job_spans(cur, [(lines, bases)])
+                    await widen_job_spans(cur, job_spans([(lines, bases)]))
                     inserted = await stage_lines(cur, lines, ids, bases)
                     if of_record and inserted < len(lines):
                         await cur.execute(_ADOPT)
