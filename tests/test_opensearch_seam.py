@@ -69,6 +69,18 @@ def test_opensearch_seam_answers_a_20000_line_job_whole_and_in_order(seam):
     assert logs == "".join(t + "\n" for t in lines)  # 20,000 lines, not 5,000
 
 
+def test_opensearch_seam_job_after_a_retried_batch_is_whole(seam):
+    """A batch that is partly a retry takes the staged path (Store._ingest_staged): the
+    job's span of ids (sql/0005) still covers its new lines."""
+    wf, job = uuid.uuid4(), f"reana-run-job-{uuid.uuid4()}"
+    first = [event(wf, f"a{i}", job=job) for i in range(3)]
+    _ingest(seam, first)
+    _ingest(seam, [event(wf, "engine", job=None, kind="workflow")])
+    r = post_batch(seam.url, seam.ingest_token, first + [event(wf, "b0", job=job)])
+    assert r.json() == {"accepted": 1, "duplicates": 3, "rejected": 0}
+    assert fetch_logs(reana_client(seam), job, JOB_INDEX, JOB_FIELD) == "a0\na1\na2\nb0\n"
+
+
 def test_opensearch_seam_refuses_a_wrong_password(seam):
     wf, job = uuid.uuid4(), f"reana-run-job-{uuid.uuid4()}"
     _ingest(seam, [event(wf, "secret line", job=job)])
