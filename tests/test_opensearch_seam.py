@@ -6,15 +6,20 @@ sending the queries its `OpenSearchLogFetcher.fetch_logs` sends and read as its
 
 from __future__ import annotations
 
+import re
+import textwrap
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import AuthenticationException
 
+from reana_log_sse.settings import Settings
 from tests.helpers import event, post_batch
 from tests.serve_process import ServeProcess
 
@@ -185,3 +190,29 @@ def test_opensearch_seam_serve_reads_the_password_file_and_never_logs_it(databas
     output = serve.output()
     assert "/opensearch/fluentbit-job_log/_search" in output  # the access log was on
     assert PASSWORD not in output and "wrong-" not in output
+
+
+def test_opensearch_seam_helm_values_in_the_docs_point_at_the_service():
+    """The Helm values docs/reana-integration.md gives (and the component repeats) reach
+    the Service of manifests/base on its port, under the seam's default prefix, without
+    TLS: what reana_client() above is built with."""
+    root = Path(__file__).resolve().parent.parent
+    docs = (root / "docs" / "reana-integration.md").read_text()
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", docs, re.S)
+                if "reana_workflow_controller:" in b]
+    env = yaml.safe_load(textwrap.dedent(block))[
+        "components"]["reana_workflow_controller"]["environment"]
+    service = yaml.safe_load((root / "manifests/base/service-reana-log-sse.yaml").read_text())
+    namespace = yaml.safe_load((root / "manifests/overlays/example/kustomization.yaml")
+                               .read_text())["namespace"]
+    assert env == {
+        "REANA_OPENSEARCH_ENABLED": True,
+        "REANA_OPENSEARCH_HOST": f"{service['metadata']['name']}.{namespace}.svc.cluster.local",
+        "REANA_OPENSEARCH_PORT": str(service["spec"]["ports"][0]["port"]),
+        "REANA_OPENSEARCH_URL_PREFIX": Settings().opensearch_prefix,
+        "REANA_OPENSEARCH_USE_SSL": False,
+    }
+    component = (root / "manifests/overlays/example/opensearch-seam/kustomization.yaml")
+    for key, value in env.items():
+        assert f"#         {key}: " in component.read_text(), key
+        assert str(value).lower() in component.read_text().lower(), key
