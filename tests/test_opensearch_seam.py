@@ -6,6 +6,8 @@ sending the queries its `OpenSearchLogFetcher.fetch_logs` sends and read as its
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import re
 import textwrap
 import time
@@ -20,6 +22,7 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import AuthenticationException
 
 from reana_log_sse.settings import Settings
+from reana_log_sse.store import partitions
 from tests.helpers import event, post_batch
 from tests.serve_process import ServeProcess
 
@@ -216,3 +219,21 @@ def test_opensearch_seam_helm_values_in_the_docs_point_at_the_service():
     for key, value in env.items():
         assert f"#         {key}: " in component.read_text(), key
         assert str(value).lower() in component.read_text().lower(), key
+
+
+def test_opensearch_seam_jobs_go_with_their_workflows_lines(seam):
+    """job_workflows (sql/0005) keeps no row for lines that are gone: a workflow's
+    `deleted`, or maintenance dropping the days it wrote in."""
+    gone, old = uuid.uuid4(), uuid.uuid4()
+    _ingest(seam, [event(gone, "x", job="reana-run-job-gone"),
+                   event(old, "y", job="reana-run-job-old")])
+    r = httpx.post(f"{seam.url}/api/workflows/{gone}/status", json={"status": "deleted"},
+                   headers={"Authorization": f"Bearer {seam.ingest_token}"})
+    assert r.status_code == 200
+    assert seam.sql("SELECT job_id FROM job_workflows WHERE job_id LIKE 'reana-run-job-%%'"
+                    " ORDER BY 1") == [("reana-run-job-old",)]
+    later = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=40)
+    asyncio.run(partitions.maintain(seam.database_url, partitions.Window.around(
+        later, retention_days=30, ahead_days=1)))
+    assert seam.sql("SELECT count(*) FROM job_workflows WHERE workflow_id = %s",
+                    (old,)) == [(0,)]

@@ -347,6 +347,7 @@ async def _record_status(
         )
     if workflow_level and status == "deleted":
         await cur.execute("DELETE FROM log_lines WHERE workflow_id = %s", (workflow_id,))
+        await cur.execute("DELETE FROM job_workflows WHERE workflow_id = %s", (workflow_id,))
     await _notify(cur, {workflow_id: last_seq})
     return int(row[0])
 

@@ -7,7 +7,9 @@
 -- times). Ingest widens the span in the transaction that stores the lines, after taking
 -- the workflow's row lock (allocate.sql), so a line that is visible lies in its span.
 -- Jobs whose lines were all stored before this migration have no row: REANA then shows
--- its own logs for them.
+-- its own logs for them. A workflow's rows go with its lines: on `deleted`
+-- (Store.set_status), and at partition maintenance once the workflow wrote nothing inside
+-- the kept days (partitions.maintain).
 CREATE TABLE job_workflows (
     job_id       text NOT NULL,
     workflow_id  uuid NOT NULL REFERENCES workflows ON DELETE CASCADE,
@@ -15,3 +17,4 @@ CREATE TABLE job_workflows (
     last_seq     bigint NOT NULL,
     PRIMARY KEY (job_id, workflow_id)
 );
+CREATE INDEX job_workflows_workflow ON job_workflows (workflow_id);
