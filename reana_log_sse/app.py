@@ -20,16 +20,23 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from reana_log_sse import kubernetes
-from reana_log_sse.auth import IngestAuth, bearer_token, make_reader_auth, make_status_auth
+from reana_log_sse import kubernetes, openapi
+from reana_log_sse.auth import (
+    MIN_WORKFLOW_TOKEN_KEY,
+    IngestAuth,
+    bearer_token,
+    make_reader_auth,
+    make_status_auth,
+)
 from reana_log_sse.follow.hub import Hub
 from reana_log_sse.follow.stream import stream_logs
 from reana_log_sse.ingest.route import ingest_vector
 from reana_log_sse.ingest.status import post_status
 from reana_log_sse.metrics import Metrics
+from reana_log_sse.openapi import openapi_json
 from reana_log_sse.opensearch.route import routes as opensearch_routes
 from reana_log_sse.reana.auth import ReanaAuth
 from reana_log_sse.reana.route import read_logs
@@ -87,6 +94,21 @@ async def client_gone(request: Request, exc: Exception) -> Response:
     return Response(status_code=400)  # uvicorn drops it: the connection is gone
 
 
+class FilesBehindRoutes(Mount):
+    """The static files at `/`, which match every path: not the paths of `routes`, so that
+    a route asked with another method answers its own 405 with its Allow (schemathesis
+    found `OPTIONS /ingest/vector` answered by the files: 405 `Allow: GET, HEAD`)."""
+
+    def __init__(self, path: str, app: Any, *, name: str, routes: list[Route]) -> None:
+        super().__init__(path, app=app, name=name)
+        self.before = routes
+
+    def matches(self, scope: Any) -> tuple[Match, dict[str, Any]]:
+        if any(route.matches(scope)[0] is not Match.NONE for route in self.before):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
 def _static_dir() -> str:
     return str(resources.files("reana_log_sse").joinpath("static"))
 
@@ -101,6 +123,9 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
     """Build the app. `settings.database_url` must be set (serve resolves the embedded one)."""
     if not settings.database_url:
         raise ValueError("create_app needs settings.database_url")
+    if 0 < len(settings.workflow_token_key) < MIN_WORKFLOW_TOKEN_KEY:
+        raise ValueError(f"REANA_LOG_SSE_WORKFLOW_TOKEN_KEY must be at least "
+                         f"{MIN_WORKFLOW_TOKEN_KEY} characters")
     url = settings.database_url
     clock = today or (lambda: dt.datetime.now(dt.UTC).date())
     reader_auth = (ReanaAuth.from_settings(settings) if settings.auth == "reana"
@@ -134,9 +159,10 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
         if kubernetes.enabled(settings):  # pod statuses and the live tap
             state.kubernetes = await kubernetes.KubernetesLink.start(
                 settings, state.store, state.hub, state.metrics, window=window)
-        if not settings.ingest_token_list():
+        if not settings.ingest_token_list() and not settings.workflow_token_key:
             logger.warning("no ingest tokens configured: POST /ingest/vector answers 401 "
-                           "(set REANA_LOG_SSE_INGEST_TOKENS)")
+                           "(set REANA_LOG_SSE_INGEST_TOKENS or "
+                           "REANA_LOG_SSE_WORKFLOW_TOKEN_KEY)")
         try:
             yield
         finally:
@@ -157,20 +183,25 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
         return partitions.Window.around(clock(), retention_days=settings.retention_days,
                                         ahead_days=settings.partitions_ahead_days)
 
+    routes = [
+        Route("/ingest/vector", ingest_vector, methods=["POST"]),
+        Route("/api/workflows/{workflow_id}/status", post_status, methods=["POST"]),
+        Route("/api/workflows/{workflow_id}/logs/stream", stream_logs),
+        Route("/api/workflows/{workflow_id}/logs", read_logs),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/openapi.json", openapi_json),
+        # REANA's OpenSearch seam, when a password is set (opensearch/route.py)
+        *opensearch_routes(settings),
+    ]
     app = Starlette(
         routes=[
-            Route("/ingest/vector", ingest_vector, methods=["POST"]),
-            Route("/api/workflows/{workflow_id}/status", post_status, methods=["POST"]),
-            Route("/api/workflows/{workflow_id}/logs/stream", stream_logs),
-            Route("/api/workflows/{workflow_id}/logs", read_logs),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/metrics", metrics),
-            # REANA's OpenSearch seam, when a password is set (opensearch/route.py)
-            *opensearch_routes(settings),
+            *routes,
             # the <reana-live-log> widget (and anything else in static/) for embedding pages
             Mount("/static", StaticFiles(directory=_static_dir()), name="widget"),
-            Mount("/", StaticFiles(directory=_static_dir(), html=True), name="static"),
+            FilesBehindRoutes("/", StaticFiles(directory=_static_dir(), html=True),
+                              name="static", routes=routes),
         ],
         middleware=_middleware(settings),
         exception_handlers={HTTPException: http_error, ServiceError: service_error_handler,
@@ -178,8 +209,10 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.openapi = openapi.document(_static_dir())
     app.state.metrics = Metrics()
-    app.state.ingest_auth = IngestAuth(settings.ingest_token_list())
+    app.state.ingest_auth = IngestAuth(settings.ingest_token_list(),
+                                       workflow_key=settings.workflow_token_key)
     app.state.status_auth = make_status_auth(settings, app.state.ingest_auth)
     app.state.reader_auth = reader_auth
     app.state.maintain = maintain

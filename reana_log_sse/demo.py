@@ -1,4 +1,5 @@
-"""`reana-log-sse demo`: the service plus a simulated REANA workflow posting real batches."""
+"""`reana-log-sse demo`: the service plus simulated REANA workflows posting real batches, one
+after another until Ctrl-C, so that a page opened at any moment shows lines arriving."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ import click
 import httpx
 import orjson
 import uvicorn
+from starlette.requests import Request
+from starlette.responses import RedirectResponse
+from starlette.routing import Route
 
 from reana_log_sse.app import create_app
 from reana_log_sse.settings import Settings
@@ -26,6 +30,8 @@ from reana_log_sse.settings import Settings
 logger = logging.getLogger("reana_log_sse")
 
 STEPS = ("gendata", "fitdata", "plot")
+DEFAULT_CYCLE_SECONDS = 36.0  # one simulated workflow, about as long as before cycles came
+LIVE_PATH = "/live"  # the demo's page for whichever workflow is live now
 
 
 def _now() -> str:
@@ -36,12 +42,15 @@ class SimulatedWorkflow:
     """A REANA-like run: engine lines, three jobs one after another, then finished."""
 
     def __init__(self, base_url: str, token: str, rate: float,
-                 say: Callable[[str], None] = lambda text: None) -> None:
+                 say: Callable[[str], None] = lambda text: None,
+                 cycle_seconds: float = DEFAULT_CYCLE_SECONDS) -> None:
         self.workflow_id = uuid.uuid4()
         self.base_url = base_url
         self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         self.rate = rate
         self.say = say  # one line when each job starts
+        self.job_seconds = cycle_seconds / len(STEPS)  # the jobs share the cycle
+        self.step: str | None = None  # the running job's step, for Ctrl-C to name
 
     def event(self, message: str, *, step: str | None = None, stream: str = "stdout") -> dict:
         job = f"reana-run-job-{uuid.uuid5(self.workflow_id, step)}" if step else None
@@ -75,21 +84,31 @@ class SimulatedWorkflow:
             for step in STEPS:
                 await self.post(client, [self.event(f"Publishing step:{step} to job controller")])
                 await self.status(client, "running", step)
+                self.step = step
                 self.say(f"  job {step} is running")
                 await self.job(client, step)
                 await self.status(client, "finished", step)
+                self.step = None
             await self.post(client, [self.event("Workflow finished. Publishing status.")])
             await self.status(client, "finished")
 
     async def job(self, client: httpx.AsyncClient, step: str) -> None:
-        total = random.randint(60, 120)
+        """About `job_seconds` of lines at `rate` a second: the count is fixed up front
+        (the lines say "chunk i/total"), and the job ends on time even if posts are slow."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.job_seconds
+        total = max(5, round(self.rate * self.job_seconds * random.uniform(0.8, 1.0)))
         for i in range(1, total + 1):
+            if loop.time() >= deadline:
+                i = total  # late: the last chunk, so that the job still ends at 100%
             events = [self.event(f"{step}: processing chunk {i}/{total} "
                                  f"\x1b[32m{100 * i // total}%\x1b[0m", step=step)]
             if i % 25 == 0:
                 events.append(self.event(f"{step}: warning: slow I/O on chunk {i}", step=step,
                                          stream="stderr"))
             await self.post(client, events)
+            if i == total:
+                return
             await asyncio.sleep(random.expovariate(self.rate))
 
 
@@ -135,7 +154,37 @@ async def wait_ready(client: httpx.AsyncClient) -> None:
         await asyncio.sleep(0.05)
 
 
-async def run_demo(settings: Settings, rate: float, *, open_browser: bool = False) -> None:
+class Cycle:
+    """The simulated workflows, one after another until Ctrl-C; `live` is the running one."""
+
+    def __init__(self, base: str, token: str, rate: float, cycle_seconds: float) -> None:
+        self.base, self.token, self.rate, self.cycle_seconds = base, token, rate, cycle_seconds
+        self.live: SimulatedWorkflow | None = None
+        self.number = 0
+
+    def next(self) -> SimulatedWorkflow:
+        self.number += 1
+        self.live = SimulatedWorkflow(self.base, self.token, self.rate, say=click.echo,
+                                      cycle_seconds=self.cycle_seconds)
+        return self.live
+
+    async def live_page(self, request: Request) -> RedirectResponse:
+        """GET /live: the page of the workflow running now (a bookmark that stays live)."""
+        wf = self.live.workflow_id if self.live else ""
+        return RedirectResponse(f"./?workflow={wf}", status_code=307,
+                                headers={"Cache-Control": "no-store"})
+
+    def stopped(self) -> str:
+        """What Ctrl-C stopped, in one line."""
+        if self.live is None:
+            return "Stopped before the first simulated workflow started."
+        running = f", job {self.live.step} running" if self.live.step else ""
+        return (f"Stopped simulated workflow {self.number} ({self.live.workflow_id}{running}); "
+                "its lines stay stored.")
+
+
+async def run_demo(settings: Settings, rate: float, *, open_browser: bool = False,
+                   cycle_seconds: float = DEFAULT_CYCLE_SECONDS) -> None:
     tokens = settings.ingest_token_list()
     token = tokens[0] if tokens else secrets.token_urlsafe(16)
     settings = settings.replace(ingest_tokens=token, end_grace_seconds=1.0)
@@ -146,15 +195,27 @@ async def run_demo(settings: Settings, rate: float, *, open_browser: bool = Fals
                                 "warning", "error") else "warning",
                             access_log=debug, log_config=None, timeout_graceful_shutdown=2)
     base = f"http://{settings.host}:{settings.port}"
-    sim = SimulatedWorkflow(base, token, rate, say=click.echo)
+    cycle = Cycle(base, token, rate, cycle_seconds)
+    app.router.routes.insert(0, Route(LIVE_PATH, cycle.live_page))
 
     async def simulate() -> None:
-        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            await wait_ready(client)
-            await sim.status(client, "queued")  # known before anyone opens its URL
-        _announce(base, sim.workflow_id, token, open_browser)
-        await sim.run()
-        click.echo("The workflow finished; the service keeps running (Ctrl-C to stop).")
+        try:
+            async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+                await wait_ready(client)
+                sim = cycle.next()
+                await sim.status(client, "queued")  # known before anyone opens its URL
+                _announce(base, token, open_browser)
+                while True:
+                    click.echo(f"Simulated workflow {cycle.number} is live: "
+                               f"WF={sim.workflow_id}")
+                    await sim.run()
+                    click.echo(f"Simulated workflow {cycle.number} finished; the next one "
+                               "starts (Ctrl-C to stop).")
+                    sim = cycle.next()
+                    await sim.status(client, "queued")
+        except asyncio.CancelledError:
+            click.echo(cycle.stopped())
+            raise
 
     server = DemoServer(config, simulate)
     await server.serve()  # until Ctrl-C (uvicorn then re-raises it: cli's _stopped_by_signals)
@@ -162,17 +223,18 @@ async def run_demo(settings: Settings, rate: float, *, open_browser: bool = Fals
         raise server.client_error
 
 
-def _announce(base: str, wf: uuid.UUID, token: str, open_browser: bool) -> None:
-    page = f"{base}/?workflow={wf}"
+def _announce(base: str, token: str, open_browser: bool) -> None:
+    page = f"{base}{LIVE_PATH}"
     click.echo(f"""
-A simulated REANA workflow is running: its engine and three jobs ({", ".join(STEPS)}) post
-their lines to the service as Vector would, then the workflow finishes.
+Simulated REANA workflows run one after another until Ctrl-C: each has its engine and three
+jobs ({", ".join(STEPS)}) posting their lines to the service as Vector would, then finishes.
 
-  open in a browser:   {page}
-  follow with curl:    curl -N {base}/api/workflows/{wf}/logs/stream
-  or from a terminal:  {_command()} logs {wf} --follow --server {base}
-  the whole log:       curl {base}/api/workflows/{wf}/logs?format=text
+  open in a browser:   {page}   (always the live workflow)
+  follow with curl:    curl -N {base}/api/workflows/$WF/logs/stream
+  or from a terminal:  {_command()} logs $WF --follow --server {base}
+  the whole log:       curl {base}/api/workflows/$WF/logs?format=text
   post lines yourself: POST {base}/ingest/vector with 'Authorization: Bearer {token}'
+  where $WF is the live workflow's id, printed below as each one starts.
 
 Ctrl-C to stop (every request is logged with --log-level debug).
 """)

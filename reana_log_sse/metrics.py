@@ -48,9 +48,13 @@ class Metrics:
                                         buckets=_DELAY_BUCKETS, registry=r)
         # the Kubernetes API (reana_log_sse/kubernetes/)
         self.kubernetes_up = Gauge(p + "kubernetes_api_up", "1 while the pod watch reaches "
-                                   "the Kubernetes API, 0 when it cannot (tap and pod "
-                                   "statuses down; also 0 when the link is off)",
+                                   "the Kubernetes API, 0 when it cannot or has heard "
+                                   "nothing from it for longer than KUBERNETES_STALE_SECONDS "
+                                   "(tap and pod statuses down; also 0 when the link is off)",
                                    registry=r)
+        self.kubernetes_malformed = Counter(p + "kubernetes_malformed", "Pod watch objects "
+                                            "not shaped as expected, logged and skipped",
+                                            registry=r)
         self.pod_statuses = Counter(p + "pod_statuses", "Job and workflow statuses derived "
                                     "from pods and stored (each change once)", registry=r)
         self.tap_follows = Gauge(p + "tap_follows", "Open pods/log follows of the live tap",

@@ -55,3 +55,14 @@ def filters_param(request: Request) -> Filters:
         raise HTTPException(400, "kind must be job, workflow or service")
     jobs = tuple(text_param(request, "job"))
     return Filters(jobs=jobs, kind=kind or None)
+
+
+TEXT_PREFIXES = ("step", "job", "none")
+
+
+def prefix_param(request: Request) -> str:
+    """format=text's `prefix`: step (the default, as `reana-log-sse logs`), job or none."""
+    prefix = request.query_params.get("prefix") or "step"
+    if prefix not in TEXT_PREFIXES:
+        raise HTTPException(400, "prefix must be step, job or none")
+    return prefix

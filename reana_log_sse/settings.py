@@ -123,6 +123,13 @@ class Settings:
     status_tokens_file: str | None = dataclasses.field(
         default=None, metadata={"help": "file with more status tokens, one per line"}
     )
+    workflow_token_key: str = dataclasses.field(
+        default="",
+        metadata={"help": "key (32+ characters) under which workflow tokens are minted "
+                  "(`reana-log-sse token --workflow W`): a workflow token may write the "
+                  "lines and job statuses of that one workflow only (for HTCondor and "
+                  "Slurm jobs, which can read the token they ship with)"},
+    )
     reana_auth_cache_seconds: float = dataclasses.field(
         default=30.0,
         metadata={"help": "auth=reana: how long reana-server's yes or no for a token and "
@@ -203,6 +210,18 @@ class Settings:
         default=100,
         metadata={"help": "cap on concurrent pods/log follows of the live tap per replica"},
     )
+    kubernetes_stale_seconds: float = dataclasses.field(
+        default=300.0,
+        metadata={"help": "kubernetes_api_up drops to 0 when the pod watch has heard "
+                  "nothing from the apiserver (no listing, watch, event or bookmark) for "
+                  "longer than this"},
+    )
+    kubernetes_follow_timeout_seconds: float = dataclasses.field(
+        default=300.0,
+        metadata={"help": "a pods/log follow of the live tap that sends nothing (not even "
+                  "its headers) for this long is closed and opened again from its last "
+                  "line"},
+    )
     opensearch_user: str = dataclasses.field(
         default="reana-log-sse",
         metadata={"help": "the OpenSearch seam: the Basic auth user reana-workflow-"
@@ -229,7 +248,7 @@ class Settings:
     opensearch_max_answer_bytes: int = dataclasses.field(
         default=256 * 1024 * 1024,
         metadata={"help": "the OpenSearch seam: cap on one search answer's JSON; past it "
-                  "the hits end with one saying how many lines were left out"},
+                  "the hits end with one saying lines were left out and where to read all"},
     )
 
     # -- derived -----------------------------------------------------------------------

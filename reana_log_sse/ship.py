@@ -12,7 +12,11 @@ to the spool directory and fsync'd before it is sent; a batch file carries the f
 reached after its lines and the timestamps it was given. Offsets are recorded as acknowledged
 only after the ingest answered 200. A restarted shipper resends its spooled batches byte for
 byte (the ingest's dedupe stores them once) and reads on from the last spooled offsets, so
-no line is read twice with a new timestamp. The spool is bounded: when full, reading stops
+no line is read twice with a new timestamp. A followed file is known by its content, not by
+its inode alone: a cursor also holds digests of the bytes before its offset and of the
+file's head, and a file whose bytes there changed (deleted and created again on the same
+inode, truncated and rewritten past the offset, while running or not) is read from its
+start. The spool is bounded: when full, reading stops
 (a followed file waits; a command's pipe fills and blocks the command), nothing is dropped.
 """
 
@@ -39,6 +43,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import zlib
 from typing import Any
 
 log = logging.getLogger("reana_log_sse.ship")
@@ -51,6 +56,10 @@ POLL_SECONDS = 0.05
 RETRY_CODES = frozenset({408, 429, 500, 502, 503, 504})  # and every other 5xx
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
 MAGIC = b"RLS1"
+# A file cursor is [dev, inode, offset, crc32 of the CHECK_BYTES before offset, crc32 of the
+# file's first CHECK_BYTES]: the file is the one we were in only if those bytes are still
+# there (an inode is handed out again after a delete; a truncated file is rewritten).
+CHECK_BYTES = 1024
 
 # (flag, environment variable, default, type, help): the one definition of the flags, read
 # by this file's own argparse and by `reana-log-sse ship` (cli.py builds click options).
@@ -63,7 +72,8 @@ OPTIONS: tuple[tuple[str, str, Any, Any, str], ...] = (
      "job, or workflow for a workflow engine's own log"),
     ("--server", "REANA_LOG_SSE_URL", "http://127.0.0.1:8000", str, "reana-log-sse base URL"),
     ("--token", "REANA_LOG_SSE_INGEST_TOKEN", None, str,
-     "ingest token (prefer the variable: arguments show in ps)"),
+     "ingest token, best the workflow's own (`reana-log-sse token --workflow W`: it "
+     "writes that workflow only; prefer the variable: arguments show in ps)"),
     ("--spool-dir", "REANA_LOG_SSE_SPOOL_DIR", None, str, "where batches wait until "
      "acknowledged; a restarted shipper must get the same one [default: "
      ".reana-log-sse-spool/WORKFLOW.JOB in the current directory]"),
@@ -401,11 +411,24 @@ class Collector(threading.Thread):
             return
         self.seq += 1
         body = gzip.compress(b"[" + b",".join(self.parts) + b"]", compresslevel=5)
+        self.cursors = {key: file_cursor(c) for key, c in self.cursors.items()}
         header = {"seq": self.seq, "cursors": self.cursors, "last_ts": self.last_ts,
                   "lines": len(self.parts)}
         self.spool.put(header, body)
         self.parts, self.size = [], 0
         self.cursors = dict(self.cursors)
+
+
+def file_cursor(cursor: Any) -> Any:
+    """A file cursor as a batch records it, [dev, inode, offset, crc32 of the CHECK_BYTES
+    before offset, crc32 of the file's head], from a line's (dev, inode, offset, the bytes
+    read, where the line ends in them, crc32 of the head): one digest per batch, not per
+    line. A cursor read back from the spool is already one."""
+    if not isinstance(cursor, tuple):
+        return cursor
+    dev, ino, offset, ctx, stop, head = cursor
+    window = zlib.crc32(ctx[max(0, stop - CHECK_BYTES):stop])
+    return [dev, ino, offset, window, window if offset <= CHECK_BYTES else head]
 
 
 class Splitter:
@@ -415,10 +438,23 @@ class Splitter:
         self.key, self.stream, self.clock, self.out = key, stream, clock, out
         self.buf = b""
         self.since = 0.0  # when the buffer's partial line was last extended
+        self.before = b""  # a file's CHECK_BYTES before self.buf (for the cursors' digests)
+        self.head = b""  # a file's first CHECK_BYTES, once read
+        self.head_crc = 0
+
+    def start_at(self, before: bytes, head: bytes) -> None:
+        """A file (again) read from the offset `before` ends at; `head`: its first
+        CHECK_BYTES, or b"" if the offset is within them (they are in `before`)."""
+        self.before, self.head = before, head
+        self.head_crc = zlib.crc32(head)
 
     def feed(self, data: bytes, end: tuple[int, int, int] | None) -> None:
         """`end`: (dev, inode, offset after `data`) for a file, None for a pipe."""
         buf = self.buf + data
+        ctx = memoryview(self.before + buf) if end is not None else None
+        if ctx is not None and len(self.head) < CHECK_BYTES and end[2] == len(ctx):
+            self.head = bytes(ctx[:CHECK_BYTES])  # ctx starts at the file's start
+            self.head_crc = zlib.crc32(self.head)
         lines: list[Entry] = []
         start = 0
         while True:
@@ -427,8 +463,11 @@ class Splitter:
                 if len(buf) - start < MAX_LINE_BYTES:
                     break
                 nl = start + MAX_LINE_BYTES - 1  # an overlong line: send it in pieces
-            lines.append(self._entry(buf[start:nl + 1], end, len(buf) - nl - 1))
+            lines.append(self._entry(buf[start:nl + 1], end, len(buf) - nl - 1, ctx))
             start = nl + 1
+        if ctx is not None:
+            cut = len(self.before) + start
+            self.before = bytes(ctx[max(0, cut - CHECK_BYTES):cut])
         self.buf = buf[start:]
         self.since = time.monotonic()
         if lines:
@@ -436,13 +475,19 @@ class Splitter:
 
     def flush_partial(self, end: tuple[int, int, int] | None, force: bool = False) -> None:
         if self.buf and (force or time.monotonic() - self.since >= PARTIAL_SECONDS):
-            self.out.put([self._entry(self.buf, end, 0)])
+            ctx = memoryview(self.before + self.buf) if end is not None else None
+            self.out.put([self._entry(self.buf, end, 0, ctx)])
+            if ctx is not None:
+                self.before = bytes(ctx[-CHECK_BYTES:])
             self.buf = b""
 
-    def _entry(self, raw: bytes, end: tuple[int, int, int] | None, after: int) -> Entry:
+    def _entry(self, raw: bytes, end: tuple[int, int, int] | None, after: int,
+               ctx: memoryview | None) -> Entry:
         if raw.endswith(b"\n"):
             raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
-        cursor = None if end is None else [end[0], end[1], end[2] - after]
+        cursor = None  # digested only if it is the one a batch records (file_cursor)
+        if end is not None and ctx is not None:
+            cursor = (end[0], end[1], end[2] - after, ctx, len(ctx) - after, self.head_crc)
         return (self.key, self.stream, self.clock.next(), raw.decode("utf-8", "replace"),
                 cursor)
 
@@ -461,7 +506,9 @@ class FileFollower(threading.Thread):
         self.splitter = Splitter(spec, stream, clock, out)
         self.finishing = threading.Event()
 
-    def _open(self) -> tuple[Any, tuple[int, int], int] | None:
+    def _open(self) -> tuple[Any, tuple[int, int], int, bytes] | None:
+        """The file to read, its identity, the offset to read from and the CHECK_BYTES
+        before that offset."""
         candidates = [self.path]
         cursor, self.cursor = self.cursor, None
         if cursor:  # after a restart: the file we were in, even if rotated meanwhile
@@ -476,15 +523,42 @@ class FileFollower(threading.Thread):
             st = os.fstat(f.fileno())
             ident = (st.st_dev, st.st_ino)
             if cursor and list(ident) == cursor[:2]:
-                offset = cursor[2] if st.st_size >= cursor[2] else 0
-                f.seek(offset)
-                return f, ident, offset
-            if path == self.path and not cursor:
-                return f, ident, 0
+                if len(cursor) < 5:  # a cursor of a shipper before digests: trust the inode
+                    offset = cursor[2] if st.st_size >= cursor[2] else 0
+                    f.seek(offset)
+                    self.splitter.start_at(b"", b"")
+                    return f, ident, offset, b""
+                found = self._resume(f, cursor)
+                if found is not None:
+                    return found
+                log.info("%s: not the file the last run was in (the bytes before its "
+                         "offset changed)", path)  # that file is gone; this one is new
+            elif path == self.path and not cursor:
+                self.splitter.start_at(b"", b"")
+                return f, ident, 0, b""
             f.close()
         if cursor:  # the file we were in is gone: the path is a new file, from its start
             return self._open()
         return None
+
+    def _resume(self, f: Any, cursor: list[int]) -> tuple[Any, tuple[int, int], int,
+                                                          bytes] | None:
+        """The cursor's file at its offset, if the bytes the cursor digested are there."""
+        offset = cursor[2]
+        n = min(CHECK_BYTES, offset)
+        before = os.pread(f.fileno(), n, offset - n)
+        head = os.pread(f.fileno(), CHECK_BYTES, 0) if offset > CHECK_BYTES else b""
+        if (len(before) != n or zlib.crc32(before) != cursor[3]
+                or zlib.crc32(head or before) != cursor[4]):
+            return None
+        f.seek(offset)
+        self.splitter.start_at(before, head)
+        st = os.fstat(f.fileno())
+        return f, (st.st_dev, st.st_ino), offset, before
+
+    def _replaced(self, f: Any, pos: int, tail: bytes) -> bool:
+        """Are the bytes before `pos` no longer those read (truncated and rewritten)?"""
+        return bool(pos) and os.pread(f.fileno(), len(tail), pos - len(tail)) != tail
 
     def run(self) -> None:
         f: Any = None
@@ -497,19 +571,30 @@ class FileFollower(threading.Thread):
                         break
                     time.sleep(POLL_SECONDS)
                     continue
-                f, ident, pos = opened
+                f, ident, pos, tail = opened
             finishing = self.finishing.is_set()  # before the read: nothing written before
             data = f.read(1 << 16)                # the end was signalled is left unread
-            if data:
-                pos += len(data)
-                self.splitter.feed(data, (ident[0], ident[1], pos))
-                continue
             end = (ident[0], ident[1], pos)
-            if os.fstat(f.fileno()).st_size < pos:  # truncated (copytruncate)
+            # truncated (copytruncate), or truncated and rewritten, maybe past our offset
+            # already, since the last read: then `data` is the new content's, not the rest
+            # of what was read before (unless the file changed just after this read); the
+            # bytes before our offset tell
+            if (not data and os.fstat(f.fileno()).st_size < pos
+                    or self._replaced(f, pos, tail)):
+                if data and os.pread(f.fileno(), len(data), pos) != data:
+                    pos += len(data)  # read just before the file changed: the old file's
+                    end = (ident[0], ident[1], pos)
+                    self.splitter.feed(data, end)
                 log.info("%s truncated: reading from its start", self.path)
                 self.splitter.flush_partial(end, force=True)
+                self.splitter.start_at(b"", b"")
                 f.seek(0)
-                pos = 0
+                pos, tail = 0, b""
+                continue
+            if data:
+                pos += len(data)
+                tail = (tail + data)[-CHECK_BYTES:]
+                self.splitter.feed(data, (ident[0], ident[1], pos))
                 continue
             try:
                 st = os.stat(self.path)
@@ -584,6 +669,9 @@ def run(cfg: Config) -> int:
         raise UsageError(f"--server must be an http:// or https:// URL, not {cfg.server!r}")
     if cfg.files and cfg.command:
         raise UsageError("give files to follow or a command after --, not both")
+    if cfg.token and cfg.token.startswith("wf1.") and cfg.token.split(".")[1] != cfg.workflow:
+        raise UsageError(f"the token writes workflow {cfg.token.split('.')[1]} only, not "
+                         f"{cfg.workflow} (reana-log-sse token --workflow {cfg.workflow})")
     abort = threading.Event()
     spool = Spool(cfg.spool_dir or os.path.join(
         ".reana-log-sse-spool", f"{cfg.workflow}.{cfg.job or '-'}"), cfg.spool_max_bytes, abort)

@@ -21,15 +21,32 @@ What it reproduces, and from where (kubernetes/kubernetes):
   LogLocation: Format(time.RFC3339)); a follow ends when the container exits or the log
   file is rotated (kubernetes#59902); a missing pod is 404 NotFound and a container still
   waiting is 400 BadRequest (pkg/kubelet/kubelet_pods.go, validateContainerLogStatus).
+- a CRI log entry tagged P (partial, pkg/kubelet/kuberuntime/logs/logs.go parseCRILog:
+  runtimeapi.LogTagPartial) is written without its newline (writeLogs: `if !msg.partial`
+  ... the newline is only for a full line), after its own timestamp: a line with no end
+  reaches the follow as timestamped pieces and no newline (`write(..., partial=True)`).
+- a watch may be answered with an HTTP error instead of a stream: ListResource
+  (staging/src/k8s.io/apiserver/pkg/endpoints/handlers/get.go) answers `scope.err(err)`,
+  the error's Status and code, when rw.Watch returns an error rather than an errWatcher
+  (a storage that returns errors.NewResourceExpired directly): `watch_answer = "410-http"`.
+  `"410-event"` answers every watch with the ERROR 410 event; `"hang"` never answers.
+- `inject(label, event)`: sends an event as given (for example a Pod whose labels are a
+  list, which no real apiserver would send) to the watches of that label.
+- `log_answer = "silent"`: a follow sends its headers and then nothing; `"no-headers"`:
+  a follow is never answered (a kubelet that hangs: the apiserver proxies its stream,
+  pkg/registry/core/pod/rest/log.go, LogREST.Get -> genericrest.LocationStreamer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import bisect
 import contextlib
 import copy
 import itertools
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +59,7 @@ from reana_log_sse.store.identity import format_ns, parse_ns
 from tests.conftest import free_port
 
 TOKEN = "fake-apiserver-token"
+_RAW = "(as injected)"
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -53,6 +71,11 @@ def _flag(value: str | None) -> bool:
     """A bool query parameter (staging/src/k8s.io/apimachinery/pkg/runtime/conversion.go
     Convert_Slice_string_To_bool: "", "0" and "false", in any case, are false)."""
     return value is not None and value.strip().lower() not in ("", "0", "false")
+
+
+def _labels(pod: dict[str, Any]) -> dict[str, str]:
+    labels = pod["metadata"].get("labels") or {}
+    return labels if isinstance(labels, dict) else {}
 
 
 def _matches(labels: dict[str, str], selector: str) -> bool:
@@ -79,9 +102,20 @@ class FakeApiserver:
         self._rv = itertools.count(1000)
         self.version = 999
         self.pods: dict[str, dict[str, Any]] = {}
-        self.history: list[tuple[int, str, dict[str, Any]]] = []
+        # (resourceVersion, type, object, labels it is selected by), in resourceVersion order
+        self.history: list[tuple[int, str, Any, dict[str, str]]] = []
+        self.watch_answer: str | None = None  # None, "410-event", "410-http" or "hang"
+        # a BOOKMARK to every watch this often, as the watch cache sends one each
+        # defaultBookmarkFrequency (1 min; storage/cacher/cacher.go); None: only when the
+        # store moved on for other pods
+        self.bookmark_seconds: float | None = None
+        self.log_answer: str | None = None  # None, "silent" or "no-headers"
         self.compacted = 0  # watches from a resourceVersion below this get 410
-        self.logs: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        # the watch cache keeps a bounded window of events (storage/cacher/watch_cache.go:
+        # a ring of `capacity` events; getAllEventsSinceLocked answers a resourceVersion
+        # older than its oldest with errors.NewResourceExpired): None keeps them all
+        self.history_limit: int | None = None
+        self.logs: dict[tuple[str, str], list[tuple[int, str, bool]]] = {}  # (ns, text, partial)
         self.rotations: dict[tuple[str, str], int] = {}
         self.open_follows: dict[tuple[str, str], int] = {}
         self.follow_requests: list[dict[str, str]] = []
@@ -89,6 +123,7 @@ class FakeApiserver:
         self._transports: set[Any] = set()  # of open watch and log streams
         self.watch_requests: list[dict[str, str]] = []
         self.list_requests: list[dict[str, str]] = []
+        self.request_times: list[tuple[str, str, float]] = []  # (list|watch, selector, t)
         self._generation = 0  # bumped to expire open watches (ERROR 410)
         self._ended = 0  # bumped to end open watches normally, as timeoutSeconds does
         self.bookmarks: list[tuple[str, int]] = []  # (selector, resourceVersion) sent
@@ -171,7 +206,8 @@ class FakeApiserver:
             self.version = next(self._rv)
             pod["metadata"]["resourceVersion"] = str(self.version)
             self.pods[name] = pod
-            self.history.append((self.version, kind, pod))
+            self.history.append((self.version, kind, pod, _labels(pod)))
+            self._trim()
         self._wake()
 
     def delete_pod(self, name: str) -> None:
@@ -179,7 +215,20 @@ class FakeApiserver:
             pod = copy.deepcopy(self.pods.pop(name))
             self.version = next(self._rv)
             pod["metadata"]["resourceVersion"] = str(self.version)
-            self.history.append((self.version, "DELETED", pod))
+            self.history.append((self.version, "DELETED", pod, _labels(pod)))
+        self._wake()
+
+    def _trim(self) -> None:
+        limit = self.history_limit
+        if limit is not None and len(self.history) > 2 * limit:  # trimmed in steps
+            del self.history[:-limit]
+            self.compacted = self.history[0][0] - 1
+
+    def inject(self, label: str, event: Any) -> None:
+        """Send `event` (any JSON) as it is, one line, to the watches of `label`."""
+        with self._lock:
+            self.version = next(self._rv)
+            self.history.append((self.version, _RAW, event, {label: "x"}))
         self._wake()
 
     def compact(self) -> None:
@@ -201,9 +250,11 @@ class FakeApiserver:
             self._ended += 1
         self._wake()
 
-    def write(self, pod: str, container: str, message: str, ns: int) -> None:
+    def write(self, pod: str, container: str, message: str, ns: int,
+              partial: bool = False) -> None:
+        """A log entry; a partial one has no newline (the line goes on in the next)."""
         with self._lock:
-            self.logs.setdefault((pod, container), []).append((ns, message))
+            self.logs.setdefault((pod, container), []).append((ns, message, partial))
         self._wake()
 
     def rotate(self, pod: str, container: str) -> None:
@@ -235,18 +286,51 @@ class FakeApiserver:
         if not self._authorized(request):
             return web.json_response(_status(401, "Unauthorized", "Unauthorized"), status=401)
         selector = request.query.get("labelSelector", "")
-        if not _flag(request.query.get("watch")):
+        watch = _flag(request.query.get("watch"))
+        self.request_times.append(("watch" if watch else "list", selector, time.monotonic()))
+        if not watch:
             self.list_requests.append(dict(request.query))
-            with self._lock:
-                items = [p for p in self.pods.values()
-                         if _matches(p["metadata"].get("labels") or {}, selector)]
-                body = {"kind": "PodList", "apiVersion": "v1",
-                        "metadata": {"resourceVersion": str(self.version)}, "items": items}
-            return web.json_response(body)
+            return self._list(request, selector)
         return await self._watch(request, selector)
+
+    def _list(self, request: web.Request, selector: str) -> web.Response:
+        """A PodList; with `limit`, in pages: metadata.continue is an opaque token holding
+        the list's resourceVersion and the next key (storage/continue.go EncodeContinue),
+        absent on the last page; a token older than the compaction is 410 Expired
+        (storage/etcd3/store.go GetList). Unlike etcd, a later page shows the pods as
+        they are now, not as they were at the first page's resourceVersion."""
+        limit = int(request.query.get("limit") or 0)
+        token = request.query.get("continue")
+        with self._lock:
+            version, start = self.version, ""
+            if token:
+                state = orjson.loads(base64.urlsafe_b64decode(token))
+                version, start = int(state["rv"]), state["start"]
+                if version < self.compacted:
+                    return web.json_response(_status(
+                        410, "Expired", "The provided continue parameter is too old to "
+                        "display a consistent list result. You can start a new list without "
+                        "the continue parameter."), status=410)
+            items = sorted((p for p in self.pods.values()
+                            if _matches(_labels(p), selector)
+                            and p["metadata"]["name"] >= start),
+                           key=lambda p: p["metadata"]["name"])
+        meta: dict[str, Any] = {"resourceVersion": str(version)}
+        if limit and len(items) > limit:
+            items = items[:limit]
+            meta["continue"] = base64.urlsafe_b64encode(orjson.dumps({
+                "v": "meta.k8s.io/v1", "rv": version,
+                "start": items[-1]["metadata"]["name"] + "\x00"})).decode()
+        return web.json_response({"kind": "PodList", "apiVersion": "v1", "metadata": meta,
+                                  "items": items})
 
     async def _watch(self, request: web.Request, selector: str) -> web.StreamResponse:
         self.watch_requests.append(dict(request.query))
+        if self.watch_answer == "410-http":
+            return web.json_response(_status(410, "Expired", "too old resource version"),
+                                     status=410)
+        if self.watch_answer == "hang":
+            await asyncio.Event().wait()  # until the client leaves (the task is cancelled)
         since = int(request.query.get("resourceVersion") or self.version)
         bookmarks = _flag(request.query.get("allowWatchBookmarks"))
         timeout = float(request.query.get("timeoutSeconds") or 1800)
@@ -268,12 +352,13 @@ class FakeApiserver:
                             timeout: float) -> web.StreamResponse:
         if True:
             generation, ended = self._generation, self._ended
-            if since < self.compacted:
+            if since < self.compacted or self.watch_answer == "410-event":
                 await self._send(response, {"type": "ERROR", "object": _status(
                     410, "Expired", f"too old resource version: {since} ({self.compacted})")})
                 return response
             deadline = asyncio.get_running_loop().time() + timeout
             sent = since
+            bookmarked = asyncio.get_running_loop().time()
             while asyncio.get_running_loop().time() < deadline:
                 with self._lock:
                     if self._generation != generation:
@@ -282,19 +367,26 @@ class FakeApiserver:
                         done = True
                     else:
                         done = False
-                        events = [{"type": kind, "object": pod}
-                                  for rv, kind, pod in self.history if rv > sent
-                                  and _matches(pod["metadata"].get("labels") or {}, selector)]
+                        start = bisect.bisect_right(self.history, sent, key=lambda h: h[0])
+                        picked = [(rv, obj if kind == _RAW else {"type": kind, "object": obj})
+                                  for rv, kind, obj, labels in self.history[start:]
+                                  if _matches(labels, selector)]
+                        events = [event for _, event in picked]
                         sent = max(sent, self.version)
                 for event in events:
                     await self._send(response, event)
                 if done:
                     return response
                 if events:  # the client knows it is at the last event's resourceVersion
-                    since = int(events[-1]["object"]["metadata"]["resourceVersion"])
+                    since = picked[-1][0]
                 # nothing for this selector, but the store moved on (other pods changed):
                 # a BOOKMARK carries the newer resourceVersion (watch.go, cacher.go)
+                every = self.bookmark_seconds
+                if (bookmarks and every is not None and not events
+                        and asyncio.get_running_loop().time() - bookmarked >= every):
+                    since = min(since, sent - 1)  # send one now, at the current version
                 if bookmarks and not events and sent > since:
+                    bookmarked = asyncio.get_running_loop().time()
                     await self._send(response, {"type": "BOOKMARK", "object": {
                         "kind": "Pod", "apiVersion": "v1",
                         "metadata": {"resourceVersion": str(sent)}}})
@@ -302,7 +394,8 @@ class FakeApiserver:
                     self.bookmarks.append((selector, sent))
                 if self._ended != ended:
                     return response
-                await self._wait(min(1.0, deadline - asyncio.get_running_loop().time()))
+                await self._wait(min(1.0 if every is None else every,
+                                      deadline - asyncio.get_running_loop().time()))
             return response
 
     async def _send(self, response: web.StreamResponse, event: dict[str, Any]) -> None:
@@ -320,6 +413,8 @@ class FakeApiserver:
         if pod is None:
             return web.json_response(_status(404, "NotFound", f'pods "{name}" not found'),
                                      status=404)
+        if self.log_answer == "no-headers":
+            await asyncio.Event().wait()  # until the client leaves (the task is cancelled)
         if self._state(name, container) == "waiting":
             return web.json_response(_status(
                 400, "BadRequest", f'container "{container}" in pod "{name}" is waiting to '
@@ -339,18 +434,33 @@ class FakeApiserver:
             rotation = self.rotations.get(key, 0)
         try:
             position = 0
+            while self.log_answer == "silent":
+                if request.transport is None or request.transport.is_closing():
+                    return response
+                await self._wait(0.2)
             while True:
                 with self._lock:
                     lines = self.logs.get(key, [])[position:]
                     position += len(lines)
                     rotated = self.rotations.get(key, 0) != rotation
                     gone = name not in self.pods
-                out = b"".join(
-                    ((format_ns(ns) + " ").encode() if stamps else b"") + m.encode() + b"\n"
-                    for ns, m in lines if ns >= since_ns)
+                out: list[bytes] = []
+                size = 0
+                for ns, m, partial in lines:
+                    if ns < since_ns:
+                        continue
+                    piece = ((format_ns(ns) + " ").encode() if stamps else b"") + m.encode()
+                    out.append(piece if partial else piece + b"\n")
+                    size += len(out[-1])
+                    if size >= 1 << 20:  # in pieces, as the kubelet's copy buffer sends
+                        try:
+                            await response.write(b"".join(out))
+                        except ConnectionError:  # the client left
+                            return response
+                        out, size = [], 0
                 if out:
                     try:
-                        await response.write(out)
+                        await response.write(b"".join(out))
                     except ConnectionError:  # the client left
                         return response
                 if not follow or rotated or gone or self._state(name, container) != "running":
@@ -386,7 +496,12 @@ def container_status(name: str, state: str, exit_code: int = 0) -> dict[str, Any
                                "reason": "Completed" if exit_code == 0 else "Error"}}
     else:
         body = {"waiting": {"reason": "ContainerCreating"}}
-    return {"name": name, "state": body, "ready": state == "running", "restartCount": 0}
+    # image and imageID are always set (kubelet_pods.go convertToAPIContainerStatuses;
+    # imageID is "" until the image is pulled): kubernetes-asyncio's V1ContainerStatus
+    # refuses a status without them
+    return {"name": name, "state": body, "ready": state == "running", "restartCount": 0,
+            "image": "docker.io/library/python:3.12",
+            "imageID": "" if state == "waiting" else "docker.io/library/python@sha256:0"}
 
 
 def job_pod(workflow_id: uuid.UUID | str, job: str, *, phase: str = "Pending",

@@ -4,8 +4,10 @@ does, for what reana-log-sse and reana-client ask of it. What it reproduces, and
 - Host: only `REANA_HOSTNAME` is trusted (reana-server `reana_server/config.py`
   `TRUSTED_HOSTS = [REANA_HOSTNAME]`; Flask answers another Host with 400).
 - Who: the signed-in session (Flask's `session` cookie) first, else the `access_token`
-  query parameter, never a header (reana-server `reana_server/decorators.py`
-  `signin_required`); 401 "User not signed in", 403 "Token not valid.".
+  query parameter (reana-server `reana_server/decorators.py` `signin_required`), else,
+  for reana-client 0.95 (which sends every call with `Authorization: Bearer <JWT>`:
+  reana-client 0.95.0a6 `reana_client/api/client.py` `_auth_request_options`), that
+  header's token; 401 "User not signed in", 403 "Token not valid.".
 - Which workflows: the user's own and those shared with them, by UUID, `name.run` or
   `name` (latest run) (reana-db `utils.py` `_get_workflow_with_uuid_or_name`); anyone
   else's looks missing: 404 "REANA_WORKON is set to ...".
@@ -21,6 +23,21 @@ does, for what reana-log-sse and reana-client ask of it. What it reproduces, and
   a JSON body of step names filters them (and then no engine or service logs), `logs` is
   a JSON string, `live_logs_enabled` false (no OpenSearch); or, with `logs_backend` set,
   a reana-server changed to pass reana-log-sse's `format=reana` answer through.
+
+What reana-ui's pages ask besides (integrations/reana-ui/check.sh serves a real build of
+reana-ui against this fake), from reana-server 1ab1805 (2026-06-23):
+
+- `GET /api/config` (`rest/config.py` `get_config`): the chart's `components.reana_ui`
+  values as they are (`REANAConfig.load("ui")`), public; `ui_config` here.
+- `GET /api/you` (`rest/users.py` `get_you`): `email`, `full_name`, `username`,
+  `reana_token` {`value`, `status`, `requested_at`}, `quota`.
+- `GET /api/workflows?verbose=true&workflow_id_or_name=...` (`rest/workflows.py`
+  `get_workflows`): `{"items", "total", "user_has_workflows", ...}`, each item with
+  `progress` (`run_started_at`, `total`/`running`/`finished`/`failed` {`total`,
+  `job_ids`}), `owner_email`, `launcher_url`, `size`, `services`.
+- `GET /api/workflows/{id}/workspace` (`get_files`): `{"items", "total"}` (none here);
+  `.../retention_rules` (`get_workflow_retention_rules`): `{"workflow_id",
+  "workflow_name", "retention_rules"}` (none here).
 """
 
 from __future__ import annotations
@@ -100,6 +117,7 @@ class FakeReanaServer:
         self.jobs_built = 0  # job log entries built (the status and logs endpoints' cost)
         self.bytes_sent: dict[str, int] = {}  # per endpoint
         self.logs_backend: str | None = None  # a reana-server that proxies reana-log-sse
+        self.ui_config: dict[str, Any] = {"polling_secs": 15, "local_users": True}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server: http.server.ThreadingHTTPServer | None = None
@@ -178,8 +196,12 @@ class FakeReanaServer:
         with self._lock:
             self.requests.append(parts.path)
             self.seen.append(Seen(parts.path, lower.get("host", ""), query, lower, body))
-        # every answer tries to set a session cookie: a client must not replay it
-        extra = {"Set-Cookie": f"session=set-by-reana-{uuid.uuid4().hex[:8]}; Path=/"}
+        # every answer tries to set a session cookie: a client must not replay it; a signed-in
+        # browser's is refreshed as it is (Flask's SESSION_REFRESH_EACH_REQUEST)
+        signed_in = SimpleCookie(lower.get("cookie", "")).get("session")
+        value = (signed_in.value if signed_in and signed_in.value in self.sessions
+                 else f"set-by-reana-{uuid.uuid4().hex[:8]}")
+        extra = {"Set-Cookie": f"session={value}; Path=/"}
         if lower.get("host", "").split(":")[0] not in self.trusted_hosts:
             return 400, b"<h1>Bad Request</h1>", {}  # Flask: Host not in TRUSTED_HOSTS
         if self.rate_limited:
@@ -188,13 +210,19 @@ class FakeReanaServer:
             time.sleep(self.delay)
         if self.mode == "error":
             return 500, {"message": "Internal controller error."}, extra
+        if parts.path == "/api/config":  # public: reana-ui reads it before signing in
+            return 200, dict(self.ui_config), extra
         segments = parts.path.split("/")  # "", "api", "workflows", id_or_name, action
-        if len(segments) != 5 or segments[1:3] != ["api", "workflows"]:
+        ui_paths = ("/api/you", "/api/workflows")
+        if parts.path not in ui_paths and (
+                len(segments) != 5 or segments[1:3] != ["api", "workflows"]):
             return 404, {"message": "not found"}, extra
-        id_or_name, action = segments[3], segments[4]
         cookie = SimpleCookie(lower.get("cookie", ""))
         session = cookie["session"].value if "session" in cookie else None
         token = query.get("access_token", [None])[0]
+        bearer = lower.get("authorization", "")
+        if token is None and bearer[:7].lower() == "bearer ":
+            token = bearer[7:].strip()
         if session in self.sessions:
             user: str | None = self.sessions[session]
         elif token is None:
@@ -204,6 +232,9 @@ class FakeReanaServer:
             if user is None:
                 return 403, {"message": "Token not valid."}, extra
         assert user is not None
+        if parts.path in ui_paths:
+            return 200, self._ui(parts.path, user, query), extra
+        id_or_name, action = segments[3], segments[4]
         wf = self.find(id_or_name, user)
         if wf is None:
             return 404, {"message": f"REANA_WORKON is set to {id_or_name}, but that workflow "
@@ -240,7 +271,46 @@ class FakeReanaServer:
             return r.status_code, r.json()
         if action == "logs":
             return 200, self._logs(wf, user, query, body)
+        if action == "workspace":
+            return 200, {"items": [], "total": 0}
+        if action == "retention_rules":
+            return 200, {"workflow_id": wf.id, "workflow_name": wf.name, "retention_rules": []}
         return 404, {"message": "not found"}
+
+    def _ui(self, path: str, user: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        if path == "/api/you":
+            return {"email": f"{user}@example.org", "full_name": "Jane Doe",
+                    "username": "jdoe", "reana_server_version": "0.95.0",
+                    "reana_token": {"value": None, "status": "active",
+                                    "requested_at": "Mon, 23 Nov 2026 10:00:00 GMT"},
+                    "quota": {"cpu": {"health": "healthy", "usage": {
+                        "human_readable": "1m 10s", "raw": 70536}}, "disk": {
+                        "health": "healthy", "usage": {"human_readable": "766 KB",
+                                                       "raw": 784384}}}}
+        wanted = query.get("workflow_id_or_name", [None])[0]
+        items = [self._item(wf) for wf in self.workflows
+                 if (wf.owner == user or user in wf.shared_with)
+                 and (wanted is None or self.find(wanted, user) is wf)]
+        return {"items": items, "total": len(items), "user_has_workflows": bool(items),
+                "has_next": False, "has_prev": False, "page": 1}
+
+    def _item(self, wf: Workflow) -> dict[str, Any]:
+        def ids(status: str) -> dict[str, Any]:
+            jobs = [j.id for j in wf.jobs if status in ("", j.status)]
+            return {"job_ids": jobs, "total": len(jobs)}
+
+        return {"id": wf.id, "name": wf.name, "status": wf.status, "user": wf.owner,
+                "owner_email": f"{wf.owner}@example.org", "created": "2026-11-25T12:00:00",
+                "launcher_url": None, "services": [], "session_status": None,
+                "session_type": None, "session_uri": None,
+                "size": {"human_readable": "12 MB", "raw": 12580000},
+                "progress": {"run_started_at": "2026-11-25T12:00:01",
+                             "run_finished_at": ("2026-11-25T12:30:00" if wf.status
+                                                 in ("finished", "failed") else None),
+                             "run_stopped_at": None,
+                             "current_command": None, "current_step_name": None,
+                             "total": ids(""), "running": ids("running"),
+                             "finished": ids("finished"), "failed": ids("failed")}}
 
     def _logs(self, wf: Workflow, user: str, query: dict[str, list[str]], body: bytes
               ) -> dict[str, Any]:

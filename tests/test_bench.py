@@ -10,6 +10,8 @@ import sys
 from array import array
 from pathlib import Path
 
+import pytest
+
 from reana_log_sse.bench.harness import CommitLog, pct, summary_ms
 from reana_log_sse.bench.rawhttp import Follower, last_id
 from reana_log_sse.bench.report import BEGIN, END, Row, markdown_table, text_table
@@ -119,3 +121,21 @@ def test_bench_write_docs_keeps_the_hand_written_changes():
     assert kept_changes(page) == block and "old page" not in page
     assert kept_changes("no markers") == "" and CHANGES_BEGIN not in docs(
         machine, [], [], "p.png", "cmd")
+
+
+@pytest.mark.timeout(900)  # the first use installs reana-client 0.95.0a6 (about 70 s)
+def test_bench_reana_client_row_follows_every_line_three_ways(database_url, tmp_path):
+    """The opt-in row: REANA's own client, patched and polling, and ours, each printed
+    every measured line (their latencies are printed, never asserted)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "reana_log_sse", "bench", "--size", "tiny", "--only",
+         "reana-client", "--database-url", database_url, "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=800,
+    )
+    print(proc.stdout, proc.stderr[-3000:])
+    assert proc.returncode == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["reana_client"]
+    assert [(r["follower"], r["lines"], r["of"]) for r in rows] == [
+        ("reana-client, patched (SSE)", 5, 5), ("reana-client, REANA's 10 s poll", 5, 5),
+        ("reana-log-sse logs --follow", 5, 5)]
+    assert proc.stdout.count("9 reana-client") == 2

@@ -187,6 +187,54 @@ def test_cli_logs_follow_survives_a_server_restart_with_every_line_once(server_f
     assert not any(_CLASS_NAME.search(line) for line in notes), notes
 
 
+def _follow_until_it_gives_up(server_factory, stderr: Any) -> subprocess.Popen[bytes]:
+    """A follow whose service stops for good after its first line: it retries 3 times."""
+    server = server_factory()
+    url, wf = server.url, str(uuid.uuid4())
+    _ok(post_batch(url, server.ingest_token, [event(wf, "first")]))
+    proc = subprocess.Popen(_cmd(wf, "--follow", "--retries", "3", "--server", url),
+                            env=_env(), stdout=subprocess.PIPE, stderr=stderr)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == f"[{JOB}] first\n".encode()  # it follows
+    server.stop()
+    return proc
+
+
+def test_cli_logs_retry_message_is_one_line_per_state_change_in_a_pipe(server_factory):
+    proc = _follow_until_it_gives_up(server_factory, subprocess.PIPE)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 5
+    notes = err.decode().splitlines()
+    # lost (the stream was cut), then refused: each said once, not "retry 2 of 3", "3 of 3"
+    assert len(notes) == 3, notes
+    assert " lost (" in notes[0] and notes[0].endswith("; reconnecting"), notes
+    assert "still no connection" in notes[1] and "connection refused" in notes[1], notes
+    assert notes[2].startswith("reana-log-sse logs: gave up on "), notes
+
+
+def test_cli_logs_retry_message_is_rewritten_in_place_on_a_terminal(server_factory):
+    leader, follower = pty.openpty()
+    proc = _follow_until_it_gives_up(server_factory, follower)
+    os.close(follower)
+    err = b""
+    while True:
+        ready, _, _ = select.select([leader], [], [], 60)
+        try:
+            chunk = os.read(leader, 65536) if ready else b""
+        except OSError:  # EIO: the process closed the terminal
+            chunk = b""
+        if not chunk:
+            break
+        err += chunk
+    os.close(leader)
+    assert proc.wait(60) == 5
+    text = re.sub(rb"\x1b\[[0-9;]*m", b"", err).decode()  # its colours aside
+    lines = text.split("\r\n")  # what stays on the terminal, line by line
+    assert len([line for line in lines if line]) == 1, lines  # only the verdict
+    assert text.count("\r\x1b[K") == 4, text  # each of 3 retries rewrote the line, then it
+    assert lines[0].rsplit("\r\x1b[K", 1)[1].startswith("reana-log-sse logs: gave up on ")
+
+
 # -- 3. --json and escape codes ------------------------------------------------------------
 
 def test_cli_logs_json_parses_line_by_line_and_pipes_carry_no_escape_codes(live_server):
@@ -262,8 +310,9 @@ def test_cli_logs_exit_statuses_for_refusals(server_factory):
     unknown = str(uuid.uuid4())
     run = logs(unknown, "--follow", "--server", url, "--token", "reader-secret")
     assert run.returncode == 4
-    assert run.stderr.decode().startswith(
-        f"reana-log-sse logs: {url} knows no workflow {unknown} (HTTP 404: "), run.stderr
+    assert run.stderr.decode().splitlines() == [  # the widget's words (test_widget_browser)
+        f"reana-log-sse logs: {url}: unknown workflow {unknown}: no line nor status stored "
+        "for it yet (a wrong id, or it has not started); --wait waits for it"], run.stderr
     assert logs(wf, "--kind", "nope", "--server", url).returncode == 2
     assert logs("--server", url).returncode == 2  # no workflow
     run = logs(wf, "--follow", REANA_LOG_SSE_RETRIES="1",
@@ -275,6 +324,37 @@ def test_cli_logs_exit_statuses_for_refusals(server_factory):
     assert notes[-1].startswith("reana-log-sse logs: gave up on http://127.0.0.1:"), notes
     assert "connection refused" in notes[-1]
     assert not any(_CLASS_NAME.search(line) for line in notes), notes
+
+
+def test_cli_logs_follow_wait_waits_for_a_workflow_not_started_yet_saying_so_once(
+        live_server):
+    url, wf = live_server.url, str(uuid.uuid4())
+    cli = Cli(wf, "--follow", "--wait", "--server", url)
+    try:
+        assert cli.proc.stderr is not None
+        said = cli.proc.stderr.readline().decode()  # said once it knows, before any line
+        assert said == (f"reana-log-sse logs: {url}: unknown workflow {wf}: no line nor "
+                        "status stored for it yet (a wrong id, or it has not started); "
+                        "waiting for its first line (Ctrl-C to stop)\n")
+        _ok(post_batch(url, live_server.ingest_token, [event(wf, "first")]))
+        cli.wait_lines(1)
+        _ok(post_status(url, live_server.ingest_token, wf, "finished"))
+        assert cli.finish() == 0
+    finally:
+        cli.kill()
+    assert cli.lines[0] == f"[{JOB}] first"
+    assert cli.stderr() == ""  # said once only, however long it waited
+
+
+def test_cli_logs_says_why_it_exits_1(live_server):
+    url, wf = live_server.url, str(uuid.uuid4())
+    _ok(post_batch(url, live_server.ingest_token, [event(wf, "oops")]))
+    _ok(post_status(url, live_server.ingest_token, wf, "failed"))
+    for args in ((), ("--follow",), ("--json",)):
+        run = logs(wf, "--server", url, *args)
+        assert run.returncode == 1
+        assert run.stderr.decode().splitlines() == [
+            f"reana-log-sse logs: workflow {wf} failed: exit 1"], (args, run.stderr)
 
 
 def test_cli_logs_without_follow_fails_at_once_when_the_service_was_never_reached():

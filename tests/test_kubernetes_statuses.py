@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from reana_log_sse.kubernetes.backoff import Backoff
 from tests.fake_apiserver import FakeApiserver, batch_pod, job_pod, running
 from tests.helpers import Follower, event, post_batch, post_status
 
@@ -184,3 +186,181 @@ async def test_kubernetes_apiserver_unreachable_streams_work_from_vector_and_rea
     assert httpx.get(f"{server.url}/readyz").status_code == 200
     metrics = httpx.get(f"{server.url}/metrics").text
     assert "reana_log_sse_kubernetes_api_up 0.0" in metrics
+
+
+def _metric(server: Any, name: str) -> float:
+    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_kubernetes_100_follows_cannot_take_the_watch_connections(apiserver,
+                                                                       server_factory):
+    # Finding 4: 100 followed running containers = KUBERNETES_MAX_FOLLOWS = the client's
+    # connection pool. When the apiserver ends the watches (timeoutSeconds), the watch
+    # must get a connection again: statuses and `end` go on.
+    server = server_factory(kubernetes="on", wait_for_unknown=True, kubernetes_max_follows=100)
+    wf = uuid.uuid4()
+    for i in range(100):
+        apiserver.put_pod(job_pod(wf, f"reana-run-job-{i:03d}", phase="Running",
+                                  state="running"))
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        await until(lambda: apiserver.follows() >= 97, timeout=60)
+        watches = len(apiserver.watch_requests)
+        apiserver.end_watches()
+        await until(lambda: len(apiserver.watch_requests) >= watches + 3)
+        apiserver.put_pod(batch_pod(wf))
+        await follower.wait_for(lambda f: (None, "running") in _statuses(f))
+        apiserver.put_pod(batch_pod(wf, engine="terminated", exit_code=0))
+        await follower.wait_closed()
+    assert follower.named("end") == [{"workflow_id": str(wf), "status": "finished"}]
+
+
+@pytest.mark.parametrize("event", [
+    {"type": "ADDED", "object": {"kind": "Pod", "metadata": {
+        "name": "evil", "labels": ["reana-run-job-workflow-uuid"]}}},
+    {"type": "MODIFIED", "object": {"kind": "Pod", "metadata": ["evil"], "status": 3}},
+    {"type": "ADDED", "object": "a string"},
+    ["not", "an", "event"],
+], ids=["labels-as-a-list", "metadata-as-a-list", "object-a-string", "event-a-list"])
+async def test_kubernetes_watch_malformed_object_is_skipped_and_the_watch_lives(
+        apiserver, server_factory, event):
+    # Finding 9: one malformed object killed that watch for good; kubernetes_api_up
+    # stayed 1
+    server = server_factory(kubernetes="on", wait_for_unknown=True)
+    wf = uuid.uuid4()
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        apiserver.put_pod(job_pod(wf, JOB))
+        await follower.wait_for(lambda f: (JOB, "pending") in _statuses(f))
+        apiserver.inject("reana-run-job-workflow-uuid", event)
+        apiserver.put_pod(job_pod(wf, JOB, phase="Running", state="running"))
+        await follower.wait_for(lambda f: (JOB, "running") in _statuses(f))
+    assert _metric(server, "reana_log_sse_kubernetes_api_up") == 1
+    assert _metric(server, "reana_log_sse_kubernetes_malformed_total") == 1
+
+
+def test_kubernetes_backoff_doubles_with_jitter_up_to_its_cap():
+    low, high = Backoff(first=0.2, cap=30, rng=lambda: 0.0), Backoff(first=0.2, cap=30,
+                                                                      rng=lambda: 1.0)
+    assert [round(low.next(), 3) for _ in range(10)] == [
+        0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 15.0, 15.0]
+    assert [round(high.next(), 3) for _ in range(10)] == [
+        0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 30.0, 30.0]
+    low.reset()
+    assert low.next() == 0.1
+    jittered = Backoff(rng=random.Random(7).random)
+    assert len({jittered.next() / 2 ** n for n in range(8)}) == 8  # never in step
+
+
+def _gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
+
+
+@pytest.mark.parametrize("answer", ["410-event", "410-http"])
+async def test_kubernetes_every_watch_answering_410_backs_off_with_jitter(
+        apiserver, server_factory, answer):
+    # Finding 6: every watch answered 410 and the service listed and watched again at
+    # once: 399 LIST/s and 399 WATCH/s. Now each retry waits at least half of
+    # 0.2 s * 2**n (backoff.py); the lower bounds below cannot fail on a slow machine.
+    server = server_factory(kubernetes="on", wait_for_unknown=True)
+    await until(lambda: _metric(server, "reana_log_sse_kubernetes_api_up") == 1)
+    apiserver.watch_answer = answer
+    mark = len(apiserver.request_times)
+    apiserver.expire_watches()  # the open watches get ERROR 410 too
+
+    def lists(selector: str) -> list[float]:
+        return [t for kind, s, t in apiserver.request_times[mark:]
+                if kind == "list" and s == selector]
+
+    selectors = ["reana-run-job-workflow-uuid", "reana-run-batch-workflow-uuid",
+                 "reana-run-dask-workflow-uuid"]
+    await until(lambda: all(len(lists(s)) >= 5 for s in selectors), timeout=60)
+    for selector in selectors:
+        gaps = _gaps(lists(selector)[:5])  # after the 2nd .. 5th failed watch
+        assert all(gap >= 0.5 * 0.2 * 2 ** (n + 1) for n, gap in enumerate(gaps)), gaps
+    watches = [t for kind, _, t in apiserver.request_times[mark:] if kind == "watch"]
+    lists_all = [t for kind, _, t in apiserver.request_times[mark:] if kind == "list"]
+    assert len(watches) <= len(lists_all) + 3  # one watch per listing, no more
+    # jitter: without it every gap would be its full 0.2 s * 2**(n+1) or more; with it
+    # each falls in the upper tenth only with chance 1/5, all twelve with 1/5**12
+    ratios = [gap / (0.2 * 2 ** (n + 1)) for s in selectors
+              for n, gap in enumerate(_gaps(lists(s)[:5]))]
+    assert min(ratios) < 0.9, ratios
+
+
+async def test_kubernetes_watch_that_hangs_sets_api_up_to_0_after_the_stale_bound(
+        apiserver, server_factory):
+    # Findings 4 and 9: a watch that no longer hears from the apiserver (starved of
+    # connections, dead, or answered never) left kubernetes_api_up at 1
+    apiserver.bookmark_seconds = 0.2  # a live watch hears a BOOKMARK this often
+    server = server_factory(kubernetes="on", wait_for_unknown=True,
+                            kubernetes_stale_seconds=2.0)
+    await until(lambda: _metric(server, "reana_log_sse_kubernetes_api_up") == 1)
+    watches = len(apiserver.watch_requests)
+    apiserver.watch_answer = "hang"
+    apiserver.end_watches()
+    await until(lambda: len(apiserver.watch_requests) >= watches + 3)
+    await until(lambda: _metric(server, "reana_log_sse_kubernetes_api_up") == 0, timeout=30)
+
+
+@pytest.mark.timeout(300)  # 50,000 events through the fake, the service and the GIL they share
+async def test_kubernetes_burst_of_50000_pod_events_costs_the_same_per_event(
+        apiserver, server_factory):
+    # Finding 10: every event re-scanned every known pod (n^2): 35,388 of 50,000 handled
+    # in 300 s, the rate falling from 580/s to 60/s. Now an event looks at its own
+    # workflow's pods only: the work is counted (pods visited per event), never timed.
+    apiserver.history_limit = 10_000  # the fake's memory is the test process's
+    followed = uuid.uuid4()
+    for i in range(5):
+        apiserver.put_pod(job_pod(followed, f"reana-run-job-f{i}", phase="Running",
+                                  state="running"))
+    workflows = [uuid.uuid4() for _ in range(200)]
+    pods = [job_pod(wf, f"reana-run-job-{n:02d}-{i:04d}") for n, wf in enumerate(workflows)
+            for i in range(10)]  # 2,000 pods, 10 a workflow
+    for pod in pods:
+        apiserver.put_pod(pod)
+    server = server_factory(kubernetes="on", wait_for_unknown=True)  # lists them: 5 pages
+    link = server.app.state.kubernetes
+    told = [0]
+
+    async def count(pod: Any) -> None:  # a listener beside the service's own
+        told[0] += 1
+
+    link.pods.listeners.append(count)
+    async with Follower(f"{server.url}/api/workflows/{followed}/logs/stream") as follower:
+        await until(lambda: apiserver.follows() == 5, timeout=60)
+        await until(lambda: len(link.pods.pods) == 2005, timeout=120)
+        # listed in pages of 500 (client.LIST_PAGE), each read bounded in bytes
+        assert any(r.get("continue") for r in apiserver.list_requests)
+        events, visited = told[0], getattr(link.tap, "visited", 0)
+
+        def burst() -> None:  # 48,000 changes that change no status (as kubelet heartbeats)
+            for round_ in range(24):
+                for pod in pods:
+                    pod["metadata"]["annotations"] = {"round": str(round_)}
+                    apiserver.put_pod(pod)
+
+        writer = asyncio.create_task(asyncio.to_thread(burst))
+        samples: list[tuple[float, int]] = []
+
+        def handled() -> bool:
+            samples.append((time.monotonic(), told[0] - events))
+            return samples[-1][1] >= 48_000
+
+        await until(handled, timeout=600)
+        await writer
+        assert follower.status_code == 200
+    total = told[0] - events
+    first = next(s for s in samples if s[1] >= 10_000)
+    last_start = next(s for s in samples if s[1] >= 38_000)
+    rate_first = first[1] / (first[0] - samples[0][0])
+    rate_last = (samples[-1][1] - last_start[1]) / (samples[-1][0] - last_start[0])
+    print(f"\nburst: {total} pod events (2,005 pods known); {rate_first:.0f}/s over the "
+          f"first 10,000, {rate_last:.0f}/s over the last 10,000")
+    per_event = (link.tap.visited - visited) / total
+    print(f"burst: {per_event:.1f} pods visited per event")
+    assert total >= 48_000
+    assert per_event < 11  # the 10 pods of its workflow (and a follow ending now and then)
+    # statuses: the 2,000 pods' first "pending" only (heartbeats change none)
+    assert server.sql("SELECT count(*) FROM status_events") == [(2_005,)]

@@ -9,11 +9,15 @@ import uuid
 from collections.abc import Iterator
 
 import httpx
+import psycopg
 import pytest
 
+from reana_log_sse.kubernetes.tap import CRI_MAX_LINE
 from reana_log_sse.store.identity import format_ns
 from tests.fake_apiserver import FakeApiserver, job_pod, running
+from tests.faultkit import rss_mb
 from tests.helpers import Follower, post_batch
+from tests.serve_process import ServeProcess
 from tests.test_kubernetes_statuses import until
 from tests.vectorsim import Pipeline, Pod, cri_line, kubernetes_logs_events, vector_request
 
@@ -220,3 +224,125 @@ async def test_kubernetes_tap_follows_only_while_someone_follows_and_up_to_the_c
     await until(lambda: apiserver.follows() == 0)
     print(f"\ntap: last follower left -> follow closed {1000 * (time.monotonic() - left):.0f} ms")
     await until(lambda: _metric(server, "reana_log_sse_tap_follows") == 0)
+
+
+@pytest.mark.parametrize("answer", ["silent", "no-headers"])
+async def test_kubernetes_tap_follow_silent_or_without_headers_times_out_and_reopens(
+        apiserver, server_factory, answer):
+    # Finding 11: a follow that went silent, or never sent its headers, had no read
+    # timeout: it held a pooled connection until the pod was deleted
+    server = server_factory(kubernetes="on", wait_for_unknown=True,
+                            kubernetes_follow_timeout_seconds=1.0)
+    wf = uuid.uuid4()
+    apiserver.log_answer = answer
+    apiserver.put_pod(job_pod(wf, JOB, phase="Running", state="running"))
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        await until(lambda: len(apiserver.follow_requests) >= 3, timeout=60)
+        assert _metric(server, "reana_log_sse_tap_errors_total") >= 2
+        apiserver.log_answer = None  # the kubelet answers again
+        await until(lambda: apiserver.follows() == 1, timeout=60)
+        apiserver.write(POD, "job", "after the silence", time.time_ns())
+        await follower.wait_logs(1)
+    assert [line["message"] for line in follower.logs] == ["after the silence"]
+
+
+async def test_kubernetes_tap_line_stamped_an_hour_ahead_hides_none_of_the_next_20_lines(
+        apiserver, server_factory):
+    # Finding 11: after a line stamped an hour ahead, the tap stored none of the next 20
+    server = server_factory(kubernetes="on", wait_for_unknown=True)
+    wf = uuid.uuid4()
+    apiserver.put_pod(job_pod(wf, JOB, phase="Running", state="running"))
+    async with Follower(f"{server.url}/api/workflows/{wf}/logs/stream") as follower:
+        await until(lambda: apiserver.follows() == 1)
+        now = time.time_ns()
+        apiserver.write(POD, "job", "from the future", now + 3600 * 1_000_000_000)
+        for i in range(20):
+            apiserver.write(POD, "job", f"line {i}", now + i)
+        await follower.wait_logs(21)
+        # the follow breaks: it resumes from the last line the clock allows, not from an
+        # hour ahead (which would skip every line until then)
+        apiserver.rotate(POD, "job")
+        await until(lambda: len(apiserver.follow_requests) == 2 and apiserver.follows() == 1)
+        apiserver.write(POD, "job", "after the resume", time.time_ns())
+        await follower.wait_logs(22)
+    assert [line["message"] for line in follower.logs] == (
+        ["from the future"] + [f"line {i}" for i in range(20)] + ["after the resume"])
+    assert server.sql("SELECT count(*) FROM log_lines WHERE workflow_id = %s", (wf,)) == [(22,)]
+
+
+async def test_kubernetes_tap_200_mb_without_newline_is_cut_and_memory_stays_bounded(
+        apiserver, database_url, tmp_path):
+    # Finding 5: a followed job writing 200 MB with no newline: the tap kept the line whole
+    # and split it again on every chunk (RSS 673 MB). The containerd log holds it as 16 KiB
+    # partial entries, which the merged follow sends with no newline between them. Now the
+    # tap keeps MAX_LINE_BYTES of it, stores that cut and marked truncated (as ingest
+    # cuts Vector's copy), and drops the rest as it comes. On the real service process.
+    service = ServeProcess(database_url, tmp_path, REANA_LOG_SSE_KUBERNETES="on",
+                           REANA_LOG_SSE_MAX_LINE_BYTES="4096",
+                           REANA_LOG_SSE_WAIT_FOR_UNKNOWN="true").start()
+    try:
+        wf = uuid.uuid4()
+        apiserver.put_pod(job_pod(wf, JOB, phase="Running", state="running"))
+        async with Follower(f"{service.url}/api/workflows/{wf}/logs/stream") as follower:
+            await until(lambda: apiserver.follows() == 1, timeout=60)
+            assert service.proc is not None
+            before = rss_mb(service.proc.pid)
+            peak = [before]
+            done = threading.Event()
+
+            def sample() -> None:  # the process's RSS, polled while the line streams
+                while not done.is_set():
+                    peak[0] = max(peak[0], rss_mb(service.proc.pid))  # type: ignore[union-attr]
+                    done.wait(0.02)
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            piece = "x" * CRI_MAX_LINE
+            ns = time.time_ns()
+            started = time.monotonic()
+            for i in range(200 * 2**20 // CRI_MAX_LINE):
+                apiserver.write(POD, "job", piece, ns + i, partial=True)
+            apiserver.write(POD, "job", "end of the long line", ns + 20_000)
+            apiserver.write(POD, "job", "the next line", ns + 20_001)
+            await follower.wait_logs(2, timeout=300)
+            elapsed = time.monotonic() - started
+            done.set()
+            sampler.join()
+        print(f"\ntap: 200 MiB without newline in {elapsed:.1f} s; service RSS "
+              f"{before:.0f} -> peak {peak[0]:.0f} MB")
+        assert [line["message"] for line in follower.logs] == ["x" * 4096, "the next line"]
+        rows = service_sql(database_url, wf)
+        assert rows == [(4096, True), (13, False)]
+        assert peak[0] - before < 64, (before, peak[0])
+    finally:
+        service.terminate()
+        service.wait()
+
+
+def service_sql(database_url: str, wf: uuid.UUID) -> list[tuple[int, bool]]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return conn.execute("SELECT octet_length(message), truncated FROM log_lines"
+                            " WHERE workflow_id = %s ORDER BY seq", (wf,)).fetchall()
+
+
+async def test_kubernetes_tap_slot_of_an_unfollowed_workflow_goes_to_a_waiting_one(
+        apiserver, server_factory):
+    # each change now looks at one workflow only: the slots a workflow frees when its last
+    # follower leaves must still reach a followed workflow that waits for one
+    server = server_factory(kubernetes="on", wait_for_unknown=True, kubernetes_max_follows=1)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    apiserver.put_pod(job_pod(first, JOB, phase="Running", state="running"))
+    apiserver.put_pod(job_pod(second, "reana-run-job-8e3f", phase="Running", state="running"))
+    leaving = await Follower(f"{server.url}/api/workflows/{first}/logs/stream").__aenter__()
+    try:
+        await until(lambda: apiserver.follows() == 1)
+        async with Follower(f"{server.url}/api/workflows/{second}/logs/stream") as waiting:
+            await waiting.wait_for(lambda f: len(f.named("status")) == 1)
+            assert [r["pod"] for r in apiserver.follow_requests] == [POD]  # the cap
+            await leaving.stop()
+            await until(lambda: any(r["pod"] == "reana-run-job-8e3f-abcde"
+                                    for r in apiserver.follow_requests))
+            apiserver.write("reana-run-job-8e3f-abcde", "job", "now followed", time.time_ns())
+            await waiting.wait_logs(1)
+    finally:
+        await leaving.stop()

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"
 BASE = MANIFESTS / "base"
 OVERLAY = MANIFESTS / "overlays" / "example"
-KUSTOMIZATION_DIRS = [BASE, OVERLAY, ROOT / "vector"]
+KUSTOMIZATION_DIRS = [BASE, OVERLAY, OVERLAY / "logs-route", OVERLAY / "postgresql",
+                      ROOT / "vector"]
 # The oldest Kubernetes the manifests target (preStop `sleep` is on by default from 1.30)
 # and the newest the package ships schemas for.
 K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
@@ -33,6 +34,45 @@ IN_REANA_NAMESPACE = {"Role", "RoleBinding"}
 
 def _resource_files() -> list[Path]:
     return sorted(p for p in MANIFESTS.rglob("*.yaml") if p.name != "kustomization.yaml")
+
+
+# Custom resources: no schema in kubernetes-validate. Each is validated strictly against
+# the fields it uses, with the types and bounds of its CRD (see CNPG_CLUSTER_V1).
+CUSTOM_KINDS = {("postgresql.cnpg.io/v1", "Cluster")}
+
+
+def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(required),
+            "additionalProperties": False}
+
+
+# CloudNativePG's Cluster, as cloudnative-pg config/crd/bases/postgresql.cnpg.io_clusters.yaml
+# (v1) declares the fields our Cluster uses: spec.instances integer >= 1 (required),
+# storage.size string, bootstrap.initdb database/owner strings. Strict: any other field
+# fails here until it is added with its CRD type.
+_LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
+CNPG_CLUSTER_V1 = _object({
+    "apiVersion": {"const": "postgresql.cnpg.io/v1"},
+    "kind": {"const": "Cluster"},
+    "metadata": _object({"name": {"type": "string"}, "namespace": {"type": "string"},
+                         "labels": _LABELS}, ("name",)),
+    "spec": _object({
+        "instances": {"type": "integer", "minimum": 1},
+        "bootstrap": _object({"initdb": _object({"database": {"type": "string"},
+                                                 "owner": {"type": "string"}})}),
+        "storage": _object({"size": {"type": "string"}}),
+    }, ("instances",)),
+}, ("apiVersion", "kind", "metadata", "spec"))
+
+
+def _validate(doc: dict[str, Any], version: str) -> None:
+    """kubernetes-validate --strict, or for a custom resource its CRD's fields."""
+    if (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS:
+        import jsonschema
+
+        jsonschema.validate(doc, CNPG_CLUSTER_V1)
+        return
+    kubernetes_validate.validate(doc, version, strict=True)
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
@@ -87,7 +127,7 @@ def test_manifests_every_file_validates_strict(version):
     for path in files:
         for doc in _docs(path):
             # SchemaNotFoundError (an unknown kind or apiVersion) fails too.
-            kubernetes_validate.validate(doc, version, strict=True)
+            _validate(doc, version)
 
 
 def test_manifests_strict_validation_rejects_unknown_fields():
@@ -144,7 +184,7 @@ def test_kustomization_overlay_builds_a_valid_namespaced_whole(built):
                             "ServiceAccount", "Role", "RoleBinding"])
     for doc in built:
         for version in K8S_VERSIONS:
-            kubernetes_validate.validate(doc, version, strict=True)
+            _validate(doc, version)
         if doc["kind"] in NAMESPACED:
             assert doc["metadata"]["namespace"] == "reana-log-sse", doc["metadata"]["name"]
         elif doc["kind"] in IN_REANA_NAMESPACE:
@@ -415,6 +455,59 @@ def overlay_with_logs_route() -> Any:
     finally:
         shutil.rmtree(copy)
     return [d for d in yaml.safe_load_all(out) if d]
+
+
+def _overlay_with(tmp_path: Path, *components: str, root: Path = ROOT,
+                  overlay: str = "example") -> list[dict[str, Any]]:
+    """An overlay (of the clone at `root`) with the documented opt-ins uncommented
+    (docs/deploy.md), built as `kubectl kustomize` builds it."""
+    copy = tmp_path / "manifests"
+    shutil.copytree(root / "manifests", copy)
+    shutil.copytree(root / "vector", tmp_path / "vector")
+    path = copy / "overlays" / overlay / "kustomization.yaml"
+    text = path.read_text().replace("# components:", "components:")
+    for name in components:
+        text = text.replace(f"#   - {name}\n", f"  - {name}\n")
+    path.write_text(text)
+    return _kustomize(path.parent)
+
+
+def test_postgresql_component_adds_a_cnpg_cluster_the_service_connects_to(tmp_path):
+    built = _overlay_with(tmp_path, "postgresql")
+    (cluster,) = [d for d in built if d["kind"] == "Cluster"]
+    for version in K8S_VERSIONS:
+        for doc in built:
+            _validate(doc, version)
+    assert cluster["apiVersion"] == "postgresql.cnpg.io/v1"
+    assert cluster["metadata"]["namespace"] == "reana-log-sse"
+    initdb = cluster["spec"]["bootstrap"]["initdb"]
+    assert initdb == {"database": "reana_log_sse", "owner": "reana_log_sse"}
+    assert cluster["spec"]["instances"] >= 2
+    (deployment,) = _built(built, "Deployment")
+    # the operator's Secret for the owner role: <cluster>-app, key uri (applications.md)
+    assert _env(deployment, "REANA_LOG_SSE_DATABASE_URL") == {
+        "name": "REANA_LOG_SSE_DATABASE_URL", "valueFrom": {"secretKeyRef": {
+            "name": f"{cluster['metadata']['name']}-app", "key": "uri"}}}
+    # the rest of the overlay is unchanged by it
+    assert len(built) == len(_kustomize(OVERLAY)) + 1
+
+
+def test_postgresql_cluster_schema_is_strict():
+    import jsonschema
+
+    cluster = _base("Cluster", "reana-log-sse-db")
+    cluster["spec"]["instance"] = 2  # a typo of `instances`
+    with pytest.raises(jsonschema.ValidationError):
+        _validate(cluster, K8S_VERSIONS[0])
+
+
+def test_overlay_names_the_image_repository_and_tag_and_no_missing_doc():
+    k = _kustomization(OVERLAY)
+    (image,) = [i for i in k["images"] if i["name"] == "reanahub/reana-log-sse"]
+    assert set(image) == {"name", "newName", "newTag"}
+    text = (OVERLAY / "kustomization.yaml").read_text()
+    for doc in re.findall(r"docs/[\w.-]+\.md", text):
+        assert (ROOT / doc).is_file(), doc
 
 
 def test_ingress_logs_route_is_an_opt_in_that_takes_only_reanas_logs_path(

@@ -117,7 +117,8 @@ def test_partitions_postgresql_before_14_is_refused_naming_the_minimum():
 def test_partitions_start_reads_the_servers_version_and_refuses_before_any_change(
         pg_admin_url, monkeypatch):
     """The real start path, against the real server, with the minimum raised past it:
-    `serve` and `migrate` exit 1 with the message, and nothing is created."""
+    `serve` and `migrate` exit 3 (could not start, as the README lists) with the message in
+    one line, and nothing is created."""
     from click.testing import CliRunner
 
     from reana_log_sse.cli import main
@@ -129,8 +130,9 @@ def test_partitions_start_reads_the_servers_version_and_refuses_before_any_chang
     monkeypatch.setattr(db, "MIN_SERVER_VERSION", 990000)
     for command in ("serve", "migrate"):
         result = CliRunner().invoke(main, [command, "--database-url", database_url])
-        assert result.exit_code == 1, result.output
+        assert result.exit_code == 3, result.output
         assert "needs PostgreSQL 99 or newer" in result.output
+        assert "Traceback" not in result.output
     with pytest.raises(db.UnsupportedServer):
         asyncio.run(db.migrate(database_url))
     with psycopg.connect(database_url) as conn:

@@ -8,6 +8,8 @@ import httpx
 
 from tests.helpers import event, post_batch, post_status
 
+JOB = "reana-run-job-1"  # tests.helpers.event's default job (no step: its label)
+
 
 def test_read_json_pages_with_next_since(live_server):
     wf = uuid.uuid4()
@@ -32,7 +34,32 @@ def test_read_text_streams_a_download_of_any_size(live_server):
     with httpx.stream("GET", f"{live_server.url}/api/workflows/{wf}/logs?format=text") as r:
         assert r.headers["content-type"] == "text/plain; charset=utf-8"
         text = r.read().decode()
-    assert text.splitlines() == [f"{n}-{i}" for n in range(3) for i in range(4000)]
+    assert text.splitlines() == [f"[{JOB}] {n}-{i}" for n in range(3) for i in range(4000)]
+
+
+def test_read_text_prefixes_lines_by_step_or_job_as_the_cli_does(live_server):
+    wf = uuid.uuid4()
+    post_batch(live_server.url, live_server.ingest_token, [
+        event(wf, "engine up", job=None, kind="workflow"),
+        event(wf, "fit a", job="reana-run-job-a", step="fitdata"),
+        event(wf, "fit b", job="reana-run-job-b", step="fitdata", stream="stderr"),
+        event(wf, "no step", job="reana-run-job-c")])
+
+    def text(**params: str) -> list[str]:
+        r = live_server.get(f"/api/workflows/{wf}/logs", params={"format": "text", **params})
+        assert r.status_code == 200, r.text
+        return r.text.splitlines()
+
+    assert text() == text(prefix="step") == [  # as `reana-log-sse logs` prints them
+        "[workflow] engine up", "[fitdata] fit a", "[fitdata:stderr] fit b",
+        "[reana-run-job-c] no step"]
+    assert text(prefix="job") == [  # two jobs of one step told apart
+        "[workflow] engine up", "[reana-run-job-a] fit a", "[reana-run-job-b:stderr] fit b",
+        "[reana-run-job-c] no step"]
+    assert text(prefix="none") == ["engine up", "fit a", "fit b", "no step"]
+    r = live_server.get(f"/api/workflows/{wf}/logs", params={"format": "text",
+                                                             "prefix": "pod"})
+    assert r.status_code == 400 and "prefix must be step, job or none" in r.text
 
 
 def test_read_unknown_workflow_and_bad_parameters(live_server):

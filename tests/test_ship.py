@@ -381,3 +381,112 @@ def test_ship_usage_errors_are_clear(tmp_path):
     assert run.returncode == 2 and "http:// or https://" in run.stderr
     assert json.dumps(ship.rfc3339(1_700_000_000_123_456_789)) == \
         '"2023-11-14T22:13:20.123456789Z"'
+
+
+def rewrite_on_the_same_inode(path: Path, text: str, *, delete: bool) -> None:
+    """The followed file replaced by other content with the inode it had: truncated and
+    rewritten, or deleted and created again (ext4 hands a freed inode out again; the new
+    file is made under another name until one gets it, then renamed into place)."""
+    inode = path.stat().st_ino
+    if not delete:
+        with open(path, "w") as f:
+            f.write(text)
+        return
+    path.unlink()
+    made = []
+    for i in range(500):
+        made.append(path.with_name(f".new-{i}"))
+        made[-1].touch()
+        if made[-1].stat().st_ino == inode:
+            made[-1].write_text(text)
+            made.pop().rename(path)
+            break
+    for p in made:
+        p.unlink()
+    if not path.exists():
+        pytest.skip("this filesystem gave the recreated file another inode")
+
+
+@pytest.mark.parametrize("delete", [True, False], ids=["deleted_and_recreated", "truncated"])
+def test_ship_file_replaced_by_longer_content_on_the_same_inode_while_killed_every_line_once(
+        live_server, tmp_path, delete):
+    wf = str(uuid.uuid4())
+    out, done = tmp_path / "job.out", tmp_path / "job.exit"
+    args = (str(out), "--exit-code-file", str(done))
+    first = [f"first run {i}" for i in range(1000)]
+    out.write_text("".join(m + "\n" for m in first) + "half a li")
+    shipper = Shipper(live_server, tmp_path, wf, *args)
+    wait_for(lambda: count(live_server, wf) == 1000, "the first file's lines")
+    shipper.kill9()  # down, its cursor in the middle of the file, after a partial line
+    second = [f"second run, another text {i}" for i in range(3000)]
+    rewrite_on_the_same_inode(out, "".join(m + "\n" for m in second), delete=delete)
+    done.write_text("0")
+    assert Shipper(live_server, tmp_path, wf, *args).wait() == 0
+    assert [m for m, _ in stored(live_server, wf)] == first + second  # none lost, no fragment
+
+
+def test_ship_file_truncated_and_rewritten_longer_within_one_poll_every_line_once(
+        live_server, tmp_path):
+    wf = str(uuid.uuid4())
+    out, done = tmp_path / "job.out", tmp_path / "job.exit"
+    first = [f"first {i}" for i in range(1000)]
+    out.write_text("".join(m + "\n" for m in first))
+    shipper = Shipper(live_server, tmp_path, wf, str(out), "--exit-code-file", str(done))
+    wait_for(lambda: count(live_server, wf) == 1000, "the first lines")
+    second = [f"rewritten {i}" for i in range(4000)]  # longer than the first: no EOF seen
+    data = "".join(m + "\n" for m in second).encode()
+    fd = os.open(out, os.O_WRONLY)
+    try:  # truncated and rewritten in two system calls: well within one 50 ms poll
+        os.ftruncate(fd, 0)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    done.write_text("0")
+    assert shipper.wait() == 0
+    assert [m for m, _ in stored(live_server, wf)] == first + second
+
+
+def test_ship_with_a_workflow_token_writes_its_own_workflow_only(server_factory, tmp_path):
+    """A job holding its workflow's token (issue #19, finding 14) ships its lines and its
+    status; the shipper refuses to start with another workflow's token."""
+    from reana_log_sse.auth import workflow_token
+
+    key = "a workflow token key of 32 characters or more"
+    server = server_factory(workflow_token_key=key, ingest_tokens="")
+    wf, other = str(uuid.uuid4()), str(uuid.uuid4())
+    token = workflow_token(key, uuid.UUID(wf))
+    refused = Shipper(server, tmp_path, other, "--", "true",
+                      env={"REANA_LOG_SSE_INGEST_TOKEN": token}, name="refused")
+    assert refused.wait() == 2 and f"writes workflow {wf} only" in refused.stderr.read_text()
+    shipper = Shipper(server, tmp_path, wf, "--", sys.executable, "-c", "print('hello')",
+                      env={"REANA_LOG_SSE_INGEST_TOKEN": token})
+    assert shipper.wait() == 0
+    assert stored(server, wf) == [("hello", "stdout")]
+    wait_for(lambda: job_statuses(server, wf), "the job's status")
+    assert [s for s, _ in job_statuses(server, wf)] == ["finished"]
+
+
+def test_ship_file_rewritten_while_running_then_killed_after_a_send_every_line_once(
+        live_server, tmp_path):
+    """The file truncated and rewritten under a running shipper, which is killed -9 at the
+    worst moment (a batch of the new content acknowledged, not yet recorded), then run
+    again: the spooled batch is resent (stored once) and reading goes on in the new file."""
+    wf = str(uuid.uuid4())
+    out, done = tmp_path / "job.out", tmp_path / "job.exit"
+    args = (str(out), "--exit-code-file", str(done))
+    first = [f"first {i}" for i in range(1000)]
+    out.write_text("".join(m + "\n" for m in first))
+    shipper = Shipper(live_server, tmp_path, wf, *args)
+    wait_for(lambda: count(live_server, wf) == 1000, "the first lines")
+    shipper.kill9()
+    second = [f"second {i} {Writer.line(i)}" for i in range(3000)]
+    rewrite_on_the_same_inode(out, "".join(m + "\n" for m in second[:1500]), delete=False)
+    killed = Shipper(live_server, tmp_path, wf, *args,
+                     env={"REANA_LOG_SSE_SHIP_FAULT": "kill-after-send:1"})
+    assert killed.wait() == -signal.SIGKILL
+    with open(out, "a") as f:
+        f.write("".join(m + "\n" for m in second[1500:]))
+    done.write_text("0")
+    assert Shipper(live_server, tmp_path, wf, *args).wait() == 0
+    assert [m for m, _ in stored(live_server, wf)] == first + second
+    assert duplicates_counted(live_server) > 0  # the resent batch was stored once

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -146,7 +147,7 @@ def test_widget_shows_posted_lines(live_server, page):
     download = widget.get_by_role("link", name="Download full log")
     assert download.get_attribute("href").endswith(f"/api/workflows/{wf}/logs?format=text")
     text = live_server.get(f"/api/workflows/{wf}/logs?format=text").text
-    assert text.splitlines()[-1] == "after 1"
+    assert text.splitlines()[-1] == "[reana-run-job-1] after 1"  # prefixed as the CLI does
     assert len(page.stream_requests) == 1
 
 
@@ -210,6 +211,27 @@ def test_widget_token_and_tail(server_factory, page):
     wait_state(page, "error")
     expect(widget.get_by_role("status").first).to_contain_text("401")
     assert prop(page, "lineCount") == 0
+
+
+def test_widget_stream_only_asks_nothing_but_the_stream(live_server, page):
+    """On REANA's host only `.../logs/stream` reaches the service (the stream-only Ingress
+    of manifests/overlays/example): with `stream-only` the widget backfills from the
+    stream's own `tail=` and shows no download link (`.../logs` is reana-server's)."""
+    wf = uuid.uuid4()
+    post(live_server, [event(wf, f"line {i}") for i in range(30)])
+    widget = open_widget(page, live_server, wf, "&tail=5&stream-only")
+    wait_lines(page, 5)
+    wait_state(page, "live")
+    post(live_server, [event(wf, "line 30")])
+    wait_lines(page, 6)
+    wait_texts(page, [f"line {i}" for i in range(25, 31)])
+    assert [r["id"] for r in rows(page)] == list(range(26, 32))
+    assert page.api_requests and all(
+        urlsplit(u).path == f"/api/workflows/{wf}/logs/stream" for u in page.api_requests
+    ), page.api_requests
+    assert "tail=5" in page.api_requests[0]
+    assert widget.locator("a.download").get_attribute("href") is None
+    assert not widget.locator("a.download").is_visible()
 
 
 def test_widget_renders_ansi_progress_and_stderr(live_server, page):
@@ -412,3 +434,47 @@ def test_widget_loads_200k_lines(live_server, page, record_property):
               "frames": measured["frames"]}
     record_property("widget_200k", json.dumps(report))
     print(f"\nwidget 200k lines: {json.dumps(report)}")
+
+
+STATE_TEXT = f"document.querySelector('{WIDGET}').shadowRoot.querySelector('.state').textContent"
+
+
+def test_widget_waits_for_a_workflow_not_started_yet_then_shows_it_live(live_server, page):
+    wf = uuid.uuid4()
+    open_widget(page, live_server, wf)
+    wait_state(page, "waiting")  # not "Reconnecting ... retry in 2 s" for ever
+    assert page.evaluate(STATE_TEXT) == (
+        f"Waiting \u00b7 unknown workflow {wf}: no line nor status stored for it yet (a wrong "
+        "id, or it has not started); waiting for its first line")
+    post(live_server, [event(wf, "at last")])
+    wait_state(page, "live")
+    wait_texts(page, ["at last"])
+
+
+def test_widget_no_wait_says_an_unknown_workflow_in_the_cli_words(live_server, page):
+    wf = uuid.uuid4()
+    open_widget(page, live_server, wf, "&no-wait")
+    wait_state(page, "error")
+    # the words of `reana-log-sse logs` (tests/test_cli_logs.py, exit statuses)
+    assert page.evaluate(STATE_TEXT) == (
+        f"Error \u00b7 unknown workflow {wf}: no line nor status stored for it yet (a wrong "
+        "id, or it has not started)")
+    assert prop(page, "state") == "error"
+
+
+def test_widget_sidebar_tells_two_jobs_of_one_step_apart(live_server, page):
+    wf = uuid.uuid4()
+    first = {"job": "reana-run-job-1a2b3c4d-0000", "step": "fitdata"}
+    second = {"job": "reana-run-job-9f8e7d6c-0000", "step": "fitdata"}  # a retried job
+    post(live_server, [event(wf, "try 1", **first)])
+    widget = open_widget(page, live_server, wf)
+    wait_lines(page, 1)
+    expect(widget.get_by_role("tab", name=re.compile(r"^fitdata"))).to_have_count(1)
+    post(live_server, [event(wf, "try 2", **second)])
+    wait_lines(page, 2)
+    tabs = widget.get_by_role("tab", name=re.compile(r"^fitdata"))
+    expect(tabs).to_have_count(2)
+    expect(tabs.nth(0).locator(".job-name")).to_have_text("fitdata \u00b7 1a2b3c4d")
+    expect(tabs.nth(1).locator(".job-name")).to_have_text("fitdata \u00b7 9f8e7d6c")
+    tabs.nth(1).click()
+    wait_texts(page, ["try 2"])

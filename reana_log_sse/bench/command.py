@@ -32,6 +32,7 @@ class Sizes:
     tap_samples: int = 100
     ship_lines: int = 200_000
     ship_rate: float = 1000.0
+    reana_client_lines: int = 40  # one every 0.5 s (opt-in scenario reana-client)
 
 
 SIZES = {
@@ -44,17 +45,20 @@ SIZES = {
                   spread=((4, 2),), duration=1.0, live_batch=10, rate=100.0, polling=(3,),
                   poll_interval=0.5, fanout=10, fanout_workflows=2, catchup_lines=3000,
                   cli_lines=500, tap_samples=5, ship_lines=2000,
-                  ship_rate=100.0),
+                  ship_rate=100.0, reana_client_lines=5),
 }
 SCENARIOS = ("ingest", "latency", "fanout", "catchup", "polling", "cli", "tap", "ship")
+# run only when named: it needs a checkout (tests/) and installs reana-client 0.95.0a6 once
+OPT_IN = ("reana-client",)
 
 
 @click.command()
 @click.option("--quick", is_flag=True, help="small sizes: under 2 minutes")
 @click.option("--size", type=click.Choice(list(SIZES)), default=None,
               help="full (default), quick (= --quick) or tiny (the test suite's)")
-@click.option("--only", multiple=True, type=click.Choice(SCENARIOS),
-              help="run only these scenarios (repeatable)")
+@click.option("--only", multiple=True, type=click.Choice(SCENARIOS + OPT_IN),
+              help="run only these scenarios (repeatable); reana-client runs only when "
+              "named (REANA's own client, patched vs polling vs ours: from a checkout)")
 @click.option("--database-url", default=None,
               help="PostgreSQL to use (it gets ~1.5 M rows); unset: an embedded one with a "
               "fresh database")

@@ -13,9 +13,11 @@ and 5xx answers, and streams that close without `end`, always resuming after the
 line id it yielded: no line is lost or repeated across reconnects. It stops after `end`.
 401/403 raise `AuthError`, 404 `NotFound`, other 4xx `RequestError`; `Unreachable` when
 `retries` attempts in a row made no progress, or at once when a one-shot read
-(follow=False) never reached the server. `on_retry` hears of each failed attempt (the cause
-in plain words), `on_reconnect` of the first stream back after failures. `async for` works
-the same way.
+(follow=False) never reached the server. With wait=True, a workflow the server does not
+know yet (404: no line nor status stored) is asked for again every `wait_interval`
+seconds, for ever, and `on_wait` hears of it once. `on_retry` hears of each failed attempt
+(the cause in plain words), `on_reconnect` of the first stream back after failures.
+`async for` works the same way.
 
 Lines from pods carry the Kubernetes Job name, not the step name: when `jobs` names a step,
 the status event that pairs it with a job id (REANA's status POST) widens the filter to
@@ -122,6 +124,9 @@ class LogFollower:
         verify: bool | ssl.SSLContext = True,
         on_retry: RetryHook | None = None,
         on_reconnect: Callable[[], None] | None = None,
+        wait: bool = False,
+        wait_interval: float = 2.0,
+        on_wait: Callable[[str], None] | None = None,
         transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.server = server.rstrip("/")
@@ -140,6 +145,10 @@ class LogFollower:
         self.verify = verify
         self.on_retry = on_retry
         self.on_reconnect = on_reconnect
+        self.wait = wait
+        self.wait_interval = wait_interval
+        self.on_wait = on_wait
+        self._waited = False  # on_wait was called
         self.transport = transport
         self.last_id: int | None = since  # every line up to here was yielded (or skipped)
         self.status: str | None = None  # the workflow's last known status
@@ -277,6 +286,15 @@ class LogFollower:
             self.on_retry(reason, delay, self._failures)
         return delay
 
+    def _not_yet(self, exc: NotFound) -> float:
+        """A 404 with wait=True: the seconds until asking again (once said), or raise."""
+        if not self.wait:
+            raise exc
+        if not self._waited and self.on_wait is not None:
+            self.on_wait(exc.message)
+        self._waited = True
+        return self.wait_interval
+
     def _answered(self, status: int) -> None:
         self.reached = True
         if status == 200 and self.follow and self._lost:
@@ -316,6 +334,8 @@ class LogFollower:
                     continue
                 except (_Retry, httpx.TransportError) as exc:
                     delay = self._failed(exc)
+                except NotFound as exc:
+                    delay = self._not_yet(exc)
                 time.sleep(delay)
 
     def _stream_once(self, client: httpx.Client) -> Iterator[list[Event]]:
@@ -378,6 +398,8 @@ class LogFollower:
                     continue
                 except (_Retry, httpx.TransportError) as exc:
                     delay = self._failed(exc)
+                except NotFound as exc:
+                    delay = self._not_yet(exc)
                 await asyncio.sleep(delay)
 
     async def _astream_once(self, client: httpx.AsyncClient) -> AsyncIterator[list[Event]]:

@@ -37,6 +37,8 @@ from reana_log_sse.client.follower import (
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_NOT_FOUND, EXIT_UNREACHABLE = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
+# what a 404 means, in the same words as the widget's (static/reana-live-log.js)
+NOT_YET = "no line nor status stored for it yet (a wrong id, or it has not started)"
 
 # CSI (colours, cursor moves), OSC (titles, links) and the other two-byte escapes
 ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
@@ -144,6 +146,35 @@ class Printer:
         return _PALETTE[zlib.crc32(label.encode()) % len(_PALETTE)]
 
 
+class StatusLine:
+    """Notes on stderr. `update` lines (a retry's countdown) are rewritten in place on a
+    terminal, and written to a pipe only when `changed`; `say` writes a line that stays."""
+
+    def __init__(self, stream: IO[str], *, color: bool) -> None:
+        self.stream = stream
+        self.color = color
+        self.tty = stream.isatty()
+        self._open = False  # a rewritten line is on the terminal, without its newline
+
+    def _style(self, text: str) -> str:
+        return click.style(text, fg="yellow") if self.color else text
+
+    def update(self, text: str, *, changed: bool) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[K" + self._style(text))
+            self.stream.flush()
+            self._open = True
+        elif changed:
+            self.say(text)
+
+    def say(self, text: str) -> None:
+        if self._open:  # the next line replaces the countdown
+            self.stream.write("\r\x1b[K")
+            self._open = False
+        self.stream.write(self._style(text) + "\n")
+        self.stream.flush()
+
+
 def exit_code(status: str | None) -> int:
     return EXIT_FAILED if status in ("failed", "stopped", "deleted") else EXIT_OK
 
@@ -166,6 +197,8 @@ def _wants_color(stream: IO[Any], no_color: bool) -> bool:
               help="start with the last N lines")
 @click.option("--since", type=click.IntRange(min=0), metavar="ID",
               help="start after the line with this id")
+@click.option("-w", "--wait", is_flag=True,
+              help="a workflow with no line yet (not started): wait for it, saying so once")
 @click.option("--json", "as_json", is_flag=True,
               help="one JSON object per line (event: log, status or end), for jq")
 @click.option("-t", "--timestamps", is_flag=True, help="prefix each line with its timestamp")
@@ -184,7 +217,7 @@ def _wants_color(stream: IO[Any], no_color: bool) -> bool:
               show_envvar=True, metavar="SECONDS",
               help="wait this long to connect (and, without --follow, for the answer)")
 def logs(workflow: str, follow: bool, jobs: tuple[str, ...], kind: str | None,
-         tail: int | None, since: int | None, as_json: bool, timestamps: bool,
+         tail: int | None, since: int | None, wait: bool, as_json: bool, timestamps: bool,
          no_color: bool, server: str, token: str | None, retries: int,
          timeout: float) -> None:
     """Print the logs of WORKFLOW (a UUID, or with REANA auth a name such as
@@ -198,40 +231,48 @@ def logs(workflow: str, follow: bool, jobs: tuple[str, ...], kind: str | None,
     printer = Printer(as_json=as_json, color=_wants_color(sys.stdout, no_color),
                       keep_ansi=tty and not no_color, timestamps=timestamps)
     err_color = _wants_color(sys.stderr, no_color)
-
-    def note(text: str) -> None:
-        click.echo(click.style(text, fg="yellow") if err_color else text, err=True)
+    status_line = StatusLine(sys.stderr, color=err_color)
+    note = status_line.say
 
     where = server.rstrip("/")
-    outage = False
+    outage: str | None = None  # the reason of the failed attempts so far
 
     def on_retry(reason: str, delay: float, attempt: int) -> None:
+        # one line per outage: rewritten in place on a terminal, and in a pipe repeated
+        # only when the reason changes
         nonlocal outage
         then = f"retry {attempt} of {retries} in {delay:.1f} s"
-        if outage:
-            note(f"reana-log-sse: still no connection to {where} ({reason}); {then}")
+        if outage is not None:
+            text = f"reana-log-sse: still no connection to {where} ({reason}); {then}"
         elif follower.reached:
-            note(f"reana-log-sse: connection to {where} lost ({reason}); reconnecting")
+            text = f"reana-log-sse: connection to {where} lost ({reason}); reconnecting"
         else:
-            note(f"reana-log-sse: cannot reach {where} ({reason}); {then}")
-        outage = True
+            text = f"reana-log-sse: cannot reach {where} ({reason}); {then}"
+        status_line.update(text, changed=reason != outage)
+        outage = reason
 
     def on_reconnect() -> None:
         nonlocal outage
-        outage = False
+        outage = None
         note(f"reana-log-sse: reconnected to {where}")
+
+    def on_wait(message: str) -> None:
+        note(f"reana-log-sse logs: {where}: {message}: {NOT_YET}; waiting for its first "
+             "line (Ctrl-C to stop)")
 
     follower = LogFollower(server, workflow, token=token, jobs=jobs,
                            kind=kind, tail=tail,  # type: ignore[arg-type]
                            since=since, follow=follow, retries=retries,
                            connect_timeout=timeout, on_retry=on_retry,
-                           on_reconnect=on_reconnect)
+                           on_reconnect=on_reconnect, wait=wait, on_wait=on_wait)
     code = EXIT_OK
     try:
         for batch in follower.batches():
             out.write(printer.render(batch))
             out.flush()
         code = exit_code(follower.status)
+        if code == EXIT_FAILED:  # say why, whatever stdout shows (a pipe, --json, --job)
+            note(f"reana-log-sse logs: workflow {workflow} {follower.status}: exit 1")
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except BrokenPipeError:  # `| head`: the reader has all it wanted
@@ -240,7 +281,7 @@ def logs(workflow: str, follow: bool, jobs: tuple[str, ...], kind: str | None,
     except ClientError as exc:
         code = {AuthError: EXIT_AUTH, NotFound: EXIT_NOT_FOUND, Unreachable: EXIT_UNREACHABLE,
                 RequestError: EXIT_USAGE}.get(type(exc), EXIT_UNREACHABLE)
-        click.echo(f"reana-log-sse logs: {_explain(exc, where, workflow)}", err=True)
+        status_line.say(f"reana-log-sse logs: {_explain(exc, where, workflow)}")
     sys.exit(code)
 
 
@@ -253,7 +294,7 @@ def _explain(exc: ClientError, server: str, workflow: str) -> str:
     if exc.status_code == 403:
         return f"{server} does not let this token read {workflow}{why}"
     if isinstance(exc, NotFound):
-        return f"{server} knows no workflow {workflow}{why}"
+        return f"{server}: {exc.message}: {NOT_YET}; --wait waits for it"
     if isinstance(exc, RequestError) and exc.status_code:
         return f"{server} refused the request{why}"
     return exc.message

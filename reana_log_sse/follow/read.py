@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from reana_log_sse.auth import authorized_workflow
-from reana_log_sse.params import filters_param, int_param
+from reana_log_sse.params import filters_param, int_param, prefix_param
 from reana_log_sse.store.snapshot import Filters
 from reana_log_sse.store.store import Store
 
@@ -45,6 +45,7 @@ async def read_logs(request: Request, formats: Mapping[str, Format] | None = Non
         return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z),
                         media_type="application/json")
     if fmt == "text":
+        prefix = prefix_param(request)
         first = await store.snapshot(workflow_id, after=since, limit=TEXT_CHUNK,
                                      filters=filters, tail=tail)
         if first is None:
@@ -54,7 +55,7 @@ async def read_logs(request: Request, formats: Mapping[str, Format] | None = Non
             snap = first
             while True:
                 if snap.lines:
-                    yield "".join(line.text() for line in snap.lines).encode("utf-8")
+                    yield "".join(line.text(prefix) for line in snap.lines).encode("utf-8")
                 if tail is not None or snap.horizon >= first.last_seq:
                     return
                 nxt = await store.snapshot(workflow_id, after=snap.horizon, limit=TEXT_CHUNK,

@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from reana_log_sse.auth import IngestAuth
 from reana_log_sse.ingest.body import BodyTooLarge, is_array, parse_events, read_body, salvage
 from reana_log_sse.ingest.fastpath import prepare_fast_yielding
 from reana_log_sse.ingest.prepare import Preparer, prepare
@@ -21,7 +22,7 @@ async def ingest_vector(request: Request) -> JSONResponse:
     state = request.app.state
     metrics = state.metrics
     try:
-        state.ingest_auth.check(request)
+        allowed = state.ingest_auth.check(request)  # None: every workflow
         settings = state.settings
         max_line = settings.max_line_bytes
         salvaged: tuple[list[Any], int] | None = None
@@ -61,6 +62,11 @@ async def ingest_vector(request: Request) -> JSONResponse:
         metrics.ingest_batches.labels("model").inc()
     else:
         metrics.ingest_batches.labels("fast").inc()
+    if allowed is not None:  # a workflow token: one line of another workflow refuses all
+        for line in lines:   # (such a batch can never succeed; nothing of it is stored)
+            if line.workflow_id != allowed:
+                metrics.ingest_requests.labels("403").inc()
+                IngestAuth.refuse_other_workflow(allowed, line.workflow_id)
     result = await state.store.ingest(lines, rejected)
     _observe(metrics, lines, result.committed_at)
     metrics.lines_ingested.inc(result.accepted)

@@ -7,6 +7,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from reana_log_sse.auth import IngestAuth
 from reana_log_sse.ingest.body import BodyTooLarge, read_body
 from reana_log_sse.ingest.models import StatusUpdate
 from reana_log_sse.params import workflow_id_param
@@ -14,8 +15,9 @@ from reana_log_sse.params import workflow_id_param
 
 async def post_status(request: Request) -> JSONResponse:
     state = request.app.state
-    any_status = state.status_auth.check(request)
+    any_status, allowed = state.status_auth.check(request)
     workflow_id = workflow_id_param(request)
+    IngestAuth.refuse_other_workflow(allowed, workflow_id)
     settings = state.settings
     try:
         body = await read_body(request, settings.max_status_body_bytes,
@@ -30,7 +32,7 @@ async def post_status(request: Request) -> JSONResponse:
     if not any_status and (update.is_workflow_level or update.status == "deleted"):
         raise HTTPException(403, "a workflow's status and `deleted` take a status token "
                             "(REANA_LOG_SSE_STATUS_TOKENS); an ingest token may post only "
-                            "a job's status")
+                            "a job's status (and so may a workflow token)")
     details = update.model_dump(mode="json", exclude={"status", "job_id", "step"},
                                 exclude_none=True)
     event_id = await state.store.set_status(

@@ -35,7 +35,8 @@ class KubernetesLink:
         self.kube = kube
         self.hub = hub
         self.statuses = PodStatuses(store, metrics)
-        self.pods = PodWatcher(kube, settings.kubernetes_namespace, metrics, [])
+        self.pods = PodWatcher(kube, settings.kubernetes_namespace, metrics, [],
+                               stale_seconds=settings.kubernetes_stale_seconds)
         self.tap = Tap(kube, settings.kubernetes_namespace, store, metrics, self.pods,
                        window=window,
                        max_line_bytes=settings.max_line_bytes,
@@ -47,7 +48,8 @@ class KubernetesLink:
     async def start(cls, settings: Settings, store: Store, hub: Hub, metrics: Metrics, *,
                     window: Callable[[], Window]) -> KubernetesLink | None:
         try:
-            kube = await connect()
+            kube = await connect(max_follows=settings.kubernetes_max_follows,
+                                 follow_timeout=settings.kubernetes_follow_timeout_seconds)
         except Exception as exc:  # no kubeconfig, unreadable token: serve without it
             logger.error("kubernetes: cannot load a configuration (%s); no pod statuses "
                          "and no live tap", exc)

@@ -16,6 +16,17 @@ watch.go, .../storage/cacher/cacher.go): list for a resourceVersion, watch from 
 allowWatchBookmarks, move the resourceVersion on every event and BOOKMARK, watch again
 from it when the server ends the request, and list again on 410 Gone (an ERROR event
 whose Status has code 410, or an HTTP 410).
+
+The watch cannot die, storm or go stale unnoticed:
+- an object that is not the Pod expected (labels as a list, a missing metadata) is logged
+  and skipped, and the watch goes on; any other error watches again;
+- a 410, an error or a watch the server ends at once wait before the next try,
+  exponentially longer with jitter (backoff.py); a watch that brought events resets it;
+- `kubernetes_api_up` is 0 when any label's watch has heard nothing from the apiserver
+  (a listing, a watch opened, an event or BOOKMARK) for longer than stale_seconds
+  (REANA_LOG_SSE_KUBERNETES_STALE_SECONDS): the apiserver ends a watch every WATCH_SECONDS
+  and the next one opens, so a live watch is never silent longer than that;
+- pods are indexed by workflow, so an event costs the same however many pods are known.
 """
 
 from __future__ import annotations
@@ -23,12 +34,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
 
+from reana_log_sse.kubernetes.backoff import Backoff
 from reana_log_sse.kubernetes.client import ApiError, Kube, status_error
 from reana_log_sse.metrics import Metrics
 
@@ -187,98 +201,159 @@ def engine_status(pod: PodView) -> str | None:
 
 
 Listener = Callable[[PodView], Awaitable[None]]
+_NO_PODS: Mapping[str, PodView] = {}
 
 
 class PodWatcher:
     """Keeps `pods` current for the three labels and tells the listeners of each change."""
 
     def __init__(self, kube: Kube, namespace: str, metrics: Metrics,
-                 listeners: list[Listener]) -> None:
+                 listeners: list[Listener], *, stale_seconds: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.kube = kube
         self.namespace = namespace
         self.metrics = metrics
         self.listeners = listeners
+        self.stale_seconds = stale_seconds
+        self.clock = clock
         self.pods: dict[str, PodView] = {}
+        self._by_workflow: dict[uuid.UUID, dict[str, PodView]] = {}
         self.relists = 0
+        self.events = 0  # pod events applied (listed or watched)
+        self.skipped = 0  # malformed objects logged and skipped
         self._up: dict[str, bool] = {label: False for label in KINDS}
+        self._heard: dict[str, float] = {label: -math.inf for label in KINDS}
+        self._published: bool | None = None
         metrics.kubernetes_up.set(0)
 
     @property
     def up(self) -> bool:
-        return all(self._up.values())
+        now = self.clock()
+        return all(self._up.values()) and all(
+            now - heard <= self.stale_seconds for heard in self._heard.values())
+
+    def of(self, workflow_id: uuid.UUID) -> Mapping[str, PodView]:
+        """The workflow's known pods by uid (read only)."""
+        return self._by_workflow.get(workflow_id, _NO_PODS)
 
     def running(self, workflow_id: uuid.UUID) -> list[PodView]:
-        return [p for p in self.pods.values() if p.workflow_id == workflow_id]
+        return list(self.of(workflow_id).values())
 
     async def run(self) -> None:
-        await asyncio.gather(*(self._watch(label) for label in KINDS))
+        await asyncio.gather(self._watch_freshness(), *(self._watch(label) for label in KINDS))
+
+    async def _watch_freshness(self) -> None:
+        """Publish staleness even while no watch has anything to say."""
+        period = min(max(self.stale_seconds / 4, 0.05), 5.0)
+        while True:
+            await asyncio.sleep(period)
+            self._publish()
 
     async def _watch(self, label: str) -> None:
         version: str | None = None
-        delay = 0.2
+        backoff = Backoff()
         while True:
+            brought = False  # did this watch bring anything (then it was healthy)
             try:
                 if version is None:
                     version = await self._relist(label)
-                started = asyncio.get_running_loop().time()
+                started = self.clock()
                 async with self.kube.watch_pods(self.namespace, label, version) as events:
+                    self._heard_from(label)
                     self._set_up(label, True)
                     async for event in events:
-                        kind, obj = event.get("type"), event.get("object") or {}
+                        self._heard_from(label)
+                        kind, obj = _parts(event)
                         if kind == "ERROR":
                             raise status_error(obj)
-                        version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                        version = _version(obj) or version
                         if kind == "BOOKMARK":
                             continue
+                        if kind not in ("ADDED", "MODIFIED", "DELETED"):
+                            self._skip(label, obj, f"a watch event of type {kind!r}")
+                            continue
                         await self._apply(label, obj, deleted=kind == "DELETED")
+                        brought = True
                 # the server ended the watch (timeoutSeconds): watch again, but never in a
                 # tight loop against a server that ends every watch at once
-                if asyncio.get_running_loop().time() - started < 1.0:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10.0)
+                if brought or self.clock() - started >= 1.0:
+                    backoff.reset()
                 else:
-                    delay = 0.2
+                    await asyncio.sleep(backoff.next())
             except asyncio.CancelledError:
                 raise
             except ApiError as exc:
-                if exc.code == 410:  # resourceVersion too old: list again
+                if brought:
+                    backoff.reset()
+                if exc.code == 410:  # resourceVersion too old: list again, after a wait
                     logger.info("pod watch %s: %s; listing again", label, exc)
                     version = None
+                    await asyncio.sleep(backoff.next())
                     continue
-                await self._down(label, exc, delay)
-                delay = min(delay * 2, 10.0)
+                await self._down(label, exc, backoff.next())
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-                await self._down(label, exc, delay)
-                delay = min(delay * 2, 10.0)
+                await self._down(label, exc, backoff.next())
+            except Exception as exc:  # a defect here must not end the watch for good
+                logger.exception("pod watch %s: unexpected error; watching again", label)
+                await self._down(label, exc, backoff.next())
 
     async def _relist(self, label: str) -> str:
-        listing = await self.kube.list_pods(self.namespace, label)
-        self.relists += 1
+        version: str | None = None
         seen = set()
-        for item in listing.get("items") or ():
-            pod = await self._apply(label, item, deleted=False)
-            if pod is not None:
-                seen.add(pod.uid)
+        async for page in self.kube.list_pods(self.namespace, label):
+            self._heard_from(label)
+            if version is None:
+                version = _version(page) or "0"
+            items = page.get("items") if isinstance(page, dict) else None
+            for item in items if isinstance(items, list) else ():
+                pod = await self._apply(label, item, deleted=False)
+                if pod is not None:
+                    seen.add(pod.uid)
+        self.relists += 1
         for uid, pod in list(self.pods.items()):  # deleted while we were not watching
             if KINDS[label] == pod.kind and uid not in seen:
                 await self._forget(dataclasses.replace(pod, deleted=True))
         self._set_up(label, True)
-        return str((listing.get("metadata") or {}).get("resourceVersion") or "0")
+        return version or "0"
 
-    async def _apply(self, label: str, obj: dict[str, Any], *, deleted: bool) -> PodView | None:
-        pod = view(obj, label)
+    async def _apply(self, label: str, obj: Any, *, deleted: bool) -> PodView | None:
+        try:
+            pod = view(obj, label)
+        except Exception as exc:  # not the Pod shape we read: skip it, keep watching
+            self._skip(label, obj, exc)
+            return None
         if pod is None:
             return None
+        self.events += 1
         if deleted:
             await self._forget(dataclasses.replace(pod, deleted=True))
             return pod
+        old = self.pods.get(pod.uid)
+        if old is not None and old.workflow_id != pod.workflow_id:
+            self._unindex(old)
         self.pods[pod.uid] = pod
+        self._by_workflow.setdefault(pod.workflow_id, {})[pod.uid] = pod
         await self._tell(pod)
         return pod
 
     async def _forget(self, pod: PodView) -> None:
-        self.pods.pop(pod.uid, None)
+        old = self.pods.pop(pod.uid, None)
+        if old is not None:
+            self._unindex(old)
         await self._tell(pod)
+
+    def _unindex(self, pod: PodView) -> None:
+        pods = self._by_workflow.get(pod.workflow_id)
+        if pods is not None:
+            pods.pop(pod.uid, None)
+            if not pods:
+                del self._by_workflow[pod.workflow_id]
+
+    def _skip(self, label: str, obj: Any, why: object) -> None:
+        self.skipped += 1
+        self.metrics.kubernetes_malformed.inc()
+        logger.warning("pod watch %s: skipped an object that is not a pod as expected "
+                       "(%s: %s)", label, _name(obj), why)
 
     async def _tell(self, pod: PodView) -> None:
         for listener in self.listeners:
@@ -289,12 +364,46 @@ class PodWatcher:
             except Exception:
                 logger.exception("pod %s: listener failed", pod.name)
 
+    def _heard_from(self, label: str) -> None:
+        self._heard[label] = self.clock()
+        if not self._published:
+            self._publish()
+
     def _set_up(self, label: str, up: bool) -> None:
         self._up[label] = up
-        self.metrics.kubernetes_up.set(1 if self.up else 0)
+        self._publish()
+
+    def _publish(self) -> None:
+        up = self.up
+        if up == self._published:
+            return
+        if not up and self._published and all(self._up.values()):
+            logger.warning("pod watch: nothing heard from the apiserver for over %g s",
+                           self.stale_seconds)
+        self._published = up
+        self.metrics.kubernetes_up.set(1 if up else 0)
 
     async def _down(self, label: str, exc: BaseException, delay: float) -> None:
         if self._up[label]:
             logger.warning("pod watch %s: %s; retrying", label, exc)
         self._set_up(label, False)
         await asyncio.sleep(delay)
+
+
+def _parts(event: Any) -> tuple[Any, Any]:
+    """A watch event's type and object, whatever the line held."""
+    if not isinstance(event, dict):
+        return None, event
+    return event.get("type"), event.get("object")
+
+
+def _version(obj: Any) -> str | None:
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    version = meta.get("resourceVersion") if isinstance(meta, dict) else None
+    return version if isinstance(version, str) and version else None
+
+
+def _name(obj: Any) -> str:
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return f"pod {name[:253]}" if isinstance(name, str) else type(obj).__name__

@@ -22,7 +22,14 @@ duplicate; Vector's copy then corrects the fields the tap cannot know (adopt.sql
   a pair split over two chunks would both be 0 and the second dropped as a duplicate.
 - a line of 16 KiB or more may be a CRI partial line, which the merged log splices with
   the next fragment's timestamp in it (pkg/kubelet/kuberuntime/logs/logs.go); the tap
-  leaves those to Vector, which merges partials.
+  leaves those to Vector, which merges partials. Under a MAX_LINE_BYTES below 16 KiB it
+  stores the line's head, cut and marked truncated, as ingest cuts Vector's copy.
+- a line without end (a job writing 200 MB and no newline) is never held whole: the
+  follow's reader keeps at most MAX_LINE_BYTES (and the timestamp) of it and drops the
+  rest as it comes (client.line_chunks).
+- a follow has connect and read timeouts (REANA_LOG_SSE_KUBERNETES_FOLLOW_TIMEOUT_SECONDS)
+  and its own connection pool, so a silent follow frees its connection and the pod watch
+  never waits for one.
 """
 
 from __future__ import annotations
@@ -52,9 +59,20 @@ logger = logging.getLogger("reana_log_sse")
 LOOKBACK_NS = 15 * 1_000_000_000  # a new follow starts this far back: lines Vector may not
 # have read yet (its idle re-read is up to ~12 s late); older ones it has, or will
 CRI_MAX_LINE = 16 * 1024  # containerd/CRI-O split longer lines into partials
+AHEAD_NS = 60 * 1_000_000_000  # a line stamped further ahead of our clock does not move
+# the cursor (it is stored all the same)
 _MAX_CHUNK = 5000
 
 Key = tuple[str, str]  # (pod uid, container)
+
+
+@dataclasses.dataclass(slots=True)
+class Replay:
+    """The head of a resumed follow: lines up to the cursor, which were stored before."""
+
+    ns: int
+    seen: int
+    here: int = 0  # lines at exactly ns in this response so far
 
 
 @dataclasses.dataclass(slots=True)
@@ -85,8 +103,11 @@ class Tap:
         self.cursors: dict[Key, Cursor] = {}
         self.gone: set[Key] = set()  # answered 404: not asked again while the pod is listed
         self.open = 0
+        self.visited = 0  # pods looked at to decide what to follow
 
     # -- what to follow ----------------------------------------------------------------
+    # Each change looks at one workflow's pods only (PodWatcher.of), so a pod event costs
+    # the same however many pods are known; `visited` counts the pods looked at.
 
     def followed_changed(self, workflow_id: uuid.UUID, followed: bool) -> None:
         """Hub hook: a workflow's feed got its first follower, or lost its last."""
@@ -94,33 +115,53 @@ class Tap:
             self.followed.add(workflow_id)
         else:
             self.followed.discard(workflow_id)
-        self.reconcile()
+        self.reconcile(workflow_id)
 
     async def pod_changed(self, pod: PodView) -> None:
-        self.reconcile()
+        if pod.deleted:  # gone: its follows end, and nothing about it is kept
+            ended = False
+            for container in pod.containers:
+                key = (pod.uid, container.name)
+                task = self.follows.pop(key, None)
+                if task is not None:
+                    task.cancel()
+                    ended = True
+                self.cursors.pop(key, None)
+                self.gone.discard(key)
+            if ended:
+                self._fill()
+        self.reconcile(pod.workflow_id)
 
-    def reconcile(self) -> None:
-        """Follow the running containers of followed workflows (at most max_follows);
-        stop the follows of workflows nobody follows here and of pods that are gone."""
-        wanted: list[Key] = []
-        keep: set[Key] = set()
-        for pod in self.pods.pods.values():
-            if pod.workflow_id not in self.followed:
-                continue
-            keep.update((pod.uid, c.name) for c in pod.containers)
-            wanted.extend((pod.uid, name) for name in pod.tappable())
-        for key, task in list(self.follows.items()):
-            if key not in keep:
-                task.cancel()
-                del self.follows[key]
-        for key in wanted:
-            if (key not in self.follows and key not in self.gone
-                    and len(self.follows) < self.max_follows):
-                self.follows[key] = asyncio.create_task(self._follow(key), name=f"tap-{key}")
-        live = {pod.uid for pod in self.pods.pods.values()}
-        for key in [k for k in self.cursors if k[0] not in live]:
-            del self.cursors[key]
-        self.gone = {k for k in self.gone if k[0] in live}
+    def reconcile(self, workflow_id: uuid.UUID) -> None:
+        """Follow the running containers of the workflow if it is followed (while fewer
+        than max_follows are open); else stop its follows."""
+        pods = self.pods.of(workflow_id)
+        self.visited += len(pods)
+        if workflow_id not in self.followed:
+            ended = False
+            for pod in pods.values():
+                for container in pod.containers:
+                    task = self.follows.pop((pod.uid, container.name), None)
+                    if task is not None:
+                        task.cancel()
+                        ended = True
+            if ended:
+                self._fill()  # their slots go to followed workflows waiting for one
+            return
+        for pod in pods.values():
+            for name in pod.tappable():
+                key = (pod.uid, name)
+                if (key not in self.follows and key not in self.gone
+                        and len(self.follows) < self.max_follows):
+                    self.follows[key] = asyncio.create_task(self._follow(key),
+                                                            name=f"tap-{key}")
+
+    def _fill(self) -> None:
+        """A follow ended: start those that waited for a slot (followed workflows only)."""
+        for workflow_id in list(self.followed):
+            if len(self.follows) >= self.max_follows:
+                return
+            self.reconcile(workflow_id)
 
     async def stop(self) -> None:
         tasks = list(self.follows.values())
@@ -166,22 +207,23 @@ class Tap:
         finally:
             if self.follows.get(key) is asyncio.current_task():
                 del self.follows[key]
-                self.reconcile()  # a slot is free
+                self._fill()  # a slot is free
 
     async def _follow_once(self, pod: PodView, container: str, cursor: Cursor) -> bool:
         """One follow request until the server ends it; True if it brought lines."""
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cursor.ns // 1_000_000_000))
         got = False
-        async with self.kube.follow_log(self.namespace, pod.name, container, since) as chunks:
+        async with self.kube.follow_log(self.namespace, pod.name, container, since,
+                                        max_line_bytes=self.max_line_bytes) as chunks:
             self.open += 1
             self.metrics.tap_follows.set(self.open)
             try:
-                here = 0  # lines at exactly cursor.ns in this response
+                replay: Replay | None = Replay(cursor.ns, cursor.seen)
                 async for chunk in chunks:
                     for start in range(0, len(chunk), _MAX_CHUNK):
-                        events, here, after = self._parse(pod, container,
-                                                          chunk[start:start + _MAX_CHUNK],
-                                                          cursor, here)
+                        events, replay, after = self._parse(pod, container,
+                                                            chunk[start:start + _MAX_CHUNK],
+                                                            cursor, replay)
                         if events:
                             keys = cursor.keys.copy()  # kept once the lines are stored
                             await self._store(events, keys)
@@ -194,34 +236,51 @@ class Tap:
         return got
 
     def _parse(
-        self, pod: PodView, container: str, chunk: list[bytes], cursor: Cursor, here: int
-    ) -> tuple[list[dict[str, Any]], int, tuple[int, int]]:
-        """The chunk's new lines as compact events, the count at the cursor's timestamp,
-        and the cursor after them (applied once they are stored)."""
+        self, pod: PodView, container: str, chunk: list[bytes], cursor: Cursor,
+        replay: Replay | None,
+    ) -> tuple[list[dict[str, Any]], Replay | None, tuple[int, int]]:
+        """The chunk's new lines as compact events, what is left of the replay, and the
+        cursor after them (applied once they are stored).
+
+        Only the head of a response is compared with the cursor: the lines the server
+        repeats because sinceTime has second precision. Past the first new line every
+        line is new, whatever its timestamp says (a clock that jumped, a line stamped an
+        hour ahead). The cursor never moves past the clock (plus AHEAD_NS): a resume from
+        a line stamped ahead would have the kubelet skip every line after it."""
         events: list[dict[str, Any]] = []
         last, seen = cursor.ns, cursor.seen
+        ahead = self.clock() + AHEAD_NS
         workflow = str(pod.workflow_id)
         for raw in chunk:
             stamp, _, message = raw.partition(b" ")
             text = stamp.decode("ascii", "replace")
             ns = parse_ns(text)
-            if ns is None or ns < last:
+            if ns is None:
                 continue
-            if ns == last:
-                here += 1
-                if here <= seen:
+            if replay is not None:
+                if ns < replay.ns:
                     continue  # stored before the follow broke
-                seen += 1
-            else:
-                last, seen, here = ns, 1, 1
-            if len(message) >= CRI_MAX_LINE:
-                continue  # maybe spliced CRI partials: Vector's merged copy is the right one
+                if ns == replay.ns:
+                    replay.here += 1
+                    if replay.here <= replay.seen:
+                        continue  # stored before the follow broke
+                replay = None
+            if ns <= ahead:
+                if ns == last:
+                    seen += 1
+                else:
+                    last, seen = ns, 1
+            if len(message) >= CRI_MAX_LINE and self.max_line_bytes >= CRI_MAX_LINE:
+                # maybe spliced CRI partials: Vector's merged copy is the right one. (Under
+                # a smaller cap the line's head, all the tap and Vector keep, precedes any
+                # splice; line_chunks cut it already, prepare marks it truncated.)
+                continue
             events.append({
                 "workflow_id": workflow, "kind": pod.kind, "job_id": pod.job_id,
                 "pod": pod.name, "container": container, "stream": "stdout",
                 "timestamp": text, "message": message.decode("utf-8", "replace"),
             })
-        return events, here, (last, seen)
+        return events, replay, (last, seen)
 
     async def _store(self, events: list[dict[str, Any]], keys: LineKeys) -> None:
         lines, _ = prepare(events, max_line_bytes=self.max_line_bytes, window=self.window(),

@@ -4,8 +4,16 @@
 //   <reana-live-log src="/api/workflows/<id>/logs/stream" token="..." tail="5000"
 //                   job="fitdata" timestamps></reana-live-log>
 //
+// `stream-only`: use no path but `src` itself (no JSON backfill from .../logs, no download
+// link), for a page where only the stream path reaches the service, as on REANA's own host
+// behind the stream-only Ingress (manifests/overlays/example/ingress-reana-log-sse.yaml).
+// The stream's own `tail=` is then the backfill.
+//
 // One EventSource per workflow; jobs are filtered client-side. Log text only ever reaches the
 // DOM through textContent / text nodes: it is never parsed as HTML. See web_widget/README.md.
+//
+// reana-ui bundles a verbatim copy (src/vendor/reana-live-log.js): to update it, copy this
+// file of reana-log-sse again (integrations/reana-ui/ in reana-log-sse checks they match).
 
 const ANSI_NAMES = ["black", "red", "green", "yellow", "blue", "magenta", "cyan", "white"];
 const ANSI_DEFAULTS = [
@@ -14,6 +22,8 @@ const ANSI_DEFAULTS = [
 ];
 const OVERSCAN = 10; // rows rendered above and below the visible ones
 const BACKOFF_MAX_MS = 30000;
+const WAIT_MS = 2000; // asking again for a workflow with no line yet
+const NOT_YET = "no line nor status stored for it yet (a wrong id, or it has not started)";
 const ANNOUNCE_EVERY_MS = 5000; // screen-reader summaries of new lines, at most this often
 const FLUSH_BUDGET_MS = 8; // per animation frame, for turning received events into lines
 const SEARCH_BUDGET_MS = 6;
@@ -77,7 +87,8 @@ button, input { font: inherit; color: inherit; }
   background: currentColor; }
 .state[data-state="live"] { color: var(--rll-state-live, #23d18b); }
 .state[data-state="live"]::before { animation: pulse 2s ease-in-out infinite; }
-.state[data-state="reconnecting"], .state[data-state="connecting"] {
+.state[data-state="reconnecting"], .state[data-state="connecting"],
+.state[data-state="waiting"] {
   color: var(--rll-state-reconnecting, #f5c543); }
 .state[data-state="reconnecting"]::before { animation: pulse .8s ease-in-out infinite; }
 .state[data-state="ended"] { color: var(--rll-state-ended, #9a9a9a); }
@@ -212,7 +223,9 @@ TEMPLATE.innerHTML = `<style>${STYLE}</style>
 // ---- ANSI SGR -----------------------------------------------------------------------------
 
 // CSI sequences, OSC strings, other two-byte escapes and C0 controls except \t.
+// eslint-disable-next-line no-control-regex
 const ESCAPES = /\x1b\[([0-9;:?<=>]*)[ -/]*([@-~])|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[P^_X][^\x1b]*(?:\x1b\\)?|\x1b[ -/]*[0-~]?|[\x00-\x08\x0a-\x1f\x7f]/g;
+// eslint-disable-next-line no-control-regex
 const SPECIAL = /[\x00-\x08\x0a-\x1f\x7f]/;
 
 function newSgr() {
@@ -380,7 +393,9 @@ function span(cls, text) {
 // ---- the element --------------------------------------------------------------------------
 
 export class ReanaLiveLog extends HTMLElement {
-  static observedAttributes = ["src", "token", "tail", "job", "timestamps", "max-lines"];
+  static observedAttributes = [
+    "src", "token", "tail", "job", "timestamps", "max-lines", "stream-only",
+  ];
 
   constructor() {
     super();
@@ -414,7 +429,7 @@ export class ReanaLiveLog extends HTMLElement {
 
   // ---- public API ----
 
-  /** "idle" | "connecting" | "live" | "reconnecting" | "ended" | "error" */
+  /** "idle" | "connecting" | "waiting" | "live" | "reconnecting" | "ended" | "error" */
   get state() { return this._state; }
   /** The id of the last log line received (0: none yet). */
   get lastEventId() { return this._lastId; }
@@ -513,6 +528,8 @@ export class ReanaLiveLog extends HTMLElement {
       this._ui.tsToggle.checked = this._timestamps;
       this._gen++;
       this._schedule();
+    } else if (name === "stream-only") {
+      this._updateDownload();
     } else if (name === "max-lines") {
       const n = parseInt(value ?? "", 10);
       this._maxLines = n > 0 ? n : DEFAULT_MAX_LINES;
@@ -600,6 +617,8 @@ export class ReanaLiveLog extends HTMLElement {
     } else {
       job.label = job.step || job.id || "job";
       job.short = job.step || (job.id || "job").replace(/^reana-run-job-/, "").slice(0, 8);
+      // another job of the same step: both tabs now show their job ids (_tabName)
+      for (const j of this._jobList) if (j !== job && j.step && j.step === job.step) this._dirtyJobs.add(j);
     }
     this._dirtyJobs.add(job);
     this._gen++;
@@ -686,7 +705,8 @@ export class ReanaLiveLog extends HTMLElement {
     const n = this._dropped;
     this._ui.notice.textContent =
       `${n.toLocaleString()} earlier line${n === 1 ? "" : "s"} not kept in the page ` +
-      `(max-lines ${limit.toLocaleString()}); the download has everything.`;
+      `(max-lines ${limit.toLocaleString()})` +
+      (this._ui.download.hidden ? "." : "; the download has everything.");
     this._ui.notice.hidden = false;
   }
 
@@ -718,7 +738,7 @@ export class ReanaLiveLog extends HTMLElement {
   // ---- connection ----
 
   _setState(state, detail = "") {
-    const labels = { idle: "Idle", connecting: "Connecting", live: "Live",
+    const labels = { idle: "Idle", connecting: "Connecting", live: "Live", waiting: "Waiting",
                      reconnecting: "Reconnecting", ended: "Ended", error: "Error" };
     const changed = state !== this._state;
     this._state = state;
@@ -743,9 +763,10 @@ export class ReanaLiveLog extends HTMLElement {
     return url;
   }
 
-  // The plain read endpoint next to the stream: .../logs/stream -> .../logs
+  // The plain read endpoint next to the stream: .../logs/stream -> .../logs (none with
+  // `stream-only`: that path may not reach this service, e.g. it is reana-server's own)
   _readUrl() {
-    if (!this._src) return null;
+    if (!this._src || this.hasAttribute("stream-only")) return null;
     let url;
     try {
       url = new URL(this._src, document.baseURI);
@@ -781,7 +802,9 @@ export class ReanaLiveLog extends HTMLElement {
       this._setState("error", "invalid src");
       return;
     }
-    this._setState(this._attempt || this._lastId ? "reconnecting" : "connecting");
+    if (this._state !== "waiting") {
+      this._setState(this._attempt || this._lastId ? "reconnecting" : "connecting");
+    }
     const problem = await this._backfill(gen);
     if (gen !== this._connGen) return; // closed or superseded meanwhile
     if (problem?.fatal) {
@@ -790,6 +813,14 @@ export class ReanaLiveLog extends HTMLElement {
     }
     if (problem?.retry) {
       this._retryLater(problem.text);
+      return;
+    }
+    if (problem?.wait) { // not started yet: ask again at a steady pace, said once
+      this._setState("waiting", problem.text);
+      this._retryTimer = setTimeout(() => {
+        this._retryTimer = 0;
+        if (gen === this._connGen && this.isConnected && !this._ended) this._open();
+      }, WAIT_MS);
       return;
     }
     url = this._streamUrl(); // since = the last line the backfill brought
@@ -903,8 +934,12 @@ export class ReanaLiveLog extends HTMLElement {
         if (r.status === 401) return { fatal: true, text: "not signed in (401)" };
         if (r.status === 403) return { fatal: true, text: "not allowed (403)" };
         if (r.status === 404) {
-          this._why = "workflow not found yet";
-          return null; // the stream may wait for it (REANA_LOG_SSE_WAIT_FOR_UNKNOWN)
+          // No line nor status yet: wait for it (asking again), or with no-wait say so.
+          // The same words as `reana-log-sse logs` (reana_log_sse/client/logs.py NOT_YET).
+          const said = await r.json().catch(() => ({}));
+          const what = typeof said?.error === "string" ? said.error : "unknown workflow";
+          if (this.hasAttribute("no-wait")) return { fatal: true, text: `${what}: ${NOT_YET}` };
+          return { wait: true, text: `${what}: ${NOT_YET}; waiting for its first line` };
         }
         if (r.status >= 500) return { retry: true, text: `service unavailable (${r.status})` };
         if (!r.ok) return null;
@@ -1124,6 +1159,13 @@ export class ReanaLiveLog extends HTMLElement {
     return b;
   }
 
+  /* A job's tab: its step, and its short job id when another job has the same step. */
+  _tabName(job) {
+    if (!job.step || !job.id) return job.label;
+    const twin = this._jobList.some((j) => j !== job && j.step === job.step);
+    return twin ? `${job.label} \u00b7 ${job.id.replace(/^reana-run-job-/, "").slice(0, 8)}` : job.label;
+  }
+
   _renderJobs() {
     const ui = this._ui;
     if (this._jobsUiStale) {
@@ -1154,7 +1196,7 @@ export class ReanaLiveLog extends HTMLElement {
       for (const job of this._dirtyJobs) {
         const el = job.el;
         if (!el) continue;
-        el.children[0].textContent = job.label;
+        el.children[0].textContent = this._tabName(job);
         el.title = job.id && job.step ? `${job.step} (${job.id})` : job.label;
         el.children[1].textContent = job.count.toLocaleString();
         el.children[2].textContent = job.status || "";

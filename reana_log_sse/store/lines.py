@@ -59,8 +59,16 @@ class Line:
             self._frame = b"event: log\nid: %d\ndata: %s\n\n" % (self.seq, self.json())
         return self._frame
 
-    def text(self) -> str:
-        return self.message + (" [truncated]" if self.truncated else "") + "\n"
+    def text(self, prefix: str = "none") -> str:
+        """The line for format=text; prefix "step" or "job" as `reana-log-sse logs` prints
+        it (`[fitdata] `, `[fitdata:stderr] `; a line of no job is `[workflow] `)."""
+        end = (" [truncated]" if self.truncated else "") + "\n"
+        if prefix == "none":
+            return self.message + end
+        label = (self.step or self.job_id) if prefix == "step" else self.job_id
+        label = label or ("workflow" if self.kind == "workflow" else self.kind)
+        stream = ":stderr" if self.stream == "stderr" else ""
+        return f"[{label}{stream}] {self.message}{end}"
 
 
 def event_frame(event: str, data: dict[str, Any]) -> bytes:
