@@ -37,6 +37,7 @@ from reana_log_sse.ingest.route import ingest_vector
 from reana_log_sse.ingest.status import post_status
 from reana_log_sse.metrics import Metrics
 from reana_log_sse.openapi import openapi_json
+from reana_log_sse.opensearch.route import routes as opensearch_routes
 from reana_log_sse.reana.auth import ReanaAuth
 from reana_log_sse.reana.route import read_logs
 from reana_log_sse.settings import Settings
@@ -191,6 +192,8 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/openapi.json", openapi_json),
+        # REANA's OpenSearch seam, when a password is set (opensearch/route.py)
+        *opensearch_routes(settings),
     ]
     app = Starlette(
         routes=[

@@ -69,6 +69,25 @@ def database(settings: Settings) -> Iterator[str]:
         yield url
 
 
+def _opensearch_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The OpenSearch seam's settings (reana_log_sse/opensearch), as flags of `serve`."""
+    for name, kind, text in reversed((
+        ("--opensearch-user", str, "Basic auth user of the OpenSearch seam (REANA's "
+         "REANA_OPENSEARCH_USER) [default: reana-log-sse]"),
+        ("--opensearch-user-file", str, "file holding that user"),
+        ("--opensearch-password", str, "Basic auth password of the OpenSearch seam (REANA's "
+         "REANA_OPENSEARCH_PASSWORD); unset: the seam is off. Prefer the variable or "
+         "--opensearch-password-file: a flag shows in the process list"),
+        ("--opensearch-password-file", str, "file holding that password"),
+        ("--opensearch-prefix", str, "path the seam answers under (REANA's "
+         "REANA_OPENSEARCH_URL_PREFIX) [default: /opensearch]"),
+        ("--opensearch-max-answer-bytes", int, "cap on one search answer's JSON "
+         "[default: 268435456]"),
+    )):
+        f = _option(name, default=None, type=kind, help=text)(f)
+    return f
+
+
 def _help(field: str) -> str:
     """A setting's help, as Settings declares it, with its default."""
     setting = next(f for f in SETTINGS if f.name == field)
@@ -104,9 +123,10 @@ def main() -> None:
 @_option("--kubernetes-follow-timeout-seconds", default=None,
          type=click.FloatRange(0, min_open=True),
          help=_help("kubernetes_follow_timeout_seconds"))
+@_opensearch_options
 def serve(host: str, port: int, workers: int, database_url: str | None, data_dir: str | None,
           log_level: str, kubernetes_stale_seconds: float | None,
-          kubernetes_follow_timeout_seconds: float | None) -> None:
+          kubernetes_follow_timeout_seconds: float | None, **opensearch: Any) -> None:
     """Run the service (with an embedded PostgreSQL unless a database URL is given)."""
     from reana_log_sse.app import create_app
     from reana_log_sse.server import uvicorn_config
@@ -115,7 +135,8 @@ def serve(host: str, port: int, workers: int, database_url: str | None, data_dir
     settings = _settings(host=host, port=port, database_url=database_url, data_dir=data_dir,
                          log_level=log_level, workers=workers,
                          kubernetes_stale_seconds=kubernetes_stale_seconds,
-                         kubernetes_follow_timeout_seconds=kubernetes_follow_timeout_seconds)
+                         kubernetes_follow_timeout_seconds=kubernetes_follow_timeout_seconds,
+                         **opensearch)
     if settings.auth == "none" and not settings.host_is_loopback():
         raise click.UsageError(
             f"REANA_LOG_SSE_AUTH=none lets anyone read every log; it is refused on {host}. "
@@ -157,6 +178,10 @@ def _serve_workers(settings: Settings, url: str) -> None:
                        env_name("port"): str(settings.port),
                        env_name("log_level"): settings.log_level,
                        env_name("data_dir"): settings.data_dir})
+    os.environ.update({env_name(f): str(getattr(settings, f)) for f in (
+        "opensearch_user", "opensearch_user_file", "opensearch_password",
+        "opensearch_password_file", "opensearch_prefix", "opensearch_max_answer_bytes",
+    ) if getattr(settings, f) is not None})  # flags of `serve` reach each worker too
     config = uvicorn_config("reana_log_sse.app:app_from_env", settings, factory=True,
                             host=settings.host, port=settings.port, workers=settings.workers,
                             log_level=settings.log_level, lifespan="on",

@@ -230,8 +230,43 @@ class Settings:
                   "its headers) for this long is closed and opened again from its last "
                   "line"},
     )
+    opensearch_user: str = dataclasses.field(
+        default="reana-log-sse",
+        metadata={"help": "the OpenSearch seam: the Basic auth user reana-workflow-"
+                  "controller sends (its REANA_OPENSEARCH_USER)"},
+    )
+    opensearch_user_file: str | None = dataclasses.field(
+        default=None, metadata={"help": "file holding the OpenSearch seam's user (wins "
+                                "over the variable)"}
+    )
+    opensearch_password: str = dataclasses.field(
+        default="",
+        metadata={"help": "the OpenSearch seam: the Basic auth password (REANA's "
+                  "REANA_OPENSEARCH_PASSWORD); empty: the seam is off"},
+    )
+    opensearch_password_file: str | None = dataclasses.field(
+        default=None, metadata={"help": "file holding the OpenSearch seam's password (wins "
+                                "over the variable)"}
+    )
+    opensearch_prefix: str = dataclasses.field(
+        default="/opensearch",
+        metadata={"help": "the path the OpenSearch seam answers under (REANA's "
+                  "REANA_OPENSEARCH_URL_PREFIX)"},
+    )
+    opensearch_max_answer_bytes: int = dataclasses.field(
+        default=256 * 1024 * 1024,
+        metadata={"help": "the OpenSearch seam: cap on one search answer's JSON; past it "
+                  "the hits end with one saying lines were left out and where to read all"},
+    )
 
     # -- derived -----------------------------------------------------------------------
+
+    def opensearch_credentials(self) -> tuple[str, str] | None:
+        """The seam's (user, password), or None when it is off (no password)."""
+        password = _secret(self.opensearch_password, self.opensearch_password_file)
+        if not password:
+            return None
+        return _secret(self.opensearch_user, self.opensearch_user_file), password
 
     def ingest_token_list(self) -> list[str]:
         return _tokens(self.ingest_tokens, self.ingest_tokens_file)
@@ -291,6 +326,12 @@ def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
     if f.name == "kubernetes" and raw not in ("auto", "on", "off"):
         raise ValueError(f"{env_name('kubernetes')} must be auto, on or off, not {raw!r}")
     return raw
+
+
+def _secret(inline: str, path: str | None) -> str:
+    if path:
+        return Path(path).read_text(encoding="utf-8").strip()
+    return inline
 
 
 def _tokens(inline: str, path: str | None) -> list[str]:

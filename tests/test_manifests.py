@@ -659,3 +659,49 @@ def test_every_resource_carries_the_recommended_labels():
             if doc["kind"] != "Namespace":
                 for key in ("name", "instance", "component"):
                     assert f"app.kubernetes.io/{key}" in labels, (path, key)
+
+
+SEAM = OVERLAY / "opensearch-seam"
+
+
+def test_opensearch_seam_component_lists_exactly_its_files():
+    k = _kustomization(SEAM)
+    assert k["kind"] == "Component"
+    generated = {f for g in k["secretGenerator"] for f in g["envs"]}
+    on_disk = {p.name for p in SEAM.iterdir() if p.is_file()} - {"kustomization.yaml"}
+    assert on_disk == generated == {"opensearch.env"}
+
+
+def test_opensearch_seam_component_gives_the_service_its_credentials_from_a_secret():
+    """The example overlay with `components: [opensearch-seam]` uncommented, as an admin
+    makes it (docs/reana-integration.md)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (with its built-in kustomize) is not installed")
+    text = (OVERLAY / "kustomization.yaml").read_text(encoding="utf-8")
+    enabled = text.replace("# components:\n#   - opensearch-seam",
+                           "components:\n  - opensearch-seam")
+    assert enabled != text
+    copy = OVERLAY.parent / f".example-opensearch-seam-{os.getpid()}"
+    shutil.copytree(OVERLAY, copy)
+    try:
+        (copy / "kustomization.yaml").write_text(enabled, encoding="utf-8")
+        out = subprocess.run([kubectl, "kustomize", str(copy)], check=True,
+                             capture_output=True, text=True, timeout=60).stdout
+    finally:
+        shutil.rmtree(copy)
+    built = [d for d in yaml.safe_load_all(out) if d]
+    secrets = {s["metadata"]["name"]: s for s in _built(built, "Secret")}
+    (seam_secret,) = [n for n in secrets if n.startswith("reana-log-sse-opensearch-")]
+    assert set(secrets[seam_secret]["data"]) == {"REANA_LOG_SSE_OPENSEARCH_USER",
+                                                 "REANA_LOG_SSE_OPENSEARCH_PASSWORD"}
+    assert secrets[seam_secret]["metadata"]["namespace"] == "reana-log-sse"
+    (deployment,) = _built(built, "Deployment")
+    for key in ("REANA_LOG_SSE_OPENSEARCH_USER", "REANA_LOG_SSE_OPENSEARCH_PASSWORD"):
+        ref = _env(deployment, key)["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": seam_secret, "key": key}
+    assert _env(deployment, "REANA_LOG_SSE_REANA_SERVER_URL")  # the overlay's patch stays
+    for doc in (deployment, secrets[seam_secret]):
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "reana-log-sse"
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)

@@ -223,3 +223,16 @@ def test_reana_format_step_only_and_jobless_lines_land_where_they_belong(live_se
     answer = live_server.get(f"/api/workflows/{wf}/logs?format=reana").json()
     logs = {k: v["logs"] for k, v in json.loads(answer["logs"])["job_logs"].items()}
     assert logs == {RJ_A: "a1\ns1\na2\ns2\n", "": "n1\n", "other": "o1\n"}
+
+
+def test_reana_format_job_status_is_one_reana_knows(live_server):
+    # reana-db reana_db/models.py JobStatus has no `pending` (nor `deleted`), and reana-ui
+    # fails on a status it cannot colour (statusMapping[status].color)
+    wf = str(uuid.uuid4())
+    url, tok = live_server.url, live_server.ingest_token
+    assert post_status(url, tok, wf, "pending", job_id=JOB_A).status_code == 200
+    assert post_status(url, tok, wf, "deleted", job_id=JOB_B).status_code == 200
+    answer = live_server.get(f"/api/workflows/{wf}/logs?format=reana").json()
+    statuses = {v["backend_job_id"]: v["status"]
+                for v in json.loads(answer["logs"])["job_logs"].values()}
+    assert statuses == {JOB_A: "queued", JOB_B: "stopped"}

@@ -173,14 +173,27 @@ def test_reana_logs_workflow_we_hold_nothing_of_is_reanas_answer_said_live(reana
                     reason="LogEvent.kind has no 'service' yet (added by the Dask work)")
 def test_reana_logs_service_lines_fill_service_logs_scheduler_first(world, reana):
     server, wf, token, _ = world
-    dask = f"reana-run-dask-{uuid.uuid4()}"
+    # as vector/vector.yaml sends a Dask pod's lines: REANA's service name as job id
+    # (reana-commons get_dask_component_name(id, "database_model_service")), the pod's
+    # dask.org/component as step
+    dask = "dask-service-" + str(wf.id).split("-")[0]
     _post_many(server, [event(wf.id, "worker up", job=dask, step="worker", kind="service"),
                         event(wf.id, "scheduler up", job=dask, step="scheduler",
-                              kind="service")])
+                              kind="service"),
+                        event(wf.id, "worker 2 up", job=dask, step="worker", kind="service")])
     logs = json.loads(_logs(server, wf.id, params={"access_token": token}).json()["logs"])
     assert logs["service_logs"] == {dask: [
         {"component": "scheduler", "content": "scheduler up\n"},
-        {"component": "worker", "content": "worker up\n"}]}
+        {"component": "worker", "content": "worker up\nworker 2 up\n"}]}
+
+
+def test_reana_logs_service_lines_without_a_name_go_under_reanas_service_name(world, reana):
+    # lines stored before vector/vector.yaml named them (or tapped, not yet adopted)
+    server, wf, token, _ = world
+    _post_many(server, [event(wf.id, "early", job=None, kind="service")])
+    logs = json.loads(_logs(server, wf.id, params={"access_token": token}).json()["logs"])
+    name = "dask-service-" + str(wf.id).split("-")[0]
+    assert logs["service_logs"] == {name: [{"component": "service", "content": "early\n"}]}
 
 
 # -- the real reana-client 0.9.6, unchanged, through the route -------------------------------

@@ -112,10 +112,12 @@ async def test_vector_e2e_cri_lines_reach_the_follower(live_server):
         ("job", job, "stdout"),
         ("job", job, "stdout"),
         ("workflow", None, "stderr"),
-        ("service", None, "stderr"),
+        # REANA's service_logs key (reana-commons get_dask_component_name)
+        ("service", "dask-service-" + workflow.split("-")[0], "stderr"),
     ]
     assert got[5]["message"].endswith("| ERROR | Unexpected error: boom")
     assert got[6]["message"] == "distributed.scheduler - INFO - State start"
+    assert got[6]["step"] == "scheduler"  # the pod's dask.org/component
     assert [x["message"] for x in got[:3]] == ["Workflow started", "step 1",
                                                "warning: low statistics"]
     # the 100 KiB line arrived whole and the service cut it at 64 KiB, marked, not dropped

@@ -59,7 +59,7 @@ BATCH_POD = Pod(
 # own (dask/dask-kubernetes dask_kubernetes/operator/controller/controller.py
 # build_scheduler_deployment_spec, build_worker_deployment_spec); the cluster is named
 # reana-run-dask-<workflow uuid cut short> (reana_commons/utils.py get_dask_component_name).
-DASK_CLUSTER = "reana-run-dask-7b2e5c0a-4d1f-4e8a-9c3b-2f1e0d9c"
+DASK_CLUSTER = "reana-run-dask-7b2e5c0a"  # get_trimmed_workflow_id(WORKFLOW, 4)
 DASK_LABELS = {"user-uuid": "00000000-0000-0000-0000-000000000000",
                "reana-run-dask-workflow-uuid": WORKFLOW,
                "dask.org/cluster-name": DASK_CLUSTER,
@@ -319,11 +319,15 @@ def test_remap_dask_scheduler_and_worker_pods_give_service_kind(pipeline):
              (DASK_WORKER_POD, "worker", "stderr",
               "distributed.worker - INFO - Starting Worker plugin shuffle"),
              (DASK_WORKER_POD, "krb5-renew", "stdout", "Renewing Kerberos ticket")]
+    # REANA's service_logs key (reana-commons get_dask_component_name(id,
+    # "database_model_service")) and the operator's dask.org/component label
+    service = "dask-service-" + WORKFLOW.split("-")[0]
     for pod, container, stream, message in cases:
+        component = pod.labels["dask.org/component"]
         out = _one(pipeline, pod, container, [cri_line(message, stream=stream)])
         assert out.route == "sent", container
         assert out.event == {
-            "workflow_id": WORKFLOW, "kind": "service", "job_id": None, "step": None,
+            "workflow_id": WORKFLOW, "kind": "service", "job_id": service, "step": component,
             "pod": pod.name, "container": container, "stream": stream, "timestamp": TS,
             "message": message, "collected_at": COLLECTED}
         event = LogEvent.model_validate(out.event)

@@ -129,18 +129,52 @@ def _container(c: dict[str, Any], init: bool) -> Container:
                      .get("reason"), init=init)
 
 
+# reana-job-controller reana_job_controller/job_monitor.py `get_job_status`: a Pending pod
+# one of whose containers (init containers included) waits for a reason that contains one
+# of these is failed (REANA then deletes the Job); it tests `"ErrImagePull" in reason`, so
+# the match is by substring, as there.
+FAILED_WAITING_REASONS = ("ErrImagePull", "InvalidImageName", "CreateContainerConfigError")
+
+
+def waiting_failure(pod: PodView) -> str | None:
+    """The waiting reason for which REANA fails a Pending pod, or None."""
+    if pod.phase != "Pending":
+        return None
+    for c in pod.containers:
+        if c.state == "waiting" and c.reason and any(r in c.reason
+                                                     for r in FAILED_WAITING_REASONS):
+            return c.reason
+    return None
+
+
+def succeeded_but_failed(pod: PodView) -> bool:
+    """job_monitor.py `get_job_status` on a `Succeeded` pod: failed when any container
+    (a sidecar such as `krb5-renew`, an init container, or one OOMKilled with exit code 0)
+    terminated with a reason other than `Completed`; no reason counts as success."""
+    return pod.phase == "Succeeded" and any(
+        c.state == "terminated" and c.reason and c.reason != "Completed"
+        for c in pod.containers)
+
+
 def job_status(pod: PodView) -> str | None:
-    """A job pod's status (docs/reana-integration.md has the table)."""
+    """A job pod's status, by REANA's rules (job_monitor.py `get_job_status`) where they
+    decide, else by its `job` container (docs/reana-integration.md has the table)."""
     main = pod.container(JOB_CONTAINER) or next(
         (c for c in pod.containers if not c.init), None)
     failed_init = any(c.init and c.state == "terminated" and c.exit_code not in (0, None)
                       for c in pod.containers)
-    if pod.phase == "Failed" or failed_init:
+    if pod.phase == "Failed" or failed_init or waiting_failure(pod) is not None:
         return "failed"
-    if main is not None and main.state == "terminated":
-        return "finished" if main.exit_code == 0 else "failed"
     if pod.phase == "Succeeded":
-        return "finished"
+        return "failed" if succeeded_but_failed(pod) else "finished"
+    if main is not None and main.state == "terminated":
+        if main.exit_code != 0:
+            return "failed"
+        # exit 0 while another container still runs: REANA judges the pod once it has
+        # Succeeded (a sidecar may yet end badly), so wait for the phase
+        others = any(c is not main and not c.init and c.state == "running"
+                     for c in pod.containers)
+        return "running" if others else "finished"
     if pod.deleted or pod.deleting:
         # gone before its command ended: REANA stopped it (or the workflow was deleted)
         return "stopped" if main is not None and main.state == "running" else None
@@ -152,11 +186,12 @@ def job_status(pod: PodView) -> str | None:
 def engine_status(pod: PodView) -> str | None:
     """A batch pod's workflow status; "finished" may become "failed" when a job of the
     workflow failed (the engine exits 0 after publishing either, reana-commons
-    workflow_engine.py), which Store.record_pod_status decides."""
+    workflow_engine.py), which Store.record_pod_status decides. A Pending pod that waits
+    for a reason REANA fails a job pod for (FAILED_WAITING_REASONS) will never start: failed."""
     engine = pod.container(ENGINE_CONTAINER)
     if engine is not None and engine.state == "terminated":
         return "finished" if engine.exit_code == 0 else "failed"
-    if pod.phase == "Failed":
+    if pod.phase == "Failed" or waiting_failure(pod) is not None:
         return "failed"
     if pod.deleted or pod.deleting:
         return "stopped" if engine is not None and engine.state == "running" else None

@@ -49,6 +49,22 @@ from reana_log_sse.store.store import Store
 
 WORKFLOW_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"  # reana-commons config.py
 
+# reana-db reana_db/models.py `JobStatus`: the job statuses REANA knows; reana-ui colours a
+# job by `statusMapping[status].color` and fails on any other. Ours that REANA lacks are
+# said as REANA would: a pod that waits is `queued` (reana-job-controller job_monitor.py
+# `get_job_status` leaves a Pending job's status alone), a deleted job `stopped`.
+REANA_JOB_STATUSES = frozenset({"created", "queued", "running", "finished", "failed",
+                                "stopped"})
+_AS_REANA = {"pending": "queued", "deleted": "stopped"}
+
+
+def reana_job_status(status: str | None) -> str | None:
+    """Our job status as one of REANA_JOB_STATUSES (None: nobody told us one)."""
+    if status is None:
+        return None
+    status = _AS_REANA.get(status, status)
+    return status if status in REANA_JOB_STATUSES else None
+
 
 @dataclasses.dataclass(frozen=True)
 class JobStatusRow:
@@ -245,7 +261,7 @@ def _job_entry(workflow_id: uuid.UUID, job: _Job, logs: str) -> dict[str, Any]:
         "backend_job_id": job.job_id,
         "docker_img": d.get("docker_img"),
         "cmd": d.get("cmd"),
-        "status": job.status,
+        "status": reana_job_status(job.status),
         "logs": logs,
         "started_at": _reana_time(d.get("started_at")),
         "finished_at": _reana_time(d.get("finished_at")),

@@ -15,7 +15,8 @@ lines:
 - `workflow_logs` (when REANA's answer has it, i.e. without a steps filter): the engine's
   lines (`kind=workflow`), when this service holds any;
 - `service_logs` (likewise): the `kind=service` lines (Dask), grouped by their job id as
-  the service's name and by step as its component, scheduler first, as
+  the service's name (vector/vector.yaml sets REANA's, `dask-service-<id cut short>`) and
+  by step as its component (the pod's `dask.org/component`), scheduler first, as
   reana-workflow-controller `rest/workflows_status.py` `get_workflow_logs` orders them;
 - `live_logs_enabled: true`.
 
@@ -196,15 +197,28 @@ async def stored_lines(store: Store, workflow_id: uuid.UUID, upto: int, filters:
         after = snap.horizon
 
 
+def dask_service_name(workflow_id: uuid.UUID) -> str:
+    """The name REANA gives a workflow's Dask service record, which keys its
+    `service_logs`: reana-commons reana_commons/utils.py
+    get_dask_component_name(id, "database_model_service"), `dask-service-` and the id up
+    to its first dash (get_trimmed_workflow_id(id, 4)); reana-workflow-controller
+    rest/workflows.py creates the Service with it."""
+    return "dask-service-" + str(workflow_id).rsplit("-", 4)[0]
+
+
 async def _service_logs(store: Store, workflow_id: uuid.UUID, upto: int
                         ) -> dict[str, list[dict[str, str]]]:
     """kind=service lines as reana-workflow-controller shapes `service_logs`:
-    {service: [{"component", "content"}], scheduler first}. Service logs are small
-    (a scheduler's and workers' own messages), so they are gathered in memory."""
+    {service: [{"component", "content"}], scheduler first}. vector/vector.yaml gives a
+    Dask pod's lines REANA's service name as job id and the pod's `dask.org/component`
+    (scheduler, worker) as step; lines without them (stored before it did, or tapped
+    and not yet adopted) go under that name, as component "service". Service logs are
+    small (a scheduler's and workers' own messages), so they are gathered in memory."""
     parts: dict[str, dict[str, list[str]]] = {}
+    default = dask_service_name(workflow_id)
     async for chunk in stored_lines(store, workflow_id, upto, Filters(kind="service")):
         for line in chunk:
-            component = parts.setdefault(line.job_id or "dask", {})
+            component = parts.setdefault(line.job_id or default, {})
             component.setdefault(line.step or "service", []).append(line.text())
     return {
         name: sorted(({"component": c, "content": "".join(t)} for c, t in comps.items()),

@@ -112,6 +112,14 @@ async def maintain(url: str, window: Window, *, wait: bool = False) -> Maintenan
                 "DELETE FROM rejected_events WHERE received_at < %s", (day_start(window.first),)
             )
             report.rejected_deleted = cur.rowcount
+            # jobs of workflows whose every line lay in the days just dropped (sql/0005;
+            # a database not migrated that far has none)
+            cur = await conn.execute("SELECT to_regclass('job_workflows') IS NOT NULL")
+            if (await cur.fetchone() or (False,))[0]:
+                await conn.execute(
+                    "DELETE FROM job_workflows j USING workflows w"
+                    " WHERE w.workflow_id = j.workflow_id AND w.ts_last < %s",
+                    (day_start(window.first),))
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (_MAINTENANCE_LOCK,))
     if report.created or report.dropped:

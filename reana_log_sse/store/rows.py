@@ -70,16 +70,51 @@ async def job_steps(cur: psycopg.AsyncCursor[Any], lines: Sequence[PreparedLine]
     return {(w, j): step for w, j, step in await cur.fetchall()}
 
 
+_JOB_SPANS = (
+    "INSERT INTO job_workflows (job_id, workflow_id, first_seq, last_seq)"
+    " SELECT * FROM unnest(%s::text[], %s::uuid[], %s::bigint[], %s::bigint[]) ORDER BY 1, 2"
+    " ON CONFLICT (job_id, workflow_id) DO UPDATE"
+    " SET first_seq = least(job_workflows.first_seq, excluded.first_seq),"
+    " last_seq = greatest(job_workflows.last_seq, excluded.last_seq)"
+)
+
+
+Spans = dict[tuple[str, uuid.UUID], list[int]]  # (job, workflow) -> [first id, last id]
+
+
+def job_spans(parts: Sequence[tuple[Sequence[PreparedLine], dict[uuid.UUID, int]]]) -> Spans:
+    """Each job's span of ids among the lines of `parts` (batches with their bases: a
+    line's id is base + ord). copy_lines finds the same while it copies."""
+    spans: Spans = {}
+    for lines, bases in parts:
+        for line in lines:
+            if line.job_id is not None:
+                seq = bases[line.workflow_id] + line.ord
+                spans.setdefault((line.job_id, line.workflow_id), [seq, seq])[1] = seq
+    return spans
+
+
+async def widen_job_spans(cur: psycopg.AsyncCursor[Any], spans: Spans) -> None:
+    """Widen each job's span of ids in job_workflows (sql/0005), in one statement."""
+    if spans:
+        keys = list(spans)
+        await cur.execute(_JOB_SPANS, ([j for j, _ in keys], [w for _, w in keys],
+                                       [spans[k][0] for k in keys],
+                                       [spans[k][1] for k in keys]))
+
+
 async def copy_lines(
     cur: psycopg.AsyncCursor[Any],
     parts: Sequence[tuple[Sequence[PreparedLine], dict[uuid.UUID, int]]],
     steps: dict[tuple[uuid.UUID, str], str],
+    spans: Spans,
 ) -> int:
     """COPY batches' lines straight into log_lines with their ids, base + ord per batch
-    (the common case: no line is stored yet). A line already stored makes the COPY fail
-    with a unique violation, which rolls the whole transaction back (Store.ingest then
-    takes the staged path)."""
+    (the common case: no line is stored yet), and fill `spans` (job_spans) on the way. A
+    line already stored makes the COPY fail with a unique violation, which rolls the
+    whole transaction back (Store.ingest then takes the staged path)."""
     n = 0
+    last_job, last_w, span = None, None, [0, 0]
     async with cur.copy(_COPY_LINES) as copy:
         copy.set_types(_COPY_TYPES)
         # copy.write_row, without a coroutine per row: the formatter encodes each row
@@ -89,9 +124,18 @@ async def copy_lines(
             n += len(lines)
             for (w, o, ts, dedupe, kind, job_id, step, pod, container, stream, message,
                  truncated, collected_at, line_key) in lines:  # one unpack, no getters
-                if step is None and steps and job_id is not None:
-                    step = steps.get((w, job_id))
-                if full := encode((w, bases[w] + o, ts, dedupe, kind, job_id, step, pod,
+                seq = bases[w] + o
+                if job_id is not None:
+                    # a container's lines come in runs: most lines only move the end
+                    if w is last_w and job_id == last_job:
+                        span[1] = seq
+                    else:
+                        span = spans.setdefault((job_id, w), [seq, seq])
+                        span[1] = seq
+                        last_job, last_w = job_id, w
+                    if step is None and steps:
+                        step = steps.get((w, job_id))
+                if full := encode((w, seq, ts, dedupe, kind, job_id, step, pod,
                                    container, stream, message, truncated, collected_at,
                                    line_key)):
                     await send(full)

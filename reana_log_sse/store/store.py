@@ -19,7 +19,16 @@ from reana_log_sse.metrics import Metrics
 from reana_log_sse.store.db import NOTIFY_CHANNEL, load_sql
 from reana_log_sse.store.errors import PartitionMissing, translated
 from reana_log_sse.store.group import GroupCommit
-from reana_log_sse.store.rows import IngestResult, PreparedLine, copy_lines, job_steps, stage_lines
+from reana_log_sse.store.rows import (
+    IngestResult,
+    PreparedLine,
+    Spans,
+    copy_lines,
+    job_spans,
+    job_steps,
+    stage_lines,
+    widen_job_spans,
+)
 from reana_log_sse.store.snapshot import TERMINAL_STATUSES, Filters, Snapshot, read_snapshot
 
 _NOTIFY_MAX = 7900  # PostgreSQL caps a payload at 8000 bytes
@@ -120,7 +129,9 @@ class Store:
                     steps = await job_steps(cur, every)
                     parts = [(lines, {w: bases[w] + o for w, o in here.items()})
                              for (lines, _), here in zip(batches, offsets, strict=True)]
-                    await copy_lines(cur, parts, steps)
+                    spans: Spans = {}
+                    await copy_lines(cur, parts, steps, spans)
+                    await widen_job_spans(cur, spans)
                     await _notify(cur, last)
                 if rejected:
                     await cur.executemany(
@@ -144,6 +155,7 @@ class Store:
                     ids = sorted(counts)
                     last = await allocate_ids(cur, lines, counts)
                     bases = {w: last[w] - counts[w] for w in ids}
+                    await widen_job_spans(cur, job_spans([(lines, bases)]))
                     inserted = await stage_lines(cur, lines, ids, bases)
                     if of_record and inserted < len(lines):
                         await cur.execute(_ADOPT)
@@ -197,6 +209,36 @@ class Store:
                                         workflow_level=job_id is None)
 
     # -- reads -------------------------------------------------------------------------
+
+    async def job_span(self, job_id: str) -> tuple[uuid.UUID, int, int] | None:
+        """The workflow whose lines name this job, and the span of ids they lie in
+        (job_workflows, sql/0005); of several workflows (a batch system's job ids
+        repeat), the one that wrote last."""
+        async with translated(), self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT j.workflow_id, j.first_seq, j.last_seq FROM job_workflows j"
+                " JOIN workflows w ON w.workflow_id = j.workflow_id WHERE j.job_id = %s"
+                " ORDER BY w.ts_last DESC LIMIT 1", (job_id,))
+            row = await cur.fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    async def workflow_starting(self, prefix: str) -> uuid.UUID | None:
+        """The workflow whose id's text starts with `prefix` (hex digits and dashes), the
+        one that wrote last if several do."""
+        hex_digits = prefix.replace("-", "")
+        if not hex_digits or len(hex_digits) > 32:
+            return None
+        try:
+            low = uuid.UUID(hex_digits.ljust(32, "0"))
+            high = uuid.UUID(hex_digits.ljust(32, "f"))
+        except ValueError:
+            return None
+        async with translated(), self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT workflow_id FROM workflows WHERE workflow_id BETWEEN %s AND %s"
+                " ORDER BY ts_last DESC LIMIT 1", (low, high))
+            row = await cur.fetchone()
+        return row[0] if row else None
 
     async def snapshot(
         self,
@@ -307,6 +349,7 @@ async def _record_status(
         )
     if workflow_level and status == "deleted":
         await cur.execute("DELETE FROM log_lines WHERE workflow_id = %s", (workflow_id,))
+        await cur.execute("DELETE FROM job_workflows WHERE workflow_id = %s", (workflow_id,))
     await _notify(cur, {workflow_id: last_seq})
     return int(row[0])
 
