@@ -157,7 +157,9 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
         task = asyncio.create_task(_maintenance_loop(state), name="maintenance")
         state.kubernetes = None
         if kubernetes.enabled(settings):  # pod statuses and the live tap
-            state.kubernetes = await kubernetes.KubernetesLink.start(
+            from reana_log_sse.kubernetes.link import KubernetesLink
+
+            state.kubernetes = await KubernetesLink.start(
                 settings, state.store, state.hub, state.metrics, window=window)
         if not settings.ingest_token_list() and not settings.workflow_token_key:
             logger.warning("no ingest tokens configured: POST /ingest/vector answers 401 "

@@ -1,76 +1,26 @@
 """REANA's pods through the Kubernetes API: statuses from pod phases (pods.py,
 statuses.py) and the live tap of followed workflows' logs (tap.py). Started by the app's
-lifespan when REANA_LOG_SSE_KUBERNETES allows (client.enabled).
+lifespan (link.py) when REANA_LOG_SSE_KUBERNETES allows (`enabled` below). Nothing here
+imports kubernetes-asyncio: its generated client costs a process about 64 MB, paid only
+where the link runs.
 
 May import: store, ingest, follow, settings, metrics.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import Callable
+from pathlib import Path
 
-from reana_log_sse.follow.hub import Hub
-from reana_log_sse.kubernetes.client import Kube, connect, enabled
-from reana_log_sse.kubernetes.pods import PodWatcher
-from reana_log_sse.kubernetes.statuses import PodStatuses
-from reana_log_sse.kubernetes.tap import Tap
-from reana_log_sse.metrics import Metrics
 from reana_log_sse.settings import Settings
-from reana_log_sse.store.partitions import Window
-from reana_log_sse.store.store import Store
 
-__all__ = ["KubernetesLink", "enabled"]
+__all__ = ["SERVICE_ACCOUNT", "enabled"]
 
-logger = logging.getLogger("reana_log_sse")
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
-class KubernetesLink:
-    """The pod watch, the statuses it yields and the tap, as one running unit."""
-
-    def __init__(self, kube: Kube, settings: Settings, store: Store, hub: Hub,
-                 metrics: Metrics, *, window: Callable[[], Window]) -> None:
-        self.kube = kube
-        self.hub = hub
-        self.statuses = PodStatuses(store, metrics)
-        self.pods = PodWatcher(kube, settings.kubernetes_namespace, metrics, [],
-                               stale_seconds=settings.kubernetes_stale_seconds)
-        self.tap = Tap(kube, settings.kubernetes_namespace, store, metrics, self.pods,
-                       window=window,
-                       max_line_bytes=settings.max_line_bytes,
-                       max_follows=settings.kubernetes_max_follows)
-        self.pods.listeners.extend([self.statuses, self.tap.pod_changed])
-        self._tasks: list[asyncio.Task[None]] = []
-
-    @classmethod
-    async def start(cls, settings: Settings, store: Store, hub: Hub, metrics: Metrics, *,
-                    window: Callable[[], Window]) -> KubernetesLink | None:
-        try:
-            kube = await connect(max_follows=settings.kubernetes_max_follows,
-                                 follow_timeout=settings.kubernetes_follow_timeout_seconds)
-        except Exception as exc:  # no kubeconfig, unreadable token: serve without it
-            logger.error("kubernetes: cannot load a configuration (%s); no pod statuses "
-                         "and no live tap", exc)
-            metrics.kubernetes_up.set(0)
-            return None
-        link = cls(kube, settings, store, hub, metrics, window=window)
-        hub.on_followed = link.tap.followed_changed
-        for workflow_id in list(hub.feeds):
-            link.tap.followed_changed(workflow_id, True)
-        link._tasks = [asyncio.create_task(link.pods.run(), name="pod-watch"),
-                       asyncio.create_task(link.statuses.run(), name="pod-status-retry")]
-        logger.info("kubernetes: watching REANA's pods in namespace %s",
-                    settings.kubernetes_namespace)
-        return link
-
-    async def stop(self) -> None:
-        self.hub.on_followed = None
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.tap.stop()
-        await self.kube.close()
+def enabled(settings: Settings, service_account: Path = SERVICE_ACCOUNT) -> bool:
+    if settings.kubernetes == "off":
+        return False
+    if settings.kubernetes == "on":
+        return True
+    return (service_account / "token").exists()

@@ -33,11 +33,10 @@ import orjson
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
-from reana_log_sse.settings import Settings
+from reana_log_sse.kubernetes import SERVICE_ACCOUNT
 
 logger = logging.getLogger("reana_log_sse")
 
-SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # a watch request asks the apiserver to end it after this long (the loop watches again
 # from the last resourceVersion); reads time out a bit later so a dead peer is noticed
 WATCH_SECONDS = 240
@@ -65,14 +64,6 @@ class ApiError(Exception):
         super().__init__(f"{code} {reason}: {message}")
         self.code = code
         self.reason = reason
-
-
-def enabled(settings: Settings, service_account: Path = SERVICE_ACCOUNT) -> bool:
-    if settings.kubernetes == "off":
-        return False
-    if settings.kubernetes == "on":
-        return True
-    return (service_account / "token").exists()
 
 
 async def connect(service_account: Path = SERVICE_ACCOUNT, *, max_follows: int = 100,
