@@ -24,8 +24,9 @@ What reana-server expects of a caller, and where REANA says so:
   cookie one reader sent (or reana-server set) never rides along with another reader's
   request. No log line or error of ours names a credential (redact.py covers a library's).
 - **Rate limits.** reana-server `config.py` `RATELIMIT_GUEST_USER` /
-  `RATELIMIT_AUTHENTICATED_USER` ("20 per second", keyed by client address and user agent
-  by invenio-app), so all of one replica's checks share one budget. A 429 is
+  `RATELIMIT_AUTHENTICATED_USER` ("20 per second"; REANA 0.95's chart sets "40 per
+  second", reana `helm/reana/values.yaml`), keyed by client address and user agent by
+  invenio-app, so all of one replica's checks share one budget. A 429 is
   `ReanaUnavailable` with reana-server's `Retry-After`: the caller answers 503, never a
   refusal, and caches nothing.
 - **Failures.** A connection error, a timeout or a 5xx is `ReanaUnavailable` too.
