@@ -8,7 +8,10 @@ import dataclasses
 import datetime as dt
 import gzip
 import json
+import subprocess
+import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -149,3 +152,41 @@ async def settle(follower: Follower, base_url: str, token: str,
                                        job_id=marker, step=marker)
     assert response.status_code == 200, response.text
     await follower.wait_for(lambda f: any(s.get("job_id") == marker for s in f.named("status")))
+
+
+class BackgroundLines:
+    """A command run in the background, its stdout collected line by line (a thread reads
+    it), for CLI tests that act while it runs and then wait for what it printed."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], *, text: bool = False) -> None:
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=text)
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw if isinstance(raw, str) else raw.decode()
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_until(self, ready: Callable[[list[str]], bool], timeout: float) -> bool:
+        """True once `ready(lines)`; False if the process ended first or time ran out."""
+        with self._cond:
+            self._cond.wait_for(lambda: ready(self.lines) or self.proc.poll() is not None,
+                                timeout)
+            return ready(self.lines)
+
+    def wait_exit(self, timeout: float) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(10)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)

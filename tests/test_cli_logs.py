@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import uuid
 from typing import Any
 
@@ -21,7 +20,7 @@ import pytest
 from reana_log_sse.client import LogFollower, LogLine, SSEDecoder, StatusChange
 from tests.conftest import free_port
 from tests.fake_reana import FakeReanaServer
-from tests.helpers import event, post_batch, post_status
+from tests.helpers import BackgroundLines, event, post_batch, post_status
 
 JOB = "reana-run-job-1"  # tests.helpers.event's default job
 _CLASS_NAME = re.compile(r"\b[A-Z][a-z]+(?:[A-Z][a-z]+)*(?:Error|Exception|Timeout)\b|Errno")
@@ -42,44 +41,23 @@ def logs(*args: str, **env: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(_cmd(*args), env=_env(**env), capture_output=True, timeout=120)
 
 
-class Cli:
+class Cli(BackgroundLines):
     """`reana-log-sse logs` in the background; its stdout collected line by line."""
 
     def __init__(self, *args: str, **env: str) -> None:
-        self.proc = subprocess.Popen(_cmd(*args), env=_env(**env), stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            with self._cond:
-                self.lines.append(raw.decode().rstrip("\n"))
-                self._cond.notify_all()
+        super().__init__(_cmd(*args), _env(**env))
 
     def wait_lines(self, n: int, timeout: float = 60) -> None:
-        with self._cond:
-            ok = self._cond.wait_for(lambda: len(self.lines) >= n or self.proc.poll() is not None,
-                                     timeout)
-        assert ok and len(self.lines) >= n, (self.lines[-5:], self.stderr())
+        assert self.wait_until(lambda lines: len(lines) >= n, timeout), (
+            self.lines[-5:], self.stderr())
 
     def finish(self, timeout: float = 60) -> int:
-        code = self.proc.wait(timeout)
-        self._reader.join(10)
-        return code
+        return self.wait_exit(timeout)
 
     def stderr(self) -> str:
         if self.proc.poll() is None or self.proc.stderr is None:
             return ""
         return self.proc.stderr.read().decode()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 @pytest.fixture
@@ -212,11 +190,9 @@ def test_cli_logs_retry_message_is_one_line_per_state_change_in_a_pipe(server_fa
     assert notes[2].startswith("reana-log-sse logs: gave up on "), notes
 
 
-def test_cli_logs_retry_message_is_rewritten_in_place_on_a_terminal(server_factory):
-    leader, follower = pty.openpty()
-    proc = _follow_until_it_gives_up(server_factory, follower)
-    os.close(follower)
-    err = b""
+def _read_terminal(leader: int) -> bytes:
+    """Everything a process wrote to its terminal until it closed it; closes our end."""
+    out = b""
     while True:
         ready, _, _ = select.select([leader], [], [], 60)
         try:
@@ -225,8 +201,16 @@ def test_cli_logs_retry_message_is_rewritten_in_place_on_a_terminal(server_facto
             chunk = b""
         if not chunk:
             break
-        err += chunk
+        out += chunk
     os.close(leader)
+    return out
+
+
+def test_cli_logs_retry_message_is_rewritten_in_place_on_a_terminal(server_factory):
+    leader, follower = pty.openpty()
+    proc = _follow_until_it_gives_up(server_factory, follower)
+    os.close(follower)
+    err = _read_terminal(leader)
     assert proc.wait(60) == 5
     text = re.sub(rb"\x1b\[[0-9;]*m", b"", err).decode()  # its colours aside
     lines = text.split("\r\n")  # what stays on the terminal, line by line
@@ -272,17 +256,7 @@ def test_cli_logs_on_a_tty_colors_and_passes_ansi_through(live_server):
         proc = subprocess.Popen(_cmd(wf, "--follow", "--server", url, *args), env=_env(),
                                 stdout=follower, stderr=subprocess.DEVNULL)
         os.close(follower)
-        out = b""
-        while True:
-            ready, _, _ = select.select([leader], [], [], 60)
-            try:
-                chunk = os.read(leader, 65536) if ready else b""
-            except OSError:  # EIO: the process closed the terminal
-                chunk = b""
-            if not chunk:
-                break
-            out += chunk
-        os.close(leader)
+        out = _read_terminal(leader)
         assert proc.wait(60) == 0
         return out
 

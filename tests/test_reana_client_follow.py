@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import uuid
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.fake_reana import REANA_HOSTNAME, FakeReanaServer
-from tests.helpers import event, post_batch, post_status
+from tests.helpers import BackgroundLines, event, post_batch, post_status
 from tests.reana_client import configure_reana_client, reana_client_executable
 
 VERSION = "0.95.0a6"
@@ -68,41 +67,20 @@ def _user(reana: FakeReanaServer) -> tuple[str, str]:
     return token, user
 
 
-class Follow:
+class Follow(BackgroundLines):
     """`reana-client logs --follow` in the background; stdout collected line by line."""
 
     def __init__(self, exe: str, env: dict[str, str], *args: str) -> None:
-        self.proc = subprocess.Popen([exe, "logs", "--follow", *args], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            with self._cond:
-                self.lines.append(raw.rstrip("\n"))
-                self._cond.notify_all()
+        super().__init__([exe, "logs", "--follow", *args], env, text=True)
 
     def wait_for(self, line: str, count: int = 1, timeout: float = 120) -> None:
-        with self._cond:
-            ok = self._cond.wait_for(lambda: self.lines.count(line) >= count
-                                     or self.proc.poll() is not None, timeout)
-        assert ok and self.lines.count(line) >= count, (self.lines[-5:], self.proc.poll())
+        assert self.wait_until(lambda lines: lines.count(line) >= count, timeout), (
+            self.lines[-5:], self.proc.poll())
 
     def finish(self, timeout: float = 300) -> tuple[int, str]:
-        code = self.proc.wait(timeout)
-        self._reader.join(10)
+        code = self.wait_exit(timeout)
         assert self.proc.stderr is not None
         return code, self.proc.stderr.read()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 def _ok(r: httpx.Response) -> None:
