@@ -121,6 +121,8 @@ def test_openapi_wrong_method_on_a_route_answers_its_own_405_not_the_static_file
                                 ("GET", f"/api/workflows/{uuid.uuid4()}/status", "POST"),
                                 ("POST", "/healthz", "GET, HEAD")]:
         r = httpx.request(method, live_server.url + path)
-        assert (r.status_code, r.headers.get("allow")) == (405, allow), (method, path)
+        # Starlette builds Allow from a set: its order changes with string hashing
+        allowed = set((r.headers.get("allow") or "").split(", "))
+        assert (r.status_code, allowed) == (405, set(allow.split(", "))), (method, path)
     assert live_server.get("/reana-live-log.js").status_code == 200  # the files still are
     assert live_server.get("/").headers["content-type"].startswith("text/html")
