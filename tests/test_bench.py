@@ -165,4 +165,5 @@ def test_bench_soak_row_samples_rss_under_resuming_followers(database_url, tmp_p
     assert len(k["samples"]) >= 10 and all(rss > 0 for _, rss in k["samples"])
     assert k["sent"] > 0 and k["received"] > 0 and k["resumes"] > 0
     assert k["out_of_order"] == 0 and k["rss_end"] == k["samples"][-1][1]
+    assert k["per_minute"] == [k["samples"][0]]  # 6 s: only the minute 0 sample
     assert proc.stdout.count("10 soak") == 1 and "MiB/min" in proc.stdout

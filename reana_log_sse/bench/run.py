@@ -354,8 +354,7 @@ def rows_and_notes(r: dict[str, Any], s: Any, cores: int) -> tuple[list[Row], li
 def _soak_row(k: dict[str, Any]) -> Row:
     """RSS slope after warm-up, with RSS at warm-up and at the end and the line rate."""
     mib = 2**20
-    per_min = " ".join(f"{r / mib:.1f}" for t, r in k["samples"]
-                       if t == 0 or int(t // 60) != int((t - k["every"]) // 60))
+    per_min = " ".join(f"{r / mib:.1f}" for _, r in k["per_minute"])
     return Row("10 soak", f"RSS slope after {k['warmup']:.0f} s, {k['seconds'] / 60:.1f} min, "
                f"{k['followers']} followers of {k['workflows']} workflows resuming every "
                f"0.2-3 s, {k['rate']:,.0f} lines/s", k["slope"], "MiB/min",

@@ -122,9 +122,12 @@ async def soak(server: h.Server, meter: h.CpuMeter, *, seconds: float,
     for t in tasks:
         if t.done() and not t.cancelled() and t.exception() is not None:
             raise RuntimeError("soak load failed") from t.exception()
+    per_minute = [min(samples, key=lambda s, m=m: abs(s[0] - 60 * m))
+                  for m in range(int(samples[-1][0] // 60) + 1)]
     after = [s for s in samples if s[0] >= warmup]
     warm = after[0] if after else samples[-1]
     return {"seconds": elapsed, "warmup": warmup, "every": every, "samples": samples,
+            "per_minute": per_minute,
             "rss_warm": warm[1], "rss_warm_at": warm[0], "rss_end": samples[-1][1],
             "rss_start": samples[0][1], "slope": slope_mb_per_min(after),
             "rate": load.sent / elapsed, "sent": load.sent, "received": load.received,
