@@ -139,3 +139,31 @@ def test_bench_reana_client_row_follows_every_line_three_ways(database_url, tmp_
         ("reana-client, patched (SSE)", 5, 5), ("reana-client, REANA's 10 s poll", 5, 5),
         ("reana-log-sse logs --follow", 5, 5)]
     assert proc.stdout.count("9 reana-client") == 2
+
+
+def test_bench_soak_slope_is_least_squares_in_mib_per_minute():
+    from reana_log_sse.bench.soak import slope_mb_per_min
+
+    mib = 2**20
+    assert slope_mb_per_min([(60.0, 100 * mib), (120.0, 101 * mib), (180.0, 102 * mib)]) == 1.0
+    assert slope_mb_per_min([(60.0, 100 * mib), (120.0, 100 * mib)]) == 0.0
+    assert slope_mb_per_min([(60.0, 100 * mib)]) == 0.0
+
+
+@pytest.mark.timeout(300)
+def test_bench_soak_row_samples_rss_under_resuming_followers(database_url, tmp_path):
+    """The opt-in soak, for 6 s: it samples RSS, sends, delivers in order, and prints its
+    row (its slope over so short a run is printed, never asserted)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "reana_log_sse", "bench", "--size", "tiny", "--only", "soak",
+         "--soak-seconds", "6", "--database-url", database_url, "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+    print(proc.stdout, proc.stderr[-3000:])
+    assert proc.returncode == 0
+    k = json.loads((tmp_path / "results.json").read_text())["soak"]
+    assert len(k["samples"]) >= 10 and all(rss > 0 for _, rss in k["samples"])
+    assert k["sent"] > 0 and k["received"] > 0 and k["resumes"] > 0
+    assert k["out_of_order"] == 0 and k["rss_end"] == k["samples"][-1][1]
+    assert k["per_minute"] == [k["samples"][0]]  # 6 s: only the minute 0 sample
+    assert proc.stdout.count("10 soak") == 1 and "MiB/min" in proc.stdout

@@ -371,3 +371,33 @@ async def test_stream_follower_behind_sends_its_queued_batches_in_one_write():
     assert sub.queued_lines == 0 and sub.queued_bytes == 0
     await stream.aclose()
     assert left == [sub]
+
+
+async def test_stream_followers_hanging_up_leave_no_cycles_for_the_gc(live_server):
+    """A soak's followers hang up and resume every few seconds (tests/test_faults.py
+    soak): each closed stream must be freed as its request ends, by reference counting.
+    In a cycle (response <-> subscription) each waited for a full cyclic collection,
+    which ran only every few thousand streams: RSS crept up between collections."""
+    import gc
+
+    from reana_log_sse.follow.stream import FollowResponse
+
+    wf = uuid.uuid4()
+    await apost(live_server, [event(wf, "first")])
+
+    def responses() -> int:
+        return sum(1 for o in gc.get_objects() if isinstance(o, FollowResponse))
+
+    gc.collect()
+    gc.disable()  # what the cyclic GC would free is counted, not freed
+    try:
+        for _ in range(10):
+            async with Follower(stream_url(live_server, wf)) as f:
+                await f.wait_logs(1)
+        for _ in range(200):  # the server ends each request once it sees the hang-up
+            if responses() == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert responses() == 0
+    finally:
+        gc.enable()

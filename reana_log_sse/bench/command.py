@@ -48,8 +48,10 @@ SIZES = {
                   ship_rate=100.0, reana_client_lines=5),
 }
 SCENARIOS = ("ingest", "latency", "fanout", "catchup", "polling", "cli", "tap", "ship")
-# run only when named: it needs a checkout (tests/) and installs reana-client 0.95.0a6 once
-OPT_IN = ("reana-client",)
+# run only when named: reana-client needs a checkout (tests/) and installs reana-client
+# 0.95.0a6 once; soak takes 20 minutes (--soak-seconds)
+OPT_IN = ("reana-client", "soak")
+SOAK_SECONDS = 1200.0  # the soak's default length: 20 minutes
 
 
 @click.command()
@@ -58,7 +60,12 @@ OPT_IN = ("reana-client",)
               help="full (default), quick (= --quick) or tiny (the test suite's)")
 @click.option("--only", multiple=True, type=click.Choice(SCENARIOS + OPT_IN),
               help="run only these scenarios (repeatable); reana-client runs only when "
-              "named (REANA's own client, patched vs polling vs ours: from a checkout)")
+              "named (REANA's own client, patched vs polling vs ours: from a checkout); "
+              "soak runs only when named (RSS over --soak-seconds of followers resuming "
+              "at random)")
+@click.option("--soak-seconds", type=click.FloatRange(min=1), default=SOAK_SECONDS,
+              show_default=True, help="how long the soak scenario runs (it samples RSS "
+              "every 10 s and measures its slope after 60 s of warm-up)")
 @click.option("--database-url", default=None,
               help="PostgreSQL to use (it gets ~1.5 M rows); unset: an embedded one with a "
               "fresh database")
@@ -78,7 +85,8 @@ OPT_IN = ("reana-client",)
               "worktree of an older commit) to measure two versions with the same bench")
 @click.option("--profile", is_flag=True, help="sample the service with py-spy per scenario "
               "(needs py-spy on PATH)")
-def bench(quick: bool, size: str | None, only: tuple[str, ...], database_url: str | None,
+def bench(quick: bool, size: str | None, only: tuple[str, ...], soak_seconds: float,
+          database_url: str | None,
           data_dir: Path | None, out: Path, write_docs: bool, docs_dir: Path, readme: Path,
           service_tree: Path | None, profile: bool) -> None:
     """Benchmark this machine: ingest, delivery latency, fan-out, catch-up, polling, CLI,
@@ -106,7 +114,7 @@ def bench(quick: bool, size: str | None, only: tuple[str, ...], database_url: st
         "sizes": SIZES[name], "size": name, "only": set(only or SCENARIOS),
         "database_url": database_url, "data_dir": data_dir, "out": out,
         "write_docs": write_docs, "docs_dir": docs_dir, "readme": readme, "profile": profile,
-        "service_tree": service_tree,
+        "service_tree": service_tree, "soak_seconds": soak_seconds,
         "command": shlex.join(argv + (["--write-docs"] if write_docs else [])),
         "echo": lambda msg: click.echo(msg, err=True),
     }

@@ -14,7 +14,7 @@ from typing import Any
 from reana_log_sse.bench import fanout as fo
 from reana_log_sse.bench import harness as h
 from reana_log_sse.bench import latency as lat
-from reana_log_sse.bench import shipper, tap
+from reana_log_sse.bench import shipper, soak, tap
 from reana_log_sse.bench import socketfloor as sf
 from reana_log_sse.bench import throughput as tp
 from reana_log_sse.bench.profile import py_spy
@@ -62,7 +62,7 @@ async def run(opts: dict[str, Any]) -> str:
         server = h.Server(url, tree=tree.resolve() if tree else None).start()
         try:
             results = await _scenarios(server, url, sizes, only, out if opts["profile"] else None,
-                                       echo)
+                                       echo, opts.get("soak_seconds", 1200.0))
         finally:
             server.stop()
     results["machine"] = machine
@@ -95,7 +95,7 @@ async def run(opts: dict[str, Any]) -> str:
 
 
 async def _scenarios(server: h.Server, url: str, s: Any, only: set[str], prof: Any,
-                     echo: Any) -> dict[str, Any]:
+                     echo: Any, soak_seconds: float = 1200.0) -> dict[str, Any]:
     meter = h.CpuMeter(server)
     pid = server.proc.pid if server.proc else 0
     r: dict[str, Any] = {}
@@ -164,6 +164,9 @@ async def _scenarios(server: h.Server, url: str, s: Any, only: set[str], prof: A
                 r["ship"] = await shipper.throughput(server, meter, lines=s.ship_lines)
                 r["ship"]["latency"] = await shipper.latency(server, meter, rate=s.ship_rate,
                                                              duration=s.duration)
+        if "soak" in only:
+            with step(f"soak: {soak_seconds:,.0f} s"):
+                r["soak"] = await soak.soak(server, meter, seconds=soak_seconds, echo=echo)
     await asyncio.sleep(0)
     return r
 
@@ -343,7 +346,25 @@ def rows_and_notes(r: dict[str, Any], s: Any, cores: int) -> tuple[list[Row], li
                      "status POST; above the direct path, a line waits for the 50 ms file "
                      "poll and for its batch (sent at once when the sender is idle, else "
                      f"within 0.2 s). {_limit(sh['cpu'], cores)}.")
+    if "soak" in r:
+        rows.append(_soak_row(r["soak"]))
     return rows, notes
+
+
+def _soak_row(k: dict[str, Any]) -> Row:
+    """RSS slope after warm-up, with RSS at warm-up and at the end and the line rate."""
+    mib = 2**20
+    per_min = " ".join(f"{r / mib:.1f}" for _, r in k["per_minute"])
+    return Row("10 soak", f"RSS slope after {k['warmup']:.0f} s, {k['seconds'] / 60:.1f} min, "
+               f"{k['followers']} followers of {k['workflows']} workflows resuming every "
+               f"0.2-3 s, {k['rate']:,.0f} lines/s", k["slope"], "MiB/min",
+               goal=f"< {soak.FLAT_MB_PER_MIN} MiB/min (flat)",
+               met=k["slope"] < soak.FLAT_MB_PER_MIN and not k["out_of_order"], cpu=k["cpu"],
+               note=f"RSS {k['rss_warm'] / mib:.1f} MiB at {k['rss_warm_at']:.0f} s, "
+               f"{k['rss_end'] / mib:.1f} MiB at the end; {k['sent']:,} lines sent, "
+               f"{k['received']:,} delivered, {k['resumes']:,} resumes, {k['errors']} errors"
+               + (f", {k['out_of_order']} OUT OF ORDER" if k["out_of_order"] else "")
+               + f"; RSS per minute (MiB): {per_min}")
 
 
 def _latency_row(run: dict[str, Any], sockets: dict[str, Any] | None,

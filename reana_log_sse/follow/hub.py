@@ -224,6 +224,10 @@ class Subscription:
             self.closed = True
             self._settle_all()
             self.feed.unsubscribe(self)
+        # the response holds this subscription: without this link back, a closed stream
+        # is freed when its request ends, not by the next full cyclic GC (which, with
+        # streams resuming every few seconds, let RSS creep up between collections)
+        self.response = None
 
 
 class Feed:
