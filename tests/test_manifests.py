@@ -4,7 +4,6 @@ properties the deployment relies on."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -437,24 +436,9 @@ def test_ingress_stream_path_wins_over_reanas_api_ingress_the_rest_stays_reanas(
 
 
 @pytest.fixture
-def overlay_with_logs_route() -> Any:
-    """The example overlay with the documented opt-in made: its `components:` lines
-    uncommented, built as `kubectl kustomize` builds it."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl (with its built-in kustomize) is not installed")
-    text = (OVERLAY / "kustomization.yaml").read_text(encoding="utf-8")
-    enabled = text.replace("# components:\n#   - logs-route", "components:\n  - logs-route")
-    assert enabled != text
-    copy = OVERLAY.parent / f".example-logs-route-{os.getpid()}"
-    shutil.copytree(OVERLAY, copy)
-    try:
-        (copy / "kustomization.yaml").write_text(enabled, encoding="utf-8")
-        out = subprocess.run([kubectl, "kustomize", str(copy)], check=True,
-                             capture_output=True, text=True, timeout=60).stdout
-    finally:
-        shutil.rmtree(copy)
-    return [d for d in yaml.safe_load_all(out) if d]
+def overlay_with_logs_route(tmp_path: Path) -> Any:
+    """The example overlay with the documented opt-in made: `logs-route` uncommented."""
+    return _overlay_with(tmp_path, "logs-route")
 
 
 def _overlay_with(tmp_path: Path, *components: str, root: Path = ROOT,
@@ -672,25 +656,10 @@ def test_opensearch_seam_component_lists_exactly_its_files():
     assert on_disk == generated == {"opensearch.env"}
 
 
-def test_opensearch_seam_component_gives_the_service_its_credentials_from_a_secret():
+def test_opensearch_seam_component_gives_the_service_its_credentials_from_a_secret(tmp_path):
     """The example overlay with `components: [opensearch-seam]` uncommented, as an admin
     makes it (docs/reana-integration.md)."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl (with its built-in kustomize) is not installed")
-    text = (OVERLAY / "kustomization.yaml").read_text(encoding="utf-8")
-    enabled = text.replace("# components:\n#   - opensearch-seam",
-                           "components:\n  - opensearch-seam")
-    assert enabled != text
-    copy = OVERLAY.parent / f".example-opensearch-seam-{os.getpid()}"
-    shutil.copytree(OVERLAY, copy)
-    try:
-        (copy / "kustomization.yaml").write_text(enabled, encoding="utf-8")
-        out = subprocess.run([kubectl, "kustomize", str(copy)], check=True,
-                             capture_output=True, text=True, timeout=60).stdout
-    finally:
-        shutil.rmtree(copy)
-    built = [d for d in yaml.safe_load_all(out) if d]
+    built = _overlay_with(tmp_path, "opensearch-seam")
     secrets = {s["metadata"]["name"]: s for s in _built(built, "Secret")}
     (seam_secret,) = [n for n in secrets if n.startswith("reana-log-sse-opensearch-")]
     assert set(secrets[seam_secret]["data"]) == {"REANA_LOG_SSE_OPENSEARCH_USER",
