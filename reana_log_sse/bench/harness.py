@@ -17,8 +17,8 @@ import sys
 import time
 import uuid
 from array import array
-from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -255,16 +255,37 @@ class CommitLog:
         """Commit -> parsed delays of the batches of `wf` committed in [t0, t1], given a
         follower's (id, time) arrivals; and how many of them never arrived."""
         seqs, commits = self.seqs.get(wf, array("q")), self.times.get(wf, array("d"))
-        out, missing, j = [], 0, 0
-        for k in range(bisect_left(commits, t0), len(seqs)):
-            if commits[k] > t1:
-                break
-            j = bisect_left(ids, seqs[k], j)
-            if j == len(ids):
-                missing += 1
-                continue
-            out.append(times[j] - commits[k])
-        return out, missing
+        lo, hi = bisect_left(commits, t0), bisect_right(commits, t1)
+        return arrivals(seqs[lo:hi], commits[lo:hi], ids, times)
+
+    def posted(self, wf: str, posts: Sequence[tuple[float, float]]
+               ) -> tuple[list[int], list[float]]:
+        """Per POST (time before it, time after its answer), the last id of `wf` it
+        committed and the time before it: a POST's commit lies inside its span."""
+        seqs, commits = self.seqs.get(wf, array("q")), self.times.get(wf, array("d"))
+        out_seqs: list[int] = []
+        out_times: list[float] = []
+        for before, after in posts:
+            lo, hi = bisect_left(commits, before), bisect_right(commits, after)
+            if hi > lo:
+                out_seqs.append(max(seqs[lo:hi]))
+                out_times.append(before)
+        return out_seqs, out_times
+
+
+def arrivals(seqs: Sequence[int], starts: Sequence[float], ids: Sequence[int],
+             times: Sequence[float]) -> tuple[list[float], int]:
+    """For batches (last id, start time) in id order and a follower's (id, time)
+    arrivals: each batch's delay to the first arrival that reaches its id, and how many
+    batches never arrived."""
+    out, missing, j = [], 0, 0
+    for seq, start in zip(seqs, starts, strict=True):
+        j = bisect_left(ids, seq, j)
+        if j == len(ids):
+            missing += 1
+            continue
+        out.append(times[j] - start)
+    return out, missing
 
 
 # -- Vector-shaped batches ------------------------------------------------------------------
@@ -328,24 +349,40 @@ def frame_bytes() -> int:
     return len(line.frame)
 
 
-async def paced_ingest(base_url: str, workflows: Sequence[str], rate: float, duration: float,
-                       batch: int) -> int:
-    """Post `rate` lines/s for `duration` seconds, `batch` lines per POST, spread round
-    robin over `workflows`. Returns the lines posted (one sender: when a POST takes
-    longer than its interval the achieved rate falls short, which callers report)."""
+async def paced(send: Callable[[int], Awaitable[None]], rate: float, duration: float,
+                batch: int) -> int:
+    """Call `send(lines sent so far)` for one `batch`-line batch every `batch / rate`
+    seconds for `duration` seconds; returns the lines sent. One sender: when a send takes
+    longer than its interval the achieved rate falls short, which callers report. Our
+    ingest and the nchan peer (bench/nchan.py) are paced by this same loop."""
     interval = batch / rate
     sent = 0
-    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
-        t0 = time.monotonic()
-        k = 0
-        while time.monotonic() - t0 < duration:
-            await post(client, body(events(workflows, batch, sent)))
-            sent += batch
-            k += 1
-            delay = t0 + k * interval - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+    t0 = time.monotonic()
+    k = 0
+    while time.monotonic() - t0 < duration:
+        await send(sent)
+        sent += batch
+        k += 1
+        delay = t0 + k * interval - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
     return sent
+
+
+async def paced_ingest(base_url: str, workflows: Sequence[str], rate: float, duration: float,
+                       batch: int, posts: list[tuple[float, float]] | None = None) -> int:
+    """Post `rate` lines/s for `duration` seconds, `batch` lines per POST, spread round
+    robin over `workflows`. Returns the lines posted. `posts` gets each POST's
+    (time.time() just before it, just after its answer): its commit lies between."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+        async def send(sent: int) -> None:
+            data = body(events(workflows, batch, sent))
+            t = time.time()
+            await post(client, data)
+            if posts is not None:
+                posts.append((t, time.time()))
+
+        return await paced(send, rate, duration, batch)
 
 
 # -- statistics -----------------------------------------------------------------------------

@@ -87,7 +87,8 @@ async def sse_run(server: h.Server, meter: h.CpuMeter, commits: h.CommitLog, *,
                   measured: Callable[[], contextlib.AbstractContextManager[None]] =
                   contextlib.nullcontext) -> dict[str, Any]:
     """`followers` streams spread over `workflows` workflows while ingest runs at `rate`
-    lines/s: commit -> parsed latency, completeness, database reads, RSS."""
+    lines/s: commit -> parsed latency (and POST -> parsed: `from_post`), completeness,
+    database reads, CPU seconds, RSS."""
     wfs = h.new_workflows(workflows)
     await h.seed(server.url, wfs)
     rss0 = server.rss()
@@ -100,8 +101,9 @@ async def sse_run(server: h.Server, meter: h.CpuMeter, commits: h.CommitLog, *,
         reads0 = await server.db_reads()
         c0 = meter.sample()
         t0 = time.time()
+        posts: list[tuple[float, float]] = []
         with measured():  # e.g. a profiler, over the live phase only
-            sent = await h.paced_ingest(server.url, wfs, rate, duration, batch)
+            sent = await h.paced_ingest(server.url, wfs, rate, duration, batch, posts)
         t1 = time.time()
         c1 = meter.sample()
         rss1 = server.rss()
@@ -112,19 +114,24 @@ async def sse_run(server: h.Server, meter: h.CpuMeter, commits: h.CommitLog, *,
                 await asyncio.wait_for(f.reached(commits.last(_wf(f))), max(left, 0.01))
         reads1 = await server.db_reads()
         samples: list[float] = []
+        from_post: list[float] = []
         missing = 0
+        posted = {wf: commits.posted(wf, posts) for wf in wfs}
         for f in streams:
             got, lost = commits.latencies(_wf(f), f.ids, f.times, t0, t1)
             samples += got
             missing += lost
+            from_post += h.arrivals(*posted[_wf(f)], f.ids, f.times)[0]
     finally:
         close_all(streams)
     await _settle(server)
     return {"layout": layout, "followers": followers, "workflows": workflows, "rate": rate,
             "sent": sent, "seconds": t1 - t0, "achieved_rate": sent / max(1e-9, t1 - t0),
             **h.summary_ms(samples), "undelivered": missing,
+            "from_post": h.summary_ms(from_post), "batches": len(posts),
             "notify": h.summary_ms(commits.notify_delays(t0, t1)),
             "db_reads_per_s": (reads1 - reads0) / (t1 - t0), "cpu": h.CpuMeter.share(c0, c1),
+            "cpu_seconds": {k: c1[1][k] - c0[1][k] for k in c0[1]},
             "rss_per_follower_kib": (rss1 - rss0) / max(1, len(streams)) / 1024,
             "connects_per_s": followers / open_seconds, "opened": len(streams),
             "refused": len(refused), "refusals": sorted(set(refused))[:5]}

@@ -28,18 +28,26 @@ def _request(method: str, host: str, path: str, headers: dict[str, str] | None =
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def last_id(buf: bytes, end: int) -> int:
-    """The id of the last `id:` field before `end` (-1 if none)."""
-    i = buf.rfind(_ID, 0, end)
+def last_id(buf: bytes, end: int, marker: bytes = _ID) -> int:
+    """The number that follows the last `marker` (the `id:` field) before `end` (-1 if
+    none). Another marker reads a peer that carries the id elsewhere: nginx + nchan's
+    EventSource sends its own `id: <time>:<tag>`, so its batches start their one `data:`
+    line with the batch's last id (bench/nchan.py)."""
+    i = buf.rfind(marker, 0, end)
     if i < 0:
         return -1
-    j = buf.find(b"\n", i + 5)
-    return int(buf[i + 5:j])
+    i += len(marker)
+    j = i
+    while buf[j:j + 1].isdigit():
+        j += 1
+    return int(buf[i:j]) if j > i else -1
 
 
 class Follower(asyncio.Protocol):
     """One SSE stream over a raw socket. Records (id, time) each time its highest
     parsed id advances: `ids` and `times` (time.time())."""
+
+    marker = _ID  # what precedes a frame's id (bench/nchan.py: `\ndata: `)
 
     def __init__(self, host: str, path: str, headers: dict[str, str] | None = None) -> None:
         self.request = _request("GET", host, path,
@@ -87,7 +95,7 @@ class Follower(asyncio.Protocol):
             self.started.set_result(None)
         if b"event: end\n" in buf and not self.ended.done():
             self.ended.set_result(None)
-        seq = last_id(buf, end)
+        seq = last_id(buf, end, self.marker)
         if seq > self.max_id:
             self.max_id = seq
             self.ids.append(seq)
@@ -131,24 +139,25 @@ class Follower(asyncio.Protocol):
 
 
 async def open_follower(base_url: str, path: str, headers: dict[str, str] | None = None,
-                        timeout: float = 60.0) -> Follower:
+                        timeout: float = 60.0, cls: type[Follower] = Follower) -> Follower:
     parts = urlsplit(base_url)
     loop = asyncio.get_running_loop()
     _, follower = await loop.create_connection(
-        lambda: Follower(parts.netloc, path, headers), parts.hostname, parts.port or 80)
+        lambda: cls(parts.netloc, path, headers), parts.hostname, parts.port or 80)
     await asyncio.wait_for(follower.started, timeout)
     return follower
 
 
 async def open_followers(base_url: str, paths: Iterable[str], *, concurrency: int = 200,
-                         timeout: float = 120.0) -> tuple[list[Follower], list[str]]:
+                         timeout: float = 120.0, cls: type[Follower] = Follower
+                         ) -> tuple[list[Follower], list[str]]:
     """Open many streams, at most `concurrency` connecting at once. Returns the streams
     that sent their first frame, and why the others did not."""
     sem = asyncio.Semaphore(concurrency)
 
     async def one(path: str) -> Follower:
         async with sem:
-            return await open_follower(base_url, path, timeout=timeout)
+            return await open_follower(base_url, path, timeout=timeout, cls=cls)
 
     results = await asyncio.gather(*(one(p) for p in paths), return_exceptions=True)
     opened = [r for r in results if isinstance(r, Follower)]
