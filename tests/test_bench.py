@@ -87,7 +87,8 @@ def test_bench_tiny_run_prints_every_row_and_writes_its_files(database_url, tmp_
     with_baseline = [r for r in rows if r["baseline"]]
     assert len(with_baseline) >= 10
     assert all(r["ratio"] is not None for r in with_baseline)
-    assert {r["figure"].split(",")[0] for r in rows if r["scenario"] == "2 latency"} >= {"p99"}
+    figures = {r["figure"].split(",")[0] for r in rows if r["scenario"] == "2 latency"}
+    assert figures >= {"p99 from commit"}
     assert (out / "perf-latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (docs / "performance.md").read_text()
     assert "perf-latency.png" in page and "| scenario |" in page

@@ -14,7 +14,7 @@ from typing import Any
 from reana_log_sse.bench import fanout as fo
 from reana_log_sse.bench import harness as h
 from reana_log_sse.bench import latency as lat
-from reana_log_sse.bench import shipper, soak, tap
+from reana_log_sse.bench import nchan, shipper, soak, tap
 from reana_log_sse.bench import socketfloor as sf
 from reana_log_sse.bench import throughput as tp
 from reana_log_sse.bench.profile import py_spy
@@ -130,6 +130,8 @@ async def _scenarios(server: h.Server, url: str, s: Any, only: set[str], prof: A
                     server, meter, commits, followers=n, workflows=w, rate=s.rate,
                     duration=s.duration, batch=s.live_batch, layout=layout,
                     measured=lambda n=n, w=w: py_spy(pid, prof, f"latency-{n}x{w}")))
+            r["nchan"] = await nchan.each(s.followers, rate=s.rate, duration=s.duration,
+                                          batch=s.live_batch, frame_bytes=size, echo=echo)
         if "polling" in only:
             r["polling"] = []
             for n in s.polling:
@@ -224,10 +226,13 @@ def rows_and_notes(r: dict[str, Any], s: Any, cores: int) -> tuple[list[Row], li
     for n, sf_run in sorted(sockets.items()):
         rows.append(Row("2 latency", f"floor: bare asyncio writing the same bytes to "
                         f"{_n(n, 'socket')}, p99 ({_ms(sf_run)})", sf_run["p99"], "ms",
-                        note=f"{sf_run['undelivered']:,} batch deliveries missing"
-                        if sf_run["undelivered"] else ""))
+                        note=sf.note(sf_run)))
     for run in r.get("latency", []):
         rows.append(_latency_row(run, sockets.get(run["followers"]), floor))
+    if "latency" in r:
+        rows += nchan.rows(r.get("nchan"), r["latency"], sockets)
+        if r.get("nchan") is None:
+            notes.append(nchan.INSTALL + ".")
     if r.get("latency"):
         worst = max(r["latency"], key=lambda x: x["followers"] * x["workflows"])
         notes.append(f"Delivery at {worst['followers']:,} followers ({worst['layout']}): "
@@ -387,9 +392,11 @@ def _latency_row(run: dict[str, Any], sockets: dict[str, Any] | None,
         f"{run['undelivered']:,} batch deliveries missing" if run["undelivered"] else "",
         f"{run['refused']:,} streams refused ({', '.join(run['refusals'])})"
         if run["refused"] else "",
+        f"from POST: p99 {run['from_post']['p99']:.1f} ms (p50 {run['from_post']['p50']:.1f})"
+        if run.get("from_post") else "",
         f"commit + NOTIFY p50 {run['notify']['p50']:.1f} ms",
         _per_frame(run, achieved)) if x)
-    return Row("2 latency", f"p99, {_n(run['followers'], 'follower')}, {where}, "
+    return Row("2 latency", f"p99 from commit, {_n(run['followers'], 'follower')}, {where}, "
                f"{achieved:,.0f} of {run['rate']:,.0f} lines/s ({_ms(run)})", run["p99"], "ms",
                label, base["p99"] if base else None, goal, ok, run["cpu"], note)
 
@@ -399,4 +406,6 @@ def _per_frame(run: dict[str, Any], achieved: float) -> str:
     frames = achieved * run["followers"] / max(1, run["workflows"])
     if not run.get("cpu") or frames <= 0:
         return ""
-    return f"service CPU {run['cpu']['service'] / 100 / frames * 1e6:.2f} µs per line per follower"
+    text = f"service CPU {run['cpu']['service'] / 100 / frames * 1e6:.2f} µs per line per follower"
+    per_batch = nchan.cpu_us_per_delivery(run)
+    return text if per_batch is None else f"{text}, {per_batch:.1f} µs per follower per batch"

@@ -114,3 +114,14 @@ async def socket_floor(database_url: str, *, followers: int, rate: float, durati
     finally:
         close_all(held)
         floor.stop()
+
+
+def note(f: dict[str, Any]) -> str:
+    """The floor's flow control and CPU: per-follower buffers stay bounded in bytes."""
+    return "; ".join(x for x in (
+        f"{f['undelivered']:,} batch deliveries missing" if f["undelivered"] else "",
+        f"max buffered per follower {f['max_buffered'] / 1024:,.0f} KiB (bound "
+        f"{f['bound'] / 1024:,.0f} KiB; {f['paused']:,} paused, {f['joined_batches']:,} "
+        "batches sent joined)" if "max_buffered" in f else "",
+        f"floor CPU {f['cpu_us_per_delivery']:.1f} µs per follower per batch"
+        if "cpu_us_per_delivery" in f else "") if x)
