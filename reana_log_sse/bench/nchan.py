@@ -102,8 +102,8 @@ def find() -> tuple[str, str] | None:
         None)
     if nginx is None:
         return None
-    for d in (os.environ.get("REANA_LOG_SSE_BENCH_NCHAN_DIR", ""), *MODULE_DIRS):
-        if d and os.path.isfile(os.path.join(d, MODULE)):
+    for d in MODULE_DIRS:
+        if os.path.isfile(os.path.join(d, MODULE)):
             return nginx, os.path.join(d, MODULE)
     return None
 
@@ -304,6 +304,8 @@ def rows(peer: dict[int, dict[str, Any]] | None, ours: list[dict[str, Any]],
             "ours, p99 from commit" if mine else "", mine["p99"] if mine else None,
             cpu={"service": round(p["cpu_share"])},
             note="; ".join(x for x in (
+                f"RATE MISSED: publishing held {p['achieved_rate']:,.0f} of {p['rate']:,.0f} "
+                "lines/s" if p["achieved_rate"] < 0.95 * p["rate"] else "",
                 f"{p['undelivered']:,} batch deliveries missing" if p["undelivered"] else "",
                 f"{p['refused']:,} refused ({', '.join(p['refusals'])})" if p["refused"]
                 else "",

@@ -211,14 +211,33 @@ PostgreSQL (all its processes), the load generator, and everything else on the m
   PostgreSQL: the figure a busy machine disturbs least.
 - **Delivery latency**: followers are raw sockets in one asyncio process; a line counts
   as parsed when the follower has received the complete `log` frame carrying its id.
-  Commit time is the `t` the ingest transaction puts in its NOTIFY payload, just before
-  COMMIT. Ingest runs at the stated rate in small batches from one sender throughout;
-  the figure names the rate it achieved, and a run whose ingest fell more than 5% short
-  of its target is marked MISSED (fewer batches were sampled). Floors: a bare `NOTIFY`
+  "From commit": the `t` the ingest transaction puts in its NOTIFY payload, just before
+  COMMIT; "from POST": the time taken just before the POST that carried the batch (its
+  commit lies between that and the POST's answer). Ingest runs at the stated rate in
+  small batches from one sender throughout; the figure names the rate it achieved, and
+  a run whose ingest fell more than 5% short of its target is marked MISSED (fewer
+  batches were sampled). Service CPU per follower per batch: the service's CPU time
+  (ingest included) over the paced phase / (followers x POSTs). Floors: a bare `NOTIFY`
   (time taken just before it, committed) received on a LISTEN connection and written to
   a loopback TCP socket, timed on arrival; and, per number of followers, a bare asyncio
-  process that on each NOTIFY writes the same bytes (one batch's frames, as one HTTP
-  chunk) to that many sockets, paced and read like the service's run.
+  process (bench/floorserver.py) that on each NOTIFY writes the same bytes (one batch's
+  frames, as one HTTP chunk) to that many sockets, paced and read like the service's
+  run, with flow control: while a follower's transport is paused it is owed its batches,
+  which it gets joined, in order, when it resumes, so its buffer stays under asyncio's
+  64 KiB high-water mark plus one chunk (the row gives the largest per-follower buffer,
+  and the floor's CPU per follower per batch).
+- **The peer, nginx + nchan** (when `nginx` and Debian's `libnginx-mod-nchan` are
+  installed; else the bench says how to install them and the goals against it say "no
+  peer"): nginx from its own prefix in a temp dir with ONE worker process (our service is
+  one process), an nchan publisher location and an EventSource subscriber location, a
+  fresh channel per run, set up the way that serves it best: one `data:` line per
+  batch, bodies kept in memory. Same pace (the same loop), same batch bytes on the wire,
+  same followers (they read the batch's last id at the start of its data line), same N
+  as our runs of one workflow. p99 is from publish (time taken just before each publish
+  POST); its CPU is the nginx worker's CPU time from /proc over the publishing phase /
+  (followers x batches). Goals, same run: our service CPU per follower per batch at
+  1,000 followers <= nchan's; our p99 from commit at 100 and 1,000 followers <= nchan's
+  p99 from publish.
 - **Fan-out**: streams held open by the service process, RSS growth divided by the
   number of streams, after one line was delivered to every one of them. Baseline: a bare
   asyncio server holding as many connections, each with a task waiting on it.
