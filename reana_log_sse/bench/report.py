@@ -114,7 +114,8 @@ def write_json(path: Path, machine: dict[str, Any], rows: list[Row], extra: dict
 
 def plot(path: Path, latency: list[dict[str, Any]], floor: dict[str, float] | None,
          polling: list[dict[str, Any]], title: str,
-         sockets: dict[int, dict[str, Any]] | None = None) -> None:
+         sockets: dict[int, dict[str, Any]] | None = None,
+         peer: dict[int, dict[str, Any]] | None = None) -> None:
     """Delivery latency percentiles vs followers (log-log), with the floor and polling."""
     import matplotlib
 
@@ -151,6 +152,12 @@ def plot(path: Path, latency: list[dict[str, Any]], floor: dict[str, float] | No
         if goal:
             ax.plot(goal, [2 * sockets[n]["p99"] for n in goal], "kx", markersize=10, mew=2,
                     label="goal: p99 <= 2x that floor at 100 / 1,000 followers")
+    measured = sorted(n for n, p in (peer or {}).items() if "p99" in p)
+    if measured:
+        assert peer is not None
+        ax.plot(measured, [max(peer[n]["p99"], 0.01) for n in measured], "-", marker="D",
+                color="tab:orange", label="nginx + nchan, one data line per batch: p99 "
+                "from publish")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("concurrent followers")

@@ -75,7 +75,8 @@ async def run(opts: dict[str, Any]) -> str:
              "PostgreSQL and the load generator (other processes: see the table's CPU column)")
     if results.get("latency"):
         plot(out / "perf-latency.png", results["latency"], results.get("floor"),
-             results.get("polling", []), title, results.get("socket_floor"))
+             results.get("polling", []), title, results.get("socket_floor"),
+             results.get("nchan"))
     if opts["write_docs"]:
         d = opts["docs_dir"]
         d.mkdir(parents=True, exist_ok=True)

@@ -108,7 +108,7 @@ async def socket_floor(database_url: str, *, followers: int, rate: float, durati
         deliveries = max(1, len(held) * len(sent))
         return {"followers": followers, "opened": len(held), "refused": len(refused),
                 "batches": len(sent), "undelivered": missing, **h.summary_ms(samples),
-                "achieved_rate": len(sent) * batch / max(1e-9, t1 - t0),
+                "rate": rate, "achieved_rate": len(sent) * batch / max(1e-9, t1 - t0),
                 "cpu_us_per_delivery": (cpu1 - cpu0) / deliveries * 1e6,
                 "cpu_share": 100 * (cpu1 - cpu0) / max(1e-9, t1 - t0), **stats}
     finally:
@@ -118,7 +118,10 @@ async def socket_floor(database_url: str, *, followers: int, rate: float, durati
 
 def note(f: dict[str, Any]) -> str:
     """The floor's flow control and CPU: per-follower buffers stay bounded in bytes."""
+    rate = f.get("achieved_rate")
     return "; ".join(x for x in (
+        f"RATE MISSED: {rate:,.0f} of {f['rate']:,.0f} lines/s sent (the load generator's "
+        "loop was busy)" if rate is not None and rate < 0.95 * f.get("rate", 0) else "",
         f"{f['undelivered']:,} batch deliveries missing" if f["undelivered"] else "",
         f"max buffered per follower {f['max_buffered'] / 1024:,.0f} KiB (bound "
         f"{f['bound'] / 1024:,.0f} KiB; {f['paused']:,} paused, {f['joined_batches']:,} "
