@@ -109,3 +109,18 @@ def test_bench_nchan_goal_rows_compare_same_run_figures_or_say_no_peer():
     absent = nchan.rows(None, ours, {})
     assert [r.met for r in absent] == [None, None, None]
     assert all(r.goal == "<= nchan's: no peer" for r in absent)
+
+
+def test_bench_posted_pairs_each_post_with_the_commits_inside_its_span():
+    from array import array
+
+    from reana_log_sse.bench.harness import CommitLog, arrivals
+
+    log = CommitLog.__new__(CommitLog)
+    log.seqs = {"w": array("q", [10, 20, 30])}
+    log.times = {"w": array("d", [100.2, 101.3, 103.5])}
+    # POST 1 committed id 10, POST 2 committed 20, POST 3 (102.0-102.5) nothing of w
+    seqs, starts = log.posted("w", [(100.0, 100.4), (101.0, 101.6), (102.0, 102.5)])
+    assert (seqs, starts) == ([10, 20], [100.0, 101.0])
+    got, missing = arrivals(seqs, starts, array("q", [10, 25]), array("d", [100.5, 101.9]))
+    assert [round(x, 3) for x in got] == [0.5, 0.9] and missing == 0
