@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import sys
 import tempfile
@@ -186,14 +187,19 @@ async def busy(database_url: str, commits: h.CommitLog, *, follows: int, rate: f
             received0 = sum(len(r.times) for r in readers)
             cpu0, t0 = meter.sample(), time.time()
             quiet_ms: list[float] = []
+            to_commit: list[float] = []  # write -> just before the COMMIT that stored it
             i = 0
             while time.time() - t0 < seconds:
                 await asyncio.sleep(rng.uniform(0.1, 0.3))
                 message = f"quiet line {i}"
                 i += 1
-                w0 = time.perf_counter()
+                w0, wall0 = time.perf_counter(), time.time()
                 fake.write(quiet_pod, "job", message, time.time_ns())
                 quiet_ms.append(1000 * (await quiet.wait(message) - w0))
+                # its commit: the quiet workflow's NOTIFY after the write (t: before COMMIT)
+                stamps = commits.times.get(str(quiet_wf), [])
+                to_commit.append(1000 * (next((t for t in reversed(stamps) if t >= wall0),
+                                              math.nan) - wall0))
             cpu1, t1 = meter.sample(), time.time()
             lines1 = await server.metric("reana_log_sse_tap_lines_total")
             received1 = sum(len(r.times) for r in readers)
@@ -212,6 +218,8 @@ async def busy(database_url: str, commits: h.CommitLog, *, follows: int, rate: f
             "tapped_per_s": (lines1 - lines0) / wall,
             "delivered_per_s": (received1 - received0) / wall,
             "quiet": h.summary_ms([x / 1000 for x in sorted(quiet_ms)]),
+            "quiet_to_commit": h.summary_ms([x / 1000 for x in sorted(to_commit)
+                                             if not math.isnan(x)]),
             "samples": len(quiet_ms)}
 
 
