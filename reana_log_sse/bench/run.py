@@ -434,5 +434,8 @@ def _busy_tap_rows(b: dict[str, Any], quiet: dict[str, Any] | None) -> list[Row]
                     f"follower, p99 ({b['samples']} lines, p50 {q['p50']:.1f} ms)", q["p99"],
                     "ms", "quiet line, tap alone, p99" if alone else "",
                     alone["p99"] if alone else None, f"< {TAP_QUIET_GOAL:g} ms",
-                    q["p99"] < TAP_QUIET_GOAL, b["cpu"]))
+                    q["p99"] < TAP_QUIET_GOAL, b["cpu"],
+                    "write -> commit p50 {p50:.1f}, p99 {p99:.1f} ms".format(
+                        **b["quiet_to_commit"]) if b.get("quiet_to_commit", {}).get("n")
+                    else ""))
     return rows
