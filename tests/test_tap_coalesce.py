@@ -165,3 +165,29 @@ def test_tap_coalesce_flushes_follow_the_window_not_the_chunks(database_url):
     rows = _rows(database_url, "SELECT count(DISTINCT xmin::text), count(*) FROM log_lines"
                  " WHERE workflow_id = ANY(%s)", wfs)
     assert rows == [(5, 300)]
+
+
+def test_tap_coalesce_a_follow_cancelled_while_its_chunk_waits_leaves_it_stored(database_url):
+    # a follow is cancelled when its workflow loses its last follower or its pod goes; its
+    # chunk stays in the flush (as group.py keeps a cancelled caller's batch), and close()
+    # (Tap.stop) stores what waits before the pool closes
+    wf = uuid.uuid4()
+
+    async def run() -> None:
+        async with _writer(database_url, window=3600) as (_, writer, stored):
+            await writer.submit(_lines(wf, "first"))  # at once: the tap was quiet
+            waiting = asyncio.create_task(writer.submit(_lines(wf, "second")))
+            async with asyncio.timeout(20):
+                while writer.waiting < 1:
+                    await asyncio.sleep(0.01)
+            waiting.cancel()
+            await asyncio.wait([waiting])
+            assert waiting.cancelled() and writer.flushes == 1
+            await writer.close()
+            assert stored == [10, 10]
+
+    asyncio.run(run())
+    rows = _rows(database_url, "SELECT message FROM log_lines WHERE workflow_id = %s"
+                 " ORDER BY seq", wf)
+    assert [m for (m,) in rows] == [f"first {i}" for i in range(10)] + [
+        f"second {i}" for i in range(10)]
