@@ -116,7 +116,11 @@ async def tap_vs_vector(database_url: str, *, samples: int, seed: int = 7,
                 await asyncio.sleep(0.02)
             tap_ms, ingest_ms, vector_ms = [], [], []
             async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                pause = random.Random(seed + 1)
                 for i in range(samples):
+                    # quiet: longer than the tap's window since its last line (the first
+                    # chunk after a quiet window is stored at once, store/coalesce.py)
+                    await asyncio.sleep(pause.uniform(0.05, 0.15))
                     message = f"quiet line {i}"
                     t0 = time.perf_counter()
                     fake.write(pod, "job", message, time.time_ns())
