@@ -218,6 +218,13 @@ class Settings:
         default=100,
         metadata={"help": "cap on concurrent pods/log follows of the live tap per replica"},
     )
+    kubernetes_tap_window_seconds: float = dataclasses.field(
+        default=0.025,
+        metadata={"help": "the live tap stores the chunks of all its follows together, at "
+                  "most one transaction (and NOTIFY) per this many seconds: a tapped line "
+                  "waits at most this long (none after a quiet window); 0: a commit per "
+                  "loop pass"},
+    )
     kubernetes_stale_seconds: float = dataclasses.field(
         default=300.0,
         metadata={"help": "kubernetes_api_up drops to 0 when the pod watch has heard "

@@ -30,6 +30,9 @@ class Sizes:
     catchup_lines: int = 1_000_000
     cli_lines: int = 200_000
     tap_samples: int = 100
+    tap_follows: int = 100  # the busy tap: follows, lines/s each, seconds measured
+    tap_rate: float = 20.0
+    tap_seconds: float = 20.0
     ship_lines: int = 200_000
     ship_rate: float = 1000.0
     reana_client_lines: int = 40  # one every 0.5 s (opt-in scenario reana-client)
@@ -40,11 +43,12 @@ SIZES = {
     "quick": Sizes(ingest_lines=30_000, floor_samples=100, followers=(1, 100, 1000),
                    spread=((1000, 100),), duration=4.0, polling=(100,), fanout=2000,
                    fanout_workflows=20, catchup_lines=100_000, cli_lines=20_000,
-                   tap_samples=30, ship_lines=50_000),
+                   tap_samples=30, tap_seconds=8.0, ship_lines=50_000),
     "tiny": Sizes(ingest_lines=2000, senders=2, floor_samples=10, followers=(1, 3),
                   spread=((4, 2),), duration=1.0, live_batch=10, rate=100.0, polling=(3,),
                   poll_interval=0.5, fanout=10, fanout_workflows=2, catchup_lines=3000,
-                  cli_lines=500, tap_samples=5, ship_lines=2000,
+                  cli_lines=500, tap_samples=5, tap_follows=3, tap_seconds=1.0,
+                  ship_lines=2000,
                   ship_rate=100.0, reana_client_lines=5),
 }
 SCENARIOS = ("ingest", "latency", "fanout", "catchup", "polling", "cli", "tap", "ship")

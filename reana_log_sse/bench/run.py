@@ -161,7 +161,12 @@ async def _scenarios(server: h.Server, url: str, s: Any, only: set[str], prof: A
                     rc.run, s.reana_client_lines, 0.5, 10, database_url=url)
         if "tap" in only:
             with step("tap"):
-                r["tap"] = await tap.tap_vs_vector(url, samples=s.tap_samples)
+                r["tap"] = await tap.tap_vs_vector(url, samples=s.tap_samples,
+                                                   tree=server.tree)
+            with step(f"tap: {s.tap_follows} busy follows"):
+                r["tap_busy"] = await tap.busy(url, commits, follows=s.tap_follows,
+                                               rate=s.tap_rate, seconds=s.tap_seconds,
+                                               tree=server.tree)
         if "ship" in only:
             with step("ship"):
                 r["ship"] = await shipper.throughput(server, meter, lines=s.ship_lines)
@@ -337,6 +342,8 @@ def rows_and_notes(r: dict[str, Any], s: Any, cores: int) -> tuple[list[Row], li
                          "the 0.2 s batch timeout and a measured POST -> follower; the tap "
                          "is measured end to end through the fake apiserver and "
                          "kubernetes-asyncio.")
+    if "tap_busy" in r:
+        rows.extend(_busy_tap_rows(r["tap_busy"], r.get("tap")))
     if "ship" in r:
         sh, sl = r["ship"], r["ship"]["latency"]
         rows.append(Row("8 ship", f"`ship.py` following a {sh['lines']:,}-line file, "
@@ -410,3 +417,35 @@ def _per_frame(run: dict[str, Any], achieved: float) -> str:
     text = f"service CPU {run['cpu']['service'] / 100 / frames * 1e6:.2f} µs per line per follower"
     per_batch = nchan.cpu_us_per_delivery(run)
     return text if per_batch is None else f"{text}, {per_batch:.1f} µs per follower per batch"
+
+
+TAP_COMMITS_GOAL = 50.0  # NOTIFYing commits/s at 100 busy follows (issue 22)
+TAP_QUIET_GOAL = 50.0  # ms, p99 of a quiet line beside them
+
+
+def _busy_tap_rows(b: dict[str, Any], quiet: dict[str, Any] | None) -> list[Row]:
+    """The tap with busy follows: commits/s against one per tapped line, and the quiet
+    line's p99 against the same line through a tap that follows nothing else."""
+    if "skipped" in b:
+        return [Row("7 tap", "busy follows: commits/s", math.nan, "commits/s",
+                    note=f"NOT MEASURED: {b['skipped']}")]
+    load = (f"{b['follows']} follows x {b['rate']:g} lines/s, {b['seconds']:.0f} s: "
+            f"{b['tapped_per_s']:,.0f} lines/s tapped")
+    per_line = (b["cpu"]["service"] / 100 / b["tapped_per_s"] * 1e6
+                if b["tapped_per_s"] > 0 else math.nan)
+    ok = b["follows"] < 100 or b["commits_per_s"] <= TAP_COMMITS_GOAL
+    rows = [Row("7 tap", f"NOTIFYing commits/s, {load}", b["commits_per_s"], "commits/s",
+                "one per tapped line", b["tapped_per_s"],
+                f"<= {TAP_COMMITS_GOAL:g} at 100 follows", ok if b["follows"] >= 100 else None,
+                b["cpu"], f"service CPU {per_line:.1f} µs per tapped line; "
+                f"{b['delivered_per_s']:,.0f} lines/s delivered to followers")]
+    q, alone = b["quiet"], (quiet or {}).get("tap")
+    rows.append(Row("7 tap", f"quiet line beside {b['follows']} busy follows, write -> "
+                    f"follower, p99 ({b['samples']} lines, p50 {q['p50']:.1f} ms)", q["p99"],
+                    "ms", "quiet line, tap alone, p99" if alone else "",
+                    alone["p99"] if alone else None, f"< {TAP_QUIET_GOAL:g} ms",
+                    q["p99"] < TAP_QUIET_GOAL, b["cpu"],
+                    "write -> commit p50 {p50:.1f}, p99 {p99:.1f} ms".format(
+                        **b["quiet_to_commit"]) if b.get("quiet_to_commit", {}).get("n")
+                    else ""))
+    return rows

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -88,7 +90,8 @@ class _Arrivals:
             await self.task
 
 
-async def tap_vs_vector(database_url: str, *, samples: int, seed: int = 7) -> dict[str, Any]:
+async def tap_vs_vector(database_url: str, *, samples: int, seed: int = 7,
+                        tree: Path | None = None) -> dict[str, Any]:
     fake_mod = _fake_apiserver()
     if fake_mod is None:
         return {"skipped": "needs a source checkout (tests/fake_apiserver.py)"}
@@ -98,7 +101,7 @@ async def tap_vs_vector(database_url: str, *, samples: int, seed: int = 7) -> di
     pod = f"{job}-abcde"
     with fake_mod.running() as fake, tempfile.TemporaryDirectory() as tmp:
         config = fake.kubeconfig(Path(tmp) / "kubeconfig")
-        server = h.Server(database_url, env={"REANA_LOG_SSE_KUBERNETES": "on",
+        server = h.Server(database_url, tree=tree, env={"REANA_LOG_SSE_KUBERNETES": "on",
                                              "KUBECONFIG": str(config),
                                              "REANA_LOG_SSE_WAIT_FOR_UNKNOWN": "true"}).start()
         try:
@@ -113,7 +116,11 @@ async def tap_vs_vector(database_url: str, *, samples: int, seed: int = 7) -> di
                 await asyncio.sleep(0.02)
             tap_ms, ingest_ms, vector_ms = [], [], []
             async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                pause = random.Random(seed + 1)
                 for i in range(samples):
+                    # quiet: longer than the tap's window since its last line (the first
+                    # chunk after a quiet window is stored at once, store/coalesce.py)
+                    await asyncio.sleep(pause.uniform(0.05, 0.15))
                     message = f"quiet line {i}"
                     t0 = time.perf_counter()
                     fake.write(pod, "job", message, time.time_ns())
@@ -137,3 +144,101 @@ async def tap_vs_vector(database_url: str, *, samples: int, seed: int = 7) -> di
             "vector": h.summary_ms([x / 1000 for x in sorted(vector_ms)]),
             "ingest": h.summary_ms([x / 1000 for x in sorted(ingest_ms)]),
             "tapped_lines": tapped_lines}
+
+
+async def busy(database_url: str, commits: h.CommitLog, *, follows: int, rate: float,
+               seconds: float, tree: Path | None = None, seed: int = 7) -> dict[str, Any]:
+    """`follows` running job pods (one workflow each, each followed), each writing `rate`
+    lines/s, and one quiet pod: NOTIFYing commits/s (counted by `commits`, the bench's
+    LISTEN), the service's CPU, and write -> follower for single lines on the quiet pod,
+    one every 0.1-0.3 s. tree: the service's source tree (--service-tree)."""
+    fake_mod = _fake_apiserver()
+    if fake_mod is None:
+        return {"skipped": "needs a source checkout (tests/fake_apiserver.py)"}
+    rng = random.Random(seed)
+    workflows = [uuid.uuid4() for _ in range(follows)]
+    pods = [f"reana-run-job-b{i:05d}-abcde" for i in range(follows)]
+    quiet_wf, quiet_pod = uuid.uuid4(), "reana-run-job-quiet-abcde"
+    with fake_mod.running() as fake, tempfile.TemporaryDirectory() as tmp:
+        config = fake.kubeconfig(Path(tmp) / "kubeconfig")
+        server = h.Server(database_url, tree=tree, env={
+            "REANA_LOG_SSE_KUBERNETES": "on", "KUBECONFIG": str(config),
+            "REANA_LOG_SSE_WAIT_FOR_UNKNOWN": "true",
+            "REANA_LOG_SSE_KUBERNETES_MAX_FOLLOWS": str(follows + 1)}).start()
+        stop = threading.Event()
+        writer = threading.Thread(target=_write_busy, args=(fake, pods, rate, stop))
+        readers: list[_Arrivals] = []
+        try:
+            meter = h.CpuMeter(server)
+            for i, wf in enumerate(workflows):
+                fake.put_pod(fake_mod.job_pod(wf, pods[i][:-6], phase="Running",
+                                              state="running"))
+            fake.put_pod(fake_mod.job_pod(quiet_wf, quiet_pod[:-6], phase="Running",
+                                          state="running"))
+            readers = [_Arrivals(f"{server.url}/api/workflows/{wf}/logs/stream")
+                       for wf in workflows]
+            quiet = _Arrivals(f"{server.url}/api/workflows/{quiet_wf}/logs/stream")
+            readers.append(quiet)
+            deadline = time.monotonic() + 60
+            while fake.follows() < follows + 1:  # the tap opened every follow
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the tap opened {fake.follows()} of {follows + 1} "
+                                       "follows in 60 s")
+                await asyncio.sleep(0.05)
+            writer.start()
+            await asyncio.sleep(min(2.0, seconds / 4))  # warm-up: every follow is storing
+            lines0 = await server.metric("reana_log_sse_tap_lines_total")
+            received0 = sum(len(r.times) for r in readers)
+            cpu0, t0 = meter.sample(), time.time()
+            quiet_ms: list[float] = []
+            to_commit: list[float] = []  # write -> just before the COMMIT that stored it
+            i = 0
+            while time.time() - t0 < seconds:
+                await asyncio.sleep(rng.uniform(0.1, 0.3))
+                message = f"quiet line {i}"
+                i += 1
+                w0, wall0 = time.perf_counter(), time.time()
+                fake.write(quiet_pod, "job", message, time.time_ns())
+                quiet_ms.append(1000 * (await quiet.wait(message) - w0))
+                # its commit: the quiet workflow's NOTIFY after the write (t: before COMMIT)
+                stamps = commits.times.get(str(quiet_wf), [])
+                to_commit.append(1000 * (next((t for t in reversed(stamps) if t >= wall0),
+                                              math.nan) - wall0))
+            cpu1, t1 = meter.sample(), time.time()
+            lines1 = await server.metric("reana_log_sse_tap_lines_total")
+            received1 = sum(len(r.times) for r in readers)
+        finally:
+            stop.set()
+            if writer.is_alive():
+                await asyncio.to_thread(writer.join)
+            for reader in readers:
+                await reader.close()
+            server.stop()
+    wall = t1 - t0
+    cpu = h.CpuMeter.share(cpu0, cpu1)
+    notifies = len(commits.notify_delays(t0, t1))
+    return {"follows": follows, "rate": rate, "seconds": wall, "cpu": cpu,
+            "commits_per_s": notifies / wall, "notifies": notifies,
+            "tapped_per_s": (lines1 - lines0) / wall,
+            "delivered_per_s": (received1 - received0) / wall,
+            "quiet": h.summary_ms([x / 1000 for x in sorted(quiet_ms)]),
+            "quiet_to_commit": h.summary_ms([x / 1000 for x in sorted(to_commit)
+                                             if not math.isnan(x)]),
+            "samples": len(quiet_ms)}
+
+
+def _write_busy(fake: Any, pods: list[str], rate: float, stop: threading.Event) -> None:
+    """`rate` lines/s to each pod, round robin in 10 ms ticks (each pod's lines evenly
+    spaced, the pods staggered), until `stop`."""
+    start = time.monotonic()
+    total, written, tick = rate * len(pods), 0, 0
+    while not stop.is_set():
+        tick += 1
+        delay = start + tick * 0.01 - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        due = int((time.monotonic() - start) * total)
+        now = time.time_ns()
+        fake.write_many([(pods[n % len(pods)], "job", f"busy line {n}", now)
+                         for n in range(written, due)])
+        written = due

@@ -35,7 +35,8 @@ class KubernetesLink:
         self.tap = Tap(kube, settings.kubernetes_namespace, store, metrics, self.pods,
                        window=window,
                        max_line_bytes=settings.max_line_bytes,
-                       max_follows=settings.kubernetes_max_follows)
+                       max_follows=settings.kubernetes_max_follows,
+                       flush_window=settings.kubernetes_tap_window_seconds)
         self.pods.listeners.extend([self.statuses, self.tap.pod_changed])
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -4,9 +4,11 @@ lines from the apiserver (pods/log?follow=true) and store them ahead of Vector.
 Vector stays the path of record. The tap exists because Vector's file reader re-reads a
 file that was idle for 10 s only every 10 s (lib/file-source/src/file_watcher/mod.rs
 should_read), so a quiet job's next line can wait ~10-12 s for Vector. Each chunk the
-apiserver sends is stored like a Vector batch (Store.ingest: one transaction, one NOTIFY)
-with `line_key` (identity.py) as its identity, so whichever copy comes second is a
-duplicate; Vector's copy then corrects the fields the tap cannot know (adopt.sql).
+apiserver sends is stored like a Vector batch with `line_key` (identity.py) as its
+identity, so whichever copy comes second is a duplicate; Vector's copy then corrects the
+fields the tap cannot know (adopt.sql). The chunks of all follows are stored together
+(store/coalesce.py): at most one transaction and one NOTIFY per window
+(REANA_LOG_SSE_KUBERNETES_TAP_WINDOW_SECONDS), however many follows are open.
 
 - stream: the merged log (no `stream=`, which needs the PodLogsQuerySplitStreams gate)
   does not say stdout or stderr; a tapped line is stored as "stdout" until Vector's copy
@@ -49,6 +51,7 @@ from reana_log_sse.ingest.prepare import prepare
 from reana_log_sse.kubernetes.client import ApiError, Kube
 from reana_log_sse.kubernetes.pods import PodView, PodWatcher
 from reana_log_sse.metrics import Metrics
+from reana_log_sse.store.coalesce import Coalescer
 from reana_log_sse.store.errors import ServiceError
 from reana_log_sse.store.identity import LineKeys, parse_ns
 from reana_log_sse.store.partitions import Window
@@ -62,6 +65,7 @@ CRI_MAX_LINE = 16 * 1024  # containerd/CRI-O split longer lines into partials
 AHEAD_NS = 60 * 1_000_000_000  # a line stamped further ahead of our clock does not move
 # the cursor (it is stored all the same)
 _MAX_CHUNK = 5000
+_FLUSH_LINES = 5000  # a flush of the follows' chunks goes at once past this many lines
 
 Key = tuple[str, str]  # (pod uid, container)
 
@@ -87,8 +91,11 @@ class Tap:
     def __init__(
         self, kube: Kube, namespace: str, store: Store, metrics: Metrics, pods: PodWatcher, *,
         window: Callable[[], Window],
-        max_line_bytes: int, max_follows: int, clock: Callable[[], int] = time.time_ns,
+        max_line_bytes: int, max_follows: int, flush_window: float = 0.0,
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
+        """flush_window: seconds between the commits of the follows' chunks
+        (store/coalesce.py); 0: each loop pass commits what came in it."""
         self.kube = kube
         self.namespace = namespace
         self.store = store
@@ -98,6 +105,8 @@ class Tap:
         self.max_line_bytes = max_line_bytes
         self.max_follows = max_follows
         self.clock = clock
+        self.writer = Coalescer(store, window=flush_window, max_lines=_FLUSH_LINES,
+                                stored=metrics.tap_lines.inc)
         self.followed: set[uuid.UUID] = set()
         self.follows: dict[Key, asyncio.Task[None]] = {}
         self.cursors: dict[Key, Cursor] = {}
@@ -171,6 +180,7 @@ class Tap:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.writer.close()  # the chunks of cancelled follows are stored still
 
     # -- one container -----------------------------------------------------------------
 
@@ -287,7 +297,5 @@ class Tap:
                            keys=keys)
         # the tap cannot compute Vector's digest: its lines are known by line_key alone
         lines = [line._replace(dedupe=line.line_key) for line in lines if line.line_key]
-        if not lines:
-            return
-        result = await self.store.ingest(lines, (), of_record=False)
-        self.metrics.tap_lines.inc(result.accepted)
+        if lines:
+            await self.writer.submit(lines)  # counts tap_lines
