@@ -85,10 +85,12 @@ def deliver(subscribers: list[Subscription], batch: Batch,
         if direct is None:
             rest.append(sub)
             continue
+        # idle: waiting in get() and not woken (everything that queues an item, `end` and
+        # Leave included, wakes it: then its queue is not empty either)
         waiter = sub._waiter
         follower = direct.follower
         cycle = direct.cycle
-        if waiter is None or waiter.done() or sub.items or sub.ending \
+        if waiter is None or waiter.done() \
                 or follower.cursor != after or direct.flow.write_paused \
                 or cycle.disconnected or cycle.response_complete \
                 or direct.transport.is_closing():
