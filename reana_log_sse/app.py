@@ -150,7 +150,8 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
                         line_bytes=settings.max_line_bytes,
                         end_grace=settings.end_grace_seconds,
                         ping_seconds=settings.ping_seconds,
-                        send_timeout=settings.send_timeout_seconds)
+                        send_timeout=settings.send_timeout_seconds,
+                        direct_writes=settings.direct_writes)
         await state.maintain(wait=True)  # another process may be creating them right now
         await state.hub.start()
         await state.hub.wait_listening(10)

@@ -42,6 +42,9 @@ class Metrics:
                                      "resuming followers", registry=r)
         self.follower_overflows = Counter(p + "follower_overflows", "Follower queues emptied "
                                           "because the follower fell behind", registry=r)
+        self.direct_writes = Counter(p + "direct_writes", "Live batches the feed wrote "
+                                     "straight to a caught-up follower's socket (the others "
+                                     "go through the follower's stream task)", registry=r)
         self.listen_reconnects = Counter(p + "listen_reconnects", "LISTEN connection "
                                          "(re)connect attempts after a loss", registry=r)
         self.notify_to_send = Histogram(p + "notify_to_send_seconds", "NOTIFY received -> "

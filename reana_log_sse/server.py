@@ -13,13 +13,16 @@ for `http.disconnect`: each request's scope carries a `DisconnectHook` under
 `scope["extensions"][DISCONNECT_EXTENSION]`, fired from `connection_lost` (where uvicorn
 marks the cycle disconnected and wakes `receive()`, uvicorn/protocols/http/
 httptools_impl.py). The event streams use it (sse.LeanEventSourceResponse), so that an
-idle stream costs one task, not five.
+idle stream costs one task, not five. The hook also reaches the request's uvicorn cycle
+(`DisconnectHook.cycle`), through which the follow room writes live batches straight to
+a caught-up follower's transport (follow/direct.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -32,13 +35,23 @@ DISCONNECT_EXTENSION = "reana_log_sse.disconnect"
 
 
 class DisconnectHook:
-    """Calls back once when the client of one request has gone before its response ended."""
+    """Calls back once when the client of one request has gone before its response ended.
 
-    __slots__ = ("callback", "gone")
+    It also leads to the request's uvicorn cycle (uvicorn/protocols/http/httptools_impl.py,
+    RequestResponseCycle: its transport, flow control and framing) by a weak reference:
+    the cycle holds the scope that holds this hook, and a strong link back would leave
+    every finished request to the cyclic GC."""
+
+    __slots__ = ("_cycle", "callback", "gone")
 
     def __init__(self) -> None:
         self.callback: Callable[[], None] | None = None
         self.gone = False
+        self._cycle: weakref.ref[Any] | None = None
+
+    def cycle(self) -> Any:
+        """uvicorn's RequestResponseCycle of this request, or None (gone, or not set)."""
+        return self._cycle() if self._cycle is not None else None
 
     def on_disconnect(self, callback: Callable[[], None] | None) -> None:
         """Set (or clear, with None) the callback; called at once if already gone."""
@@ -97,8 +110,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
         self._disarm()
-        self.scope.setdefault("extensions", {})[DISCONNECT_EXTENSION] = DisconnectHook()
+        hook = DisconnectHook()
+        scope = self.scope
+        scope.setdefault("extensions", {})[DISCONNECT_EXTENSION] = hook
         super().on_headers_complete()
+        cycle = self.cycle  # the one uvicorn just made for this scope (not on an upgrade)
+        if cycle is not None and cycle.scope is scope:
+            hook._cycle = weakref.ref(cycle)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -181,6 +181,12 @@ class Settings:
         metadata={"help": "bytes of frames buffered per follower; past it the follower "
                   "leaves live delivery and catches up from the database"},
     )
+    direct_writes: bool = dataclasses.field(
+        default=True,
+        metadata={"help": "the feed writes each live batch, framed once, straight to the "
+                  "socket of every caught-up unfiltered follower; off: every batch goes "
+                  "through each follower's stream task"},
+    )
     metrics_token: str = dataclasses.field(
         default="",
         metadata={"help": "bearer token GET /metrics requires; empty: /metrics is open "

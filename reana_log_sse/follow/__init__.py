@@ -2,6 +2,7 @@
 
 - hub.py: one LISTEN connection per replica, new rows read once per workflow and fanned
   out to subscriptions bounded in bytes;
+- direct.py: live batches written by the feed straight to caught-up followers' sockets;
 - stream.py: GET .../logs/stream (catch-up from the database, then live);
 - sse.py: the Server-Sent Events response (sse-starlette, one task per stream);
 - read.py: GET .../logs as json and text.

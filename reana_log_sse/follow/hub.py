@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 import psycopg
 
+from reana_log_sse.follow.direct import Direct, deliver
 from reana_log_sse.metrics import Metrics
 from reana_log_sse.store.db import NOTIFY_CHANNEL, conninfo
 from reana_log_sse.store.errors import ServiceError
@@ -144,6 +145,7 @@ class Subscription:
         self.ending = False
         self.closed = False
         self.response: Any = None  # the stream's response (stream.FollowResponse)
+        self.direct: Direct | None = None  # its way to write live batches (direct.py)
         self._waiter: asyncio.Future[None] | None = None
 
     def push(self, item: Item) -> None:
@@ -228,6 +230,7 @@ class Subscription:
         # is freed when its request ends, not by the next full cyclic GC (which, with
         # streams resuming every few seconds, let RSS creep up between collections)
         self.response = None
+        self.direct = None
 
 
 class Feed:
@@ -278,6 +281,8 @@ class Feed:
         subscribers = list(self.subscribers)
         if isinstance(item, Batch):
             item.pending = len(subscribers)
+            # caught-up followers get it on their socket now; the rest through their task
+            subscribers = deliver(subscribers, item, self.hub.metrics)
         for sub in subscribers:
             sub.push(item)
 
@@ -366,8 +371,9 @@ class Hub:
         self, store: Store, database_url: str, metrics: Metrics, *,
         queue_lines: int, end_grace: float, read_chunk: int = 2000,
         queue_bytes: int = 8 * 1024 * 1024, line_bytes: int = 64 * 1024,
-        ping_seconds: float = 15.0, send_timeout: float = 60.0,
+        ping_seconds: float = 15.0, send_timeout: float = 60.0, direct_writes: bool = True,
     ) -> None:
+        self.direct_writes = direct_writes  # follow/direct.py (Direct.attach reads it)
         self.ping_seconds = ping_seconds
         self.send_timeout = send_timeout
         self._pinger: asyncio.Task[None] | None = None

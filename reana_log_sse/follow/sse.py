@@ -105,6 +105,7 @@ class LeanEventSourceResponse(EventSourceResponse):
     _task: asyncio.Task[Any] | None = None
     _stalled = False
     _ending = False  # the lean body: cancelled by us (client gone, or shutdown's grace over)
+    lean_hook: DisconnectHook | None = None  # while the lean body runs (follow/direct.py)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -132,6 +133,7 @@ class LeanEventSourceResponse(EventSourceResponse):
             await super().__call__(scope, receive, send)
             return
         self._task = asyncio.current_task()
+        self.lean_hook = hook
         drain = _drain()
         hook.on_disconnect(self._client_gone)
         drain.add(self)
@@ -145,6 +147,7 @@ class LeanEventSourceResponse(EventSourceResponse):
                 raise
         finally:
             self.active = False
+            self.lean_hook = None
             hook.on_disconnect(None)
             drain.streams.discard(self)
         if self.background is not None:

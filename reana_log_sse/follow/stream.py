@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from reana_log_sse.auth import authorized_workflow
+from reana_log_sse.follow.direct import Direct
 from reana_log_sse.follow.hub import Batch, End, Leave, Ping, ReadSize, StatusItem, Subscription
 from reana_log_sse.follow.sse import LeanEventSourceResponse
 from reana_log_sse.params import filters_param, int_param, parse_int
@@ -221,6 +222,9 @@ async def follow(
     writing: list[Batch] = []  # batches being written (settled once written or dropped)
     try:
         yield b"retry: %d\n\n" % retry_ms + first
+        # sent (the headers and this first chunk): from now on, while this task waits
+        # on an empty queue, the feed may write live batches itself (follow/direct.py)
+        Direct.attach(sub, follower)
         while True:
             item = None
             item = await sub.get()
