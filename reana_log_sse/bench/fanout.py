@@ -8,12 +8,13 @@ import subprocess
 import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
 
 from reana_log_sse.bench import harness as h
-from reana_log_sse.bench.rawhttp import close_all, open_followers
+from reana_log_sse.bench.rawhttp import Follower, close_all, open_followers
 
 # A bare SSE holder: answers each connection with headers and one frame, then keeps a
 # task waiting on it. What one idle stream costs an asyncio process with nothing else.
@@ -91,3 +92,75 @@ async def fanout(server: h.Server, meter: h.CpuMeter, *, streams: int,
             "rss_after": rss1, "rss_per_stream": (rss1 - rss0) / max(1, len(held)),
             "refused": len(refused), "refusals": sorted(set(refused))[:5],
             "bare_rss_per_stream": bare, "cpu": h.CpuMeter.share(c0, c1)}
+
+
+OPEN_GOAL_SECONDS = 2.0  # issue 22: 5,000 streams opened within 2 s
+BURST_IN_FLIGHT = 1000  # connects in flight at once: the load generator is not the limit
+
+
+async def open_burst(base_url: str, paths: list[str], *, in_flight: int = BURST_IN_FLIGHT,
+                     timeout: float = 60.0) -> tuple[list[Follower], list[str], float]:
+    """Open a stream per path as fast as one asyncio process can: raw sockets, up to
+    `in_flight` connects outstanding, a slot freed as soon as its connection is made (not
+    when its stream answers), so the service, not this opener, sets the pace. Returns the
+    streams that sent their first frame, why the others did not, and the seconds from the
+    first connect until the last first frame."""
+    parts = urlsplit(base_url)
+    host, port = parts.hostname, parts.port or 80
+    loop = asyncio.get_running_loop()
+    sem = asyncio.Semaphore(in_flight)
+
+    async def one(path: str) -> Follower:
+        async with sem:
+            _, follower = await loop.create_connection(
+                lambda: Follower(parts.netloc, path), host, port)
+        await asyncio.wait_for(follower.started, timeout)
+        return follower
+
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(one(p) for p in paths), return_exceptions=True)
+    seconds = time.perf_counter() - t0
+    opened = [r for r in results if isinstance(r, Follower)]
+    errors = [str(r) or type(r).__name__ for r in results if not isinstance(r, Follower)]
+    return opened, errors, seconds
+
+
+async def opening(server: h.Server, meter: h.CpuMeter, *, streams: int,
+                  workflows: int) -> dict[str, Any]:
+    """`streams` streams opened at once over `workflows` workflows (each with one stored
+    line), timed from the first connect until every stream has sent its first frame
+    (headers and its opening chunk) and then a line posted after that has reached every
+    one of them: the streams are live, not just answered."""
+    wfs = h.new_workflows(workflows)
+    await h.seed(server.url, wfs)
+    await asyncio.sleep(0.5)
+    reads0 = await server.db_reads()
+    c0 = meter.sample()
+    t0 = time.perf_counter()
+    held, refused, first_seconds = await open_burst(
+        server.url, [f"/api/workflows/{wfs[i % workflows]}/logs/stream"
+                     for i in range(streams)])
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            t1 = time.perf_counter()
+            await h.post(client, h.body(h.events(wfs, workflows, 1000)))
+            live = 0
+            for f in held:  # every stream gets its workflow's new line (id 2)
+                try:
+                    await asyncio.wait_for(f.reached(2),
+                                           max(0.01, 60 - (time.perf_counter() - t1)))
+                    live += 1
+                except (TimeoutError, ConnectionError):
+                    pass
+        seconds = time.perf_counter() - t0
+        c1 = meter.sample()
+    finally:
+        close_all(held)
+    reads = await server.db_reads() - reads0
+    return {"streams": streams, "workflows": workflows, "seconds": seconds,
+            "first_seconds": first_seconds, "live_seconds": seconds - first_seconds,
+            "rate": streams / seconds, "opened": len(held), "live": live,
+            "refused": len(refused), "refusals": sorted(set(refused))[:5],
+            "db_reads": reads, "cpu": h.CpuMeter.share(c0, c1),
+            "service_cpu_us_per_stream":
+                (c1[1]["service"] - c0[1]["service"]) / streams * 1e6}

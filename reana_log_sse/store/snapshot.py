@@ -223,7 +223,9 @@ async def read_snapshot(
         if tail is not None:  # the last `tail` lines are those after the tail's start
             after = params["after"] = await _tail_start(cur, params, tail)
         full = False
-        if frames:
+        if limit == 0:  # no lines wanted (where a tail starts, a bare opening): no query
+            rows, count = [], 0
+        elif frames:
             wf_key = f',"workflow_id":"{workflow_id}","kind":'
             await cur.execute(_FRAME_READ, {**params, "limit": limit,
                                             "wf_key": wf_key}, binary=True)
