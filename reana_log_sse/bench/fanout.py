@@ -135,6 +135,7 @@ async def opening(server: h.Server, meter: h.CpuMeter, *, streams: int,
     await h.seed(server.url, wfs)
     await asyncio.sleep(0.5)
     reads0 = await server.db_reads()
+    opens0 = await server.metric("reana_log_sse_opening_reads_total")
     c0 = meter.sample()
     t0 = time.perf_counter()
     held, refused, first_seconds = await open_burst(
@@ -157,10 +158,11 @@ async def opening(server: h.Server, meter: h.CpuMeter, *, streams: int,
     finally:
         close_all(held)
     reads = await server.db_reads() - reads0
+    opening_reads = await server.metric("reana_log_sse_opening_reads_total") - opens0
     return {"streams": streams, "workflows": workflows, "seconds": seconds,
             "first_seconds": first_seconds, "live_seconds": seconds - first_seconds,
             "rate": streams / seconds, "opened": len(held), "live": live,
             "refused": len(refused), "refusals": sorted(set(refused))[:5],
-            "db_reads": reads, "cpu": h.CpuMeter.share(c0, c1),
+            "db_reads": reads, "opening_reads": opening_reads, "cpu": h.CpuMeter.share(c0, c1),
             "service_cpu_us_per_stream":
                 (c1[1]["service"] - c0[1]["service"]) / streams * 1e6}

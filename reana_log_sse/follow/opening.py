@@ -5,7 +5,7 @@ snapshot (the workflow's status, its jobs' latest statuses, where the stream sta
 a first catch-up read of the lines after `since`. 5,000 streams opening at once were
 10,000 transactions, and the service spent most of its time in psycopg round trips
 (docs/performance.md, "What changed for issue 22"). Now a stream's opening is one read,
-which also holds the first chunk of its lines (snapshot.read_snapshot, frames=True), and
+which also holds the first chunk of its lines, in one statement (store/sql/opening.sql), and
 the streams of one workflow that open with the same `since` and filters while a read of
 theirs is running share the NEXT read: it starts only once every one of them has
 subscribed (stream.stream_logs subscribes before it asks), so each gets a snapshot taken
@@ -64,9 +64,8 @@ class OpeningReads:
         self._running[key] = me
         try:
             self.metrics.opening_reads.inc()
-            return await self.store.snapshot(
-                key.workflow_id, after=key.since, limit=key.limit, filters=key.filters,
-                job_statuses=True, frames=key.limit > 0)
+            return await self.store.opening(key.workflow_id, after=key.since,
+                                            limit=key.limit, filters=key.filters)
         finally:
             if self._running.get(key) is me:
                 del self._running[key]
