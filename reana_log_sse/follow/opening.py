@@ -55,12 +55,16 @@ class OpeningReads:
         return await asyncio.shield(fut)
 
     async def _start(self, key: OpeningKey) -> Snapshot | None:
-        running = self._running.get(key)
-        if running is not None:  # meanwhile, the streams that ask join this read
-            await asyncio.wait([running])
-        # from here on a stream that asks waits for the next read: this one's snapshot
-        # may be taken before that stream subscribed
-        me = self._next.pop(key)
+        me = self._next[key]  # read() put this task there before it first ran
+        try:
+            running = self._running.get(key)
+            if running is not None:  # meanwhile, the streams that ask join this read
+                await asyncio.wait([running])
+        finally:
+            # from here on a stream that asks waits for the next read: this one's
+            # snapshot may be taken before that stream subscribed
+            if self._next.get(key) is me:
+                del self._next[key]
         self._running[key] = me
         try:
             self.metrics.opening_reads.inc()
