@@ -105,8 +105,9 @@ def _opening_row(o: dict[str, Any]) -> Row:
                f"{o['live_seconds']:.2f} s)", o["seconds"], "s",
                goal=f"5,000 in <= {fo.OPEN_GOAL_SECONDS:g} s (>= {goal_rate:,.0f}/s)",
                met=ok, cpu=o["cpu"],
-               note=f"{o['rate']:,.0f} streams/s; service CPU "
-               f"{o['service_cpu_us_per_stream']:,.0f} µs per stream; "
+               note=f"{o['rate']:,.0f} streams/s; CPU per stream: service "
+               f"{o['service_cpu_us_per_stream']:,.0f} µs, load generator "
+               f"{o.get('loadgen_cpu_us_per_stream', 0):,.0f} µs; "
                f"{o.get('opening_reads', 0):,.0f} opening reads"
                + (f"; {o['streams'] - o['live']:,} not live" if o["live"] < o["streams"]
                   else "")
