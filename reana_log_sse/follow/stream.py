@@ -268,6 +268,7 @@ async def follow(
         sub.close()
 
 
+NO_FILTERS = Filters()
 SHUTDOWN_GRACE_SECONDS = 2.0  # below serve's uvicorn timeout_graceful_shutdown (5 s)
 
 
@@ -298,12 +299,15 @@ class FollowResponse(LeanEventSourceResponse):
 async def stream_logs(request: Request) -> FollowResponse:
     state = request.app.state
     workflow_id = await authorized_workflow(request)
-    filters = filters_param(request)
-    since = int_param(request, "since")
+    if request.scope.get("query_string"):
+        filters = filters_param(request)
+        since = int_param(request, "since")
+        tail = int_param(request, "tail")
+    else:  # the usual stream (EventSource, the widget): no query string to parse
+        filters, since, tail = NO_FILTERS, None, None
     last_event_id = request.headers.get("last-event-id", "").strip()
     if last_event_id:
         since = parse_int(last_event_id, "Last-Event-ID")
-    tail = int_param(request, "tail")
     store: Store = state.store
 
     follower = Follower(store, workflow_id, filters, 0, 0, state.hub.read_chunk,
