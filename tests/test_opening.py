@@ -133,3 +133,59 @@ async def test_opening_a_stream_needs_no_catch_up_read_for_what_its_opening_read
     assert f.ids == list(range(1, 22)) and g.ids == [21]
     # the lines came with the opening read (since=0) or were none (resumed at the newest)
     assert metrics.catchup_reads._value.get() == before
+
+
+async def test_opening_a_read_that_began_before_a_stream_subscribed_is_never_shared_with_it(
+        live_server):
+    """A stream that asks while another's opening read is running waits for the next read:
+    the running one's snapshot may predate its subscription, and a status committed in
+    between (and already broadcast to the feed's earlier subscribers) would be lost."""
+    wf = uuid.uuid4()
+    await apost(live_server, [event(wf, "a")])
+    state = live_server.app.state
+    store, hub = state.store, state.hub
+    opening = store.opening
+    hold = asyncio.Event()
+    held_loop: list[asyncio.AbstractEventLoop] = []
+    reads = []
+
+    async def held_after_reading(*args: Any, **kwargs: Any) -> Any:
+        snap = await opening(*args, **kwargs)  # the snapshot is taken: hold it back
+        reads.append(snap)
+        if len(reads) == 1:
+            held_loop.append(asyncio.get_running_loop())
+            await hold.wait()
+        return snap
+
+    store.opening = held_after_reading
+    first = Follower(stream_url(live_server, wf))
+    first_open = asyncio.ensure_future(first.__aenter__())
+    second = Follower(stream_url(live_server, wf))
+    second_open: asyncio.Future[Any] | None = None
+    try:
+        while not held_loop:  # the first stream's read has its snapshot
+            await asyncio.sleep(0.005)
+        feed = hub.feeds[wf]
+        await astatus(live_server, wf, "running", "job-s")
+        while not any(getattr(i, "status", None) is not None
+                      and i.status.job_id == "job-s"
+                      for sub in list(feed.subscribers) for i in list(sub.items)):
+            await asyncio.sleep(0.005)  # the feed has broadcast it to the first stream
+        second_open = asyncio.ensure_future(second.__aenter__())
+        while len(feed.subscribers) < 2:  # the second stream subscribed and asked
+            await asyncio.sleep(0.005)
+        held_loop[0].call_soon_threadsafe(hold.set)
+        await asyncio.gather(first_open, second_open)
+        for f in (first, second):
+            await f.wait_for(lambda f: statuses_of(f, "job-s") == ["running"])
+        await apost(live_server, [event(wf, "b")])
+        for f in (first, second):
+            await f.wait_logs(2)
+    finally:
+        if held_loop:
+            held_loop[0].call_soon_threadsafe(hold.set)
+        for f in (first, second):
+            await f.stop()
+    assert len(reads) == 2
+    for f in (first, second):
+        assert f.ids == [1, 2] and statuses_of(f, "job-s") == ["running"]
