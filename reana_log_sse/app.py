@@ -32,6 +32,7 @@ from reana_log_sse.auth import (
     make_status_auth,
 )
 from reana_log_sse.follow.hub import Hub
+from reana_log_sse.follow.opening import OpeningReads
 from reana_log_sse.follow.stream import stream_logs
 from reana_log_sse.ingest.route import ingest_vector
 from reana_log_sse.ingest.status import post_status
@@ -152,6 +153,7 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
                         ping_seconds=settings.ping_seconds,
                         send_timeout=settings.send_timeout_seconds,
                         direct_writes=settings.direct_writes)
+        state.openings = OpeningReads(state.store, state.metrics)
         await state.maintain(wait=True)  # another process may be creating them right now
         await state.hub.start()
         await state.hub.wait_listening(10)

@@ -38,6 +38,9 @@ class Metrics:
         self.followed_workflows = Gauge(p + "followed_workflows",
                                         "Workflows with at least one stream", registry=r)
         self.feed_reads = Counter(p + "feed_reads", "Database reads by live feeds", registry=r)
+        self.opening_reads = Counter(p + "opening_reads", "Database reads by streams "
+                                     "opening (one read shared by the streams of a workflow "
+                                     "that open together)", registry=r)
         self.catchup_reads = Counter(p + "catchup_reads", "Database reads by lagging or "
                                      "resuming followers", registry=r)
         self.follower_overflows = Counter(p + "follower_overflows", "Follower queues emptied "

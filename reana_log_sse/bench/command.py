@@ -27,6 +27,8 @@ class Sizes:
     poll_interval: float = 1.0
     fanout: int = 10_000
     fanout_workflows: int = 100
+    # streams opened at once (fanout.opening): (streams, workflows), one workflow and spread
+    opening: tuple[tuple[int, int], ...] = ((5000, 1), (5000, 100))
     catchup_lines: int = 1_000_000
     cli_lines: int = 200_000
     tap_samples: int = 100
@@ -42,11 +44,13 @@ SIZES = {
     "full": Sizes(),
     "quick": Sizes(ingest_lines=30_000, floor_samples=100, followers=(1, 100, 1000),
                    spread=((1000, 100),), duration=4.0, polling=(100,), fanout=2000,
-                   fanout_workflows=20, catchup_lines=100_000, cli_lines=20_000,
+                   fanout_workflows=20, opening=((2000, 1), (2000, 20)),
+                   catchup_lines=100_000, cli_lines=20_000,
                    tap_samples=30, tap_seconds=8.0, ship_lines=50_000),
     "tiny": Sizes(ingest_lines=2000, senders=2, floor_samples=10, followers=(1, 3),
                   spread=((4, 2),), duration=1.0, live_batch=10, rate=100.0, polling=(3,),
-                  poll_interval=0.5, fanout=10, fanout_workflows=2, catchup_lines=3000,
+                  poll_interval=0.5, fanout=10, fanout_workflows=2,
+                  opening=((10, 1), (10, 2)), catchup_lines=3000,
                   cli_lines=500, tap_samples=5, tap_follows=3, tap_seconds=1.0,
                   ship_lines=2000,
                   ship_rate=100.0, reana_client_lines=5),

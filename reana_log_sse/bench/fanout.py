@@ -4,6 +4,7 @@ asyncio server holding as many connections."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -91,3 +92,58 @@ async def fanout(server: h.Server, meter: h.CpuMeter, *, streams: int,
             "rss_after": rss1, "rss_per_stream": (rss1 - rss0) / max(1, len(held)),
             "refused": len(refused), "refusals": sorted(set(refused))[:5],
             "bare_rss_per_stream": bare, "cpu": h.CpuMeter.share(c0, c1)}
+
+
+OPEN_GOAL_SECONDS = 2.0  # issue 22: 5,000 streams opened within 2 s
+
+
+async def opening(server: h.Server, meter: h.CpuMeter, *, streams: int,
+                  workflows: int) -> dict[str, Any]:
+    """`streams` streams opened at once over `workflows` workflows (each with one stored
+    line), timed from the first connect until every stream has sent its first frame
+    (headers and its opening chunk) and then a line posted after that has reached every
+    one of them: the streams are live, not just answered. The streams are opened by
+    bench/opener.py in its own process (uvloop, every connect in flight), so that this
+    process's loop is not the limit; its CPU counts as the load generator's."""
+    wfs = h.new_workflows(workflows)
+    await h.seed(server.url, wfs)
+    await asyncio.sleep(0.5)
+    reads0 = await server.db_reads()
+    opens0 = await server.metric("reana_log_sse_opening_reads_total")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "reana_log_sse.bench.opener", stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        paths = [f"/api/workflows/{wfs[i % workflows]}/logs/stream" for i in range(streams)]
+        c0 = meter.sample()
+        proc.stdin.write(json.dumps({"url": server.url, "paths": paths, "until": 2}).encode()
+                         + b"\n")
+        await proc.stdin.drain()
+        first = json.loads(await proc.stdout.readline())
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            proc.stdin.write(b"go\n")
+            await proc.stdin.drain()
+            await h.post(client, h.body(h.events(wfs, workflows, 1000)))
+        live = json.loads(await proc.stdout.readline())  # every stream got its new line
+        c1 = meter.sample()
+    finally:
+        proc.stdin.close()
+        await proc.wait()
+    reads = await server.db_reads() - reads0
+    opening_reads = await server.metric("reana_log_sse_opening_reads_total") - opens0
+    # the opener is this process's child, not waited for yet at c1: its CPU moves from
+    # "other" to the load generator
+    cpu = h.CpuMeter.share(c0, c1)
+    moved = round(100 * live["cpu_seconds"] / max(1e-9, c1[0] - c0[0]))
+    cpu["loadgen"] += moved
+    cpu["other"] = max(0, cpu["other"] - moved)
+    seconds = first["first_seconds"] + live["live_seconds"]
+    return {"streams": streams, "workflows": workflows, "seconds": seconds,
+            "first_seconds": first["first_seconds"], "live_seconds": live["live_seconds"],
+            "rate": streams / seconds, "opened": first["opened"], "live": live["live"],
+            "refused": first["refused"], "refusals": first["errors"],
+            "db_reads": reads, "opening_reads": opening_reads, "cpu": cpu,
+            "service_cpu_us_per_stream":
+                (c1[1]["service"] - c0[1]["service"]) / streams * 1e6,
+            "loadgen_cpu_us_per_stream": live["cpu_seconds"] / streams * 1e6}

@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from reana_log_sse.auth import authorized_workflow
 from reana_log_sse.follow.direct import Direct
 from reana_log_sse.follow.hub import Batch, End, Leave, Ping, ReadSize, StatusItem, Subscription
+from reana_log_sse.follow.opening import OpeningKey
 from reana_log_sse.follow.sse import LeanEventSourceResponse
 from reana_log_sse.params import filters_param, int_param, parse_int
 from reana_log_sse.store.errors import ServiceError
@@ -271,6 +272,7 @@ async def follow(
         sub.close()
 
 
+NO_FILTERS = Filters()
 SHUTDOWN_GRACE_SECONDS = 2.0  # below serve's uvicorn timeout_graceful_shutdown (5 s)
 
 
@@ -301,14 +303,20 @@ class FollowResponse(LeanEventSourceResponse):
 async def stream_logs(request: Request) -> FollowResponse:
     state = request.app.state
     workflow_id = await authorized_workflow(request)
-    filters = filters_param(request)
-    since = int_param(request, "since")
+    if request.scope.get("query_string"):
+        filters = filters_param(request)
+        since = int_param(request, "since")
+        tail = int_param(request, "tail")
+    else:  # the usual stream (EventSource, the widget): no query string to parse
+        filters, since, tail = NO_FILTERS, None, None
     last_event_id = request.headers.get("last-event-id", "").strip()
     if last_event_id:
         since = parse_int(last_event_id, "Last-Event-ID")
-    tail = int_param(request, "tail")
     store: Store = state.store
 
+    follower = Follower(store, workflow_id, filters, 0, 0, state.hub.read_chunk,
+                        state.metrics, budget=state.hub.queue_bytes,
+                        line_bytes=state.settings.max_line_bytes)
     sub = state.hub.subscribe(workflow_id)  # before reading: nothing can fall in between
     try:
         if since is None and tail is not None:
@@ -317,12 +325,14 @@ async def stream_logs(request: Request) -> FollowResponse:
             snap = await store.snapshot(workflow_id, tail=tail, limit=0, filters=filters,
                                         job_statuses=True)
         else:
-            snap = await store.snapshot(workflow_id, after=since or 0, limit=0,
-                                        job_statuses=True)
+            # one read, shared with the streams of this workflow opening alongside (it
+            # starts after they all subscribed: opening.py), which holds the first chunk
+            # of lines too
+            snap = await state.openings.read(OpeningKey(
+                workflow_id, since or 0, filters, follower.read_size.lines))
         if snap is None and not state.settings.wait_for_unknown:
             raise HTTPException(404, f"unknown workflow {workflow_id}")
         first: list[bytes] = []
-        cursor, status_cursor = 0, 0
         if snap is not None:
             if snap.status is not None:
                 first.append(event_frame("status", {"workflow_id": str(workflow_id),
@@ -330,16 +340,17 @@ async def stream_logs(request: Request) -> FollowResponse:
                                                     "status": snap.status}))
             for status in snap.job_statuses:
                 first.append(status_frame(workflow_id, status))
-            status_cursor = snap.status_cursor
-            cursor = snap.horizon  # a read of no lines: `since`, or where the tail starts
+            follower.status_cursor = snap.status_cursor
+            # `since` or where the tail starts, or the last line of the first chunk
+            follower.cursor = snap.horizon
+            if snap.frame_count:
+                follower.read_size.observe_frames(snap.frame_count, snap.frames)
+                first.extend(frames for _, frames in snap.frames)
     except BaseException:
         sub.close()
         raise
-    follower = Follower(store, workflow_id, filters, cursor, status_cursor,
-                        state.hub.read_chunk, state.metrics, budget=state.hub.queue_bytes,
-                        line_bytes=state.settings.max_line_bytes)
-    if snap is not None and cursor < snap.last_seq:
-        # the catch-up runs inside the stream, ahead of anything live
+    if snap is not None and follower.cursor < snap.last_seq:
+        # the rest of the catch-up runs inside the stream, ahead of anything live
         sub.items.appendleft(Batch(snap.last_seq, snap.last_seq, [], time.monotonic(), None))
     response = FollowResponse(
         sub, follow(follower, sub, b"".join(first), state.settings.retry_ms),

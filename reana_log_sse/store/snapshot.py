@@ -21,7 +21,7 @@ from reana_log_sse.store.lines import Line
 # a workflow in one of these has ended: its streams send what was committed before, then end
 TERMINAL_STATUSES = frozenset({"finished", "failed", "stopped", "deleted"})
 
-__all__ = ["Filters", "Snapshot", "StatusRow", "frame_end", "read_snapshot"]
+__all__ = ["Filters", "Snapshot", "StatusRow", "frame_end", "read_opening", "read_snapshot"]
 
 _LINE_COLUMNS = "seq, kind, job_id, step, stream, ts, message, truncated"
 
@@ -223,7 +223,9 @@ async def read_snapshot(
         if tail is not None:  # the last `tail` lines are those after the tail's start
             after = params["after"] = await _tail_start(cur, params, tail)
         full = False
-        if frames:
+        if limit == 0:  # no lines wanted (where a tail starts, a bare opening): no query
+            rows, count = [], 0
+        elif frames:
             wf_key = f',"workflow_id":"{workflow_id}","kind":'
             await cur.execute(_FRAME_READ, {**params, "limit": limit,
                                             "wf_key": wf_key}, binary=True)
@@ -264,6 +266,40 @@ async def read_snapshot(
     lines = [Line.from_row(name, r) for r in rows]
     return Snapshot(last_seq, status, status_age, horizon, lines, statuses, status_cursor,
                     jobs)
+
+
+_OPENING = "\n".join(x for x in load_sql("opening.sql").splitlines()
+                     if not x.startswith("--")).replace("{frame}", _FRAME)
+
+
+async def read_opening(pool: AsyncConnectionPool, workflow_id: uuid.UUID, *, after: int,
+                       limit: int, filters: Filters) -> Snapshot | None:
+    """A new stream's opening read (opening.sql): as read_snapshot(after=after,
+    limit=limit, filters=filters, job_statuses=True, frames=True), in one statement (one
+    snapshot) and one round trip. None for an unknown workflow."""
+    async with translated(), pool.connection() as conn:
+        # one statement is one snapshot: no transaction (BEGIN and COMMIT would be two
+        # more round trips); the pool's connections are otherwise in transactions
+        await conn.set_autocommit(True)
+        try:
+            cur = await conn.execute(_OPENING, {
+                "wf": workflow_id, "after": after, "limit": limit, **filters.sql_params(),
+                "wf_key": f',"workflow_id":"{workflow_id}","kind":'}, binary=True)
+            row = await cur.fetchone()
+        finally:
+            await conn.set_autocommit(False)
+    if row is None:
+        return None
+    last_seq, status, status_age, status_cursor, count, last, data, *jobs = row
+    if limit == 0:
+        horizon = after
+    elif count >= limit:
+        horizon = last
+    else:
+        horizon = max(last_seq, after)
+    job_statuses = [StatusRow(*r) for r in zip(*jobs, strict=True)] if jobs[0] else []
+    return Snapshot(last_seq, status, status_age, horizon, [], [], status_cursor,
+                    job_statuses, [(last, data)] if count else [], count)
 
 
 async def _statuses(cur: psycopg.AsyncCursor[Any], workflow_id: uuid.UUID, after: int,

@@ -29,7 +29,13 @@ from reana_log_sse.store.rows import (
     stage_lines,
     widen_job_spans,
 )
-from reana_log_sse.store.snapshot import TERMINAL_STATUSES, Filters, Snapshot, read_snapshot
+from reana_log_sse.store.snapshot import (
+    TERMINAL_STATUSES,
+    Filters,
+    Snapshot,
+    read_opening,
+    read_snapshot,
+)
 
 _NOTIFY_MAX = 7900  # PostgreSQL caps a payload at 8000 bytes
 _ALLOCATE = load_sql("allocate.sql")
@@ -259,6 +265,12 @@ class Store:
             self.pool, workflow_id, after=after, status_after=status_after, limit=limit,
             filters=filters, tail=tail, upto=upto, job_statuses=job_statuses, frames=frames,
             max_bytes=max_bytes)
+
+    async def opening(self, workflow_id: uuid.UUID, *, after: int, limit: int,
+                      filters: Filters) -> Snapshot | None:
+        """A new stream's opening read: one statement (snapshot.read_opening says what)."""
+        return await read_opening(self.pool, workflow_id, after=after, limit=limit,
+                                  filters=filters)
 
     def spare_connection(self) -> bool:
         """Whether the pool could lend a connection now without making anyone wait."""
