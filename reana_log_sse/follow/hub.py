@@ -337,10 +337,10 @@ class Feed:
         notified_at, committed_at = self.notified_at, self.committed_at
         self.hub.metrics.feed_reads.inc()
         while True:
-            snap = await store.snapshot(
-                self.workflow_id, after=self.last, status_after=self.status_cursor,
-                limit=self.read_size.lines,
-            )
+            # one statement, one round trip (store/live.py)
+            snap = await store.live(self.workflow_id, after=self.last,
+                                    status_after=self.status_cursor,
+                                    limit=self.read_size.lines)
             if snap is None:
                 return
             self.read_size.observe(snap.lines)

@@ -5,6 +5,7 @@
 - rows.py: prepared lines and their COPY; identity.py: the dedupe digest's and line_key's
   inputs; lines.py: a stored line and its SSE frame;
 - snapshot.py: the read side (a workflow's lines, statuses and ends, in id order);
+- live.py: the feed's live read of new lines and statuses, in one statement;
 - partitions.py: the daily partitions and retention; db.py: connections, migrations and
   the `sql/` files; embedded.py: the embedded PostgreSQL of `serve` and `demo`;
 - errors.py: psycopg's errors translated, in one place, into HTTP answers.

@@ -19,6 +19,7 @@ from reana_log_sse.metrics import Metrics
 from reana_log_sse.store.db import NOTIFY_CHANNEL, load_sql
 from reana_log_sse.store.errors import PartitionMissing, translated
 from reana_log_sse.store.group import GroupCommit
+from reana_log_sse.store.live import read_live
 from reana_log_sse.store.rows import (
     IngestResult,
     PreparedLine,
@@ -271,6 +272,12 @@ class Store:
         """A new stream's opening read: one statement (snapshot.read_opening says what)."""
         return await read_opening(self.pool, workflow_id, after=after, limit=limit,
                                   filters=filters)
+
+    async def live(self, workflow_id: uuid.UUID, *, after: int, status_after: int,
+                   limit: int) -> Snapshot | None:
+        """A feed's live read: one statement (live.read_live says what)."""
+        return await read_live(self.pool, workflow_id, after=after,
+                               status_after=status_after, limit=limit)
 
     def spare_connection(self) -> bool:
         """Whether the pool could lend a connection now without making anyone wait."""
