@@ -17,7 +17,7 @@ import psycopg
 from reana_log_sse.follow.hub import Batch, Hub, StatusItem
 from reana_log_sse.metrics import Metrics
 from reana_log_sse.store import db, partitions
-from reana_log_sse.store.live import _LIVE, read_live
+from reana_log_sse.store.live import _LIVE, LiveRead, read_live, read_many
 from reana_log_sse.store.snapshot import read_snapshot
 from reana_log_sse.store.store import PreparedLine, Store
 from tests.test_catchup import _store_workflow
@@ -124,6 +124,27 @@ def test_live_feed_read_is_one_round_trip(database_url):
                 assert [type(i) for i in items] == [Batch, Batch, StatusItem,
                                                     Batch, StatusItem]
                 assert [line.seq for line in items[3].lines] == [5, 6, 7, 8, 9]
+                # a NOTIFY naming several followed workflows: their feeds read together
+                others = [uuid.uuid4() for _ in range(3)]
+                for other in others:
+                    await hub.store.set_status(other, status="running", job_id=None,
+                                               step=None, details={}, workflow_level=True)
+                subs = [hub.subscribe(other) for other in others]
+                feeds = [feed, *(hub.feeds[other] for other in others)]
+                await _until(lambda: all(f.last is not None for f in feeds))
+                for other in [wf, *others]:
+                    await hub.store.ingest(_lines(other, 1, 2))
+                targets = [f.last + 2 for f in feeds]  # type: ignore[operator]
+                before = proxy.round_trips
+                for f in feeds:  # as Hub._dispatch pokes the feeds a NOTIFY names
+                    f.poke(None)
+                await _until(lambda: [f.last for f in feeds] == targets)
+                assert proxy.round_trips - before == 1
+                for other, other_sub in zip(others, subs, strict=True):
+                    [*_, batch] = other_sub.items
+                    assert isinstance(batch, Batch) and [
+                        (line.workflow_id, line.seq) for line in batch.lines] == [
+                        (str(other), 1), (str(other), 2)]
             finally:
                 await hub.stop()
                 await hub.store.pool.close()
@@ -195,6 +216,21 @@ def test_live_read_reads_what_a_snapshot_read_reads(database_url):
             assert cases  # some reads held both
             assert await read_live(pool, uuid.uuid4(), after=0, status_after=0,
                                    limit=10) is None
+            # many reads in one statement, an unknown workflow among them: each its own
+            reads = [LiveRead(wf, after, status_after, limit)
+                     for after in (0, lines[20].seq, lines[-1].seq)
+                     for status_after in (0, statuses[3].id) for limit in (1, 16, 1000)]
+            reads.insert(5, LiveRead(uuid.uuid4(), 0, 0, 10))
+            many = await read_many(pool, reads, max_bytes=1000)
+            for read, snap in zip(reads, many, strict=True):
+                old = await read_snapshot(pool, read.workflow_id, after=read.after,
+                                          status_after=read.status_after, limit=read.limit,
+                                          max_bytes=1000)
+                assert (snap is None) == (old is None)
+                if snap is not None and old is not None:
+                    assert (snap.horizon, snap.status_cursor, snap.statuses) == (
+                        old.horizon, old.status_cursor, old.statuses)
+                    assert [x.frame for x in snap.lines] == [x.frame for x in old.lines]
         finally:
             await pool.close()
 
@@ -228,8 +264,8 @@ def test_live_read_scans_only_the_days_of_the_workflows_lines(database_url):
             for after in (0, lines[-3].seq):
                 cur = await conn.execute(
                     "EXPLAIN (ANALYZE, FORMAT JSON) " + _LIVE,
-                    {"wf": wf, "after": after, "status_after": 0, "limit": 1000,
-                     "bytes": 1 << 22})
+                    {"wfs": [wf], "afters": [after], "status_afters": [0],
+                     "limits": [1000], "bytes": 1 << 22})
                 row = await cur.fetchone()
                 assert row is not None
                 plan = row[0] if not isinstance(row[0], str) else json.loads(row[0])

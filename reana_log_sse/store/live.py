@@ -1,13 +1,19 @@
-"""The feed's live read (follow/hub.py Feed.refresh): one statement, one round trip.
+"""The feeds' live reads (follow/hub.py Feed.refresh): one statement, one round trip, for
+every feed that asks at once.
 
-read_snapshot (snapshot.py) takes a REPEATABLE READ transaction of six round trips; the
-feed reads once per followed workflow per NOTIFY that names it, so at 100 busy follows
-those round trips were most of the service's time (docs/performance.md, issue 22).
+read_snapshot (snapshot.py) takes a REPEATABLE READ transaction of six round trips; a
+feed reads once per NOTIFY that names its workflow, and a NOTIFY names every workflow
+its commit touched, so at 100 busy follows those reads were most of the service's time
+(docs/performance.md, issue 22). The feeds a NOTIFY wakes ask in the same turn of the
+event loop; LiveReads sends their reads as one statement (live.sql).
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
+from collections.abc import Sequence
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -16,20 +22,34 @@ from reana_log_sse.store.errors import translated
 from reana_log_sse.store.lines import Line
 from reana_log_sse.store.snapshot import MAX_READ_BYTES, Snapshot, StatusRow
 
-__all__ = ["read_live"]
+__all__ = ["LiveRead", "LiveReads", "read_live", "read_many"]
 
 _LIVE = "\n".join(x for x in load_sql("live.sql").splitlines() if not x.startswith("--"))
 
+# One statement reads at most this many feeds, and at most about MAX_READ_BYTES of
+# messages for all of them together (each gets its share, and at least MIN_SHARE, plus
+# the line that crosses it): a read is sized in bytes however many feeds ask at once. A
+# feed whose read was cut reads on from its horizon, as after any cut read.
+MOST_FEEDS = 64
+MIN_SHARE = 64 * 1024
 
-async def read_live(pool: AsyncConnectionPool, workflow_id: uuid.UUID, *, after: int,
-                    status_after: int, limit: int,
-                    max_bytes: int = MAX_READ_BYTES) -> Snapshot | None:
-    """As read_snapshot(after=after, status_after=status_after, limit=limit,
-    max_bytes=max_bytes) (no filters, no tail, no upto), in one statement (live.sql):
-    the lines after `after` up to the workflow's last_seq, the first `limit` of them and
-    at most about `max_bytes` of messages, as Line objects; the statuses with id >
-    status_after that come after no line past the horizon. None for an unknown workflow."""
-    if limit < 1:
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LiveRead:
+    workflow_id: uuid.UUID
+    after: int
+    status_after: int
+    limit: int
+
+
+async def read_many(pool: AsyncConnectionPool, reads: Sequence[LiveRead], *,
+                    max_bytes: int = MAX_READ_BYTES) -> list[Snapshot | None]:
+    """Each read as read_snapshot(after=, status_after=, limit=, max_bytes=) (no filters,
+    no tail, no upto) would read it, all in one statement (live.sql): the lines after
+    `after` up to the workflow's last_seq, the first `limit` of them and at most about
+    `max_bytes` of messages, as Line objects; the statuses with id > status_after that
+    come after no line past the horizon. None for an unknown workflow."""
+    if any(r.limit < 1 for r in reads):
         raise ValueError("a live read asks for at least one line")
     async with translated(), pool.connection() as conn:
         # one statement is one snapshot: no transaction (BEGIN and COMMIT would be two
@@ -37,23 +57,85 @@ async def read_live(pool: AsyncConnectionPool, workflow_id: uuid.UUID, *, after:
         await conn.set_autocommit(True)
         try:
             cur = await conn.execute(_LIVE, {
-                "wf": workflow_id, "after": after, "status_after": status_after,
-                "limit": limit, "bytes": max_bytes}, binary=True)
-            row = await cur.fetchone()
+                "wfs": [r.workflow_id for r in reads], "afters": [r.after for r in reads],
+                "status_afters": [r.status_after for r in reads],
+                "limits": [r.limit for r in reads], "bytes": max_bytes}, binary=True)
+            rows = await cur.fetchall()
         finally:
             await conn.set_autocommit(False)
-    if row is None:
-        return None
-    last_seq, status, status_age, horizon, seqs, *columns = row
-    lines: list[Line] = []
-    if seqs:
-        kinds, job_ids, steps, streams, tss, messages, truncs = columns[:7]
-        name = str(workflow_id)
-        lines = [Line(*r) for r in zip(seqs, [name] * len(seqs), kinds, job_ids, steps,
-                                       streams, tss, messages, truncs, strict=True)]
-    ids, after_seqs, s_jobs, s_steps, s_statuses = columns[7:]
-    statuses = ([StatusRow(*r) for r in zip(ids, after_seqs, s_jobs, s_steps, s_statuses,
-                                            strict=True)] if ids else [])
-    # status ids grow with after_seq, so the withheld ones come last
-    status_cursor = statuses[-1].id if statuses else status_after
-    return Snapshot(last_seq, status, status_age, horizon, lines, statuses, status_cursor)
+    found: list[Snapshot | None] = [None] * len(reads)
+    for i, last_seq, status, status_age, horizon, seqs, *columns in rows:
+        read = reads[i - 1]
+        lines: list[Line] = []
+        if seqs:
+            kinds, job_ids, steps, streams, tss, messages, truncs = columns[:7]
+            names = [str(read.workflow_id)] * len(seqs)
+            lines = [Line(*r) for r in zip(seqs, names, kinds, job_ids, steps, streams,
+                                           tss, messages, truncs, strict=True)]
+        ids, after_seqs, s_jobs, s_steps, s_statuses = columns[7:]
+        statuses = ([StatusRow(*r) for r in zip(ids, after_seqs, s_jobs, s_steps,
+                                                s_statuses, strict=True)] if ids else [])
+        # status ids grow with after_seq, so the withheld ones come last
+        cursor = statuses[-1].id if statuses else read.status_after
+        found[i - 1] = Snapshot(last_seq, status, status_age, horizon, lines, statuses,
+                                cursor)
+    return found
+
+
+async def read_live(pool: AsyncConnectionPool, workflow_id: uuid.UUID, *, after: int,
+                    status_after: int, limit: int,
+                    max_bytes: int = MAX_READ_BYTES) -> Snapshot | None:
+    """One feed's live read (read_many of one)."""
+    [snap] = await read_many(pool, [LiveRead(workflow_id, after, status_after, limit)],
+                             max_bytes=max_bytes)
+    return snap
+
+
+class LiveReads:
+    """Live reads that ask while none is being sent go out together: the first starts a
+    statement at the next turn of the event loop, with every read asked by then (the
+    feeds a NOTIFY woke), and reads asked while it runs go in the next one, as soon as
+    it is back: one statement at a time, so one pooled connection for all the feeds."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+        self._waiting: list[tuple[LiveRead, asyncio.Future[Snapshot | None]]] = []
+        self._sender: asyncio.Task[None] | None = None
+        self.statements = 0  # sent (tests count them)
+
+    async def read(self, read: LiveRead) -> Snapshot | None:
+        future: asyncio.Future[Snapshot | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((read, future))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send(), name="live-reads")
+        return await future
+
+    async def _send(self) -> None:
+        try:
+            while self._waiting:
+                batch = [(r, f) for r, f in self._waiting[:MOST_FEEDS] if not f.done()]
+                del self._waiting[:MOST_FEEDS]  # done: its feed was cancelled meanwhile
+                if not batch:
+                    continue
+                share = max(MAX_READ_BYTES // len(batch), MIN_SHARE)
+                self.statements += 1
+                try:
+                    snaps = await read_many(self.pool, [r for r, _ in batch],
+                                            max_bytes=share)
+                except Exception as exc:  # each feed logs it and retries (hub.py)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                except BaseException:  # cancelled (shutdown): no feed waits forever
+                    for _, future in batch:
+                        future.cancel()
+                    raise
+                for (_, future), snap in zip(batch, snaps, strict=True):
+                    if not future.done():
+                        future.set_result(snap)
+        finally:
+            self._sender = None
+            for _, future in self._waiting:  # cancelled (shutdown): they ask again
+                future.cancel()
+            self._waiting.clear()

@@ -19,7 +19,7 @@ from reana_log_sse.metrics import Metrics
 from reana_log_sse.store.db import NOTIFY_CHANNEL, load_sql
 from reana_log_sse.store.errors import PartitionMissing, translated
 from reana_log_sse.store.group import GroupCommit
-from reana_log_sse.store.live import read_live
+from reana_log_sse.store.live import LiveRead, LiveReads
 from reana_log_sse.store.rows import (
     IngestResult,
     PreparedLine,
@@ -57,6 +57,7 @@ class Store:
         group_lines: group commit (group.py) up to this many lines; 0: each batch alone."""
         self.pool = pool
         self.create_partitions = create_partitions
+        self.live_reads = LiveReads(pool)  # the feeds' reads, together (live.py)
         self.group: GroupCommit | None = None
         if group_lines > 0:
 
@@ -275,9 +276,10 @@ class Store:
 
     async def live(self, workflow_id: uuid.UUID, *, after: int, status_after: int,
                    limit: int) -> Snapshot | None:
-        """A feed's live read: one statement (live.read_live says what)."""
-        return await read_live(self.pool, workflow_id, after=after,
-                               status_after=status_after, limit=limit)
+        """A feed's live read (live.read_many says what): one statement for the feeds
+        that read at once."""
+        return await self.live_reads.read(LiveRead(workflow_id, after, status_after,
+                                                   limit))
 
     def spare_connection(self) -> bool:
         """Whether the pool could lend a connection now without making anyone wait."""
