@@ -37,7 +37,8 @@ class Metrics:
         self.active_streams = Gauge(p + "active_streams", "Open SSE streams", registry=r)
         self.followed_workflows = Gauge(p + "followed_workflows",
                                         "Workflows with at least one stream", registry=r)
-        self.feed_reads = Counter(p + "feed_reads", "Database reads by live feeds", registry=r)
+        self.feed_reads = Counter(p + "feed_reads", "Live feeds' reads (feeds reading at "
+                                  "once share one statement)", registry=r)
         self.opening_reads = Counter(p + "opening_reads", "Database reads by streams "
                                      "opening (one read shared by the streams of a workflow "
                                      "that open together)", registry=r)
