@@ -277,3 +277,48 @@ def test_live_read_scans_only_the_days_of_the_workflows_lines(database_url):
                 assert any(d.strftime("%Y%m%d") in name for d in days), (name, days)
 
     asyncio.run(run())
+
+
+def test_live_reads_share_a_statement_survive_a_failed_one_and_a_cancelled_reader(
+        database_url, monkeypatch):
+    """LiveReads: reads asked in one turn go out as one statement; a failed statement
+    fails each of its reads (their feeds retry) and the next goes out; a read cancelled
+    while it waits leaves the others theirs."""
+    from reana_log_sse.store import live
+
+    async def run() -> None:
+        hub = await _hub(database_url, database_url)
+        try:
+            wfs = [uuid.uuid4() for _ in range(3)]
+            for wf in wfs:
+                await hub.store.ingest(_lines(wf, 1, 2))
+            reads = live.LiveReads(hub.store.pool)
+            real, sent = live.read_many, []
+
+            async def flaky(pool: Any, batch: Any, **kwargs: Any) -> Any:
+                sent.append(len(batch))
+                if len(sent) == 1:
+                    raise RuntimeError("the database went away")
+                return await real(pool, batch, **kwargs)
+
+            monkeypatch.setattr(live, "read_many", flaky)
+
+            def ask(wf: uuid.UUID) -> asyncio.Task[Any]:
+                return asyncio.ensure_future(reads.read(live.LiveRead(wf, 0, 0, 10)))
+
+            failed = await asyncio.gather(*map(ask, wfs), return_exceptions=True)
+            assert [type(x) for x in failed] == [RuntimeError] * 3
+            tasks = [ask(wf) for wf in wfs]
+            await asyncio.sleep(0)  # each task has asked; the statement is not out yet
+            tasks[1].cancel()
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+            assert isinstance(done[1], asyncio.CancelledError)
+            for wf, snap in zip((wfs[0], wfs[2]), (done[0], done[2]), strict=True):
+                assert [(x.workflow_id, x.seq) for x in snap.lines] == [(str(wf), 1),
+                                                                       (str(wf), 2)]
+            assert sent == [3, 2] and reads.statements == 2
+        finally:
+            await hub.stop()
+            await hub.store.pool.close()
+
+    asyncio.run(run())
