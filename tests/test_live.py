@@ -322,3 +322,34 @@ def test_live_reads_share_a_statement_survive_a_failed_one_and_a_cancelled_reade
             await hub.store.pool.close()
 
     asyncio.run(run())
+
+
+def test_live_read_never_reads_past_the_workflows_last_seq(database_url):
+    """A line stored before its workflow's last_seq publishes it (a COPY ahead of the id
+    counter) is not read, and the horizon stays at last_seq: the next read gets it."""
+    async def run() -> None:
+        wf = uuid.uuid4()
+        lines, _ = await _store_workflow(database_url, wf)
+        last = lines[-1].seq
+        async with await psycopg.AsyncConnection.connect(
+                db.conninfo(database_url), autocommit=True) as conn:
+            await conn.execute(
+                "INSERT INTO log_lines (workflow_id, seq, ts, dedupe, kind, stream, message)"
+                " VALUES (%s, %s, %s, %s, 'job', 'stdout', 'not yet published')",
+                (wf, last + 1, lines[-1].ts, uuid.uuid4()))
+            pool = db.make_pool(database_url, max_size=2, timeout=10)
+            await pool.open()
+            try:
+                snap = await read_live(pool, wf, after=lines[-3].seq, status_after=0,
+                                       limit=100)
+                assert snap is not None and snap.horizon == snap.last_seq == last
+                assert [x.seq for x in snap.lines] == [x.seq for x in lines[-2:]]
+                await conn.execute("UPDATE workflows SET last_seq = %s WHERE workflow_id = %s",
+                                   (last + 1, wf))
+                snap = await read_live(pool, wf, after=last, status_after=0, limit=100)
+                assert snap is not None and [x.seq for x in snap.lines] == [last + 1]
+                assert snap.horizon == last + 1
+            finally:
+                await pool.close()
+
+    asyncio.run(run())
