@@ -11,7 +11,7 @@ import json
 import subprocess
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -190,3 +190,22 @@ class BackgroundLines:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+@contextlib.asynccontextmanager
+async def store_on(database_url: str) -> AsyncIterator[Any]:
+    """A real Store (group commit on) on its own pool, with today's partitions."""
+    from reana_log_sse.store import db, partitions
+    from reana_log_sse.store.store import Store
+
+    today = dt.datetime.now(dt.UTC).date()
+    await partitions.maintain(database_url, partitions.Window.around(
+        today, retention_days=2, ahead_days=1), wait=True)
+    pool = db.make_pool(database_url, max_size=4, timeout=10)
+    await pool.open()
+    store = Store(pool, group_lines=10_000)
+    try:
+        yield store
+    finally:
+        await store.close()
+        await pool.close()

@@ -13,7 +13,7 @@ import datetime as dt
 import gc
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,8 +23,8 @@ import pytest
 from reana_log_sse.ingest.prepare import prepare
 from reana_log_sse.store import db, partitions
 from reana_log_sse.store.errors import BadInput
-from reana_log_sse.store.store import PreparedLine, Store
-from tests.helpers import Follower, event, post_batch
+from reana_log_sse.store.store import PreparedLine
+from tests.helpers import Follower, event, post_batch, store_on
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -190,21 +190,6 @@ def _lines(wf: uuid.UUID, tag: str, n: int = 10) -> list[PreparedLine]:
     return lines
 
 
-@contextlib.asynccontextmanager
-async def _store(database_url: str) -> AsyncIterator[Store]:
-    today = dt.datetime.now(dt.UTC).date()
-    await partitions.maintain(database_url, partitions.Window.around(
-        today, retention_days=2, ahead_days=1), wait=True)
-    pool = db.make_pool(database_url, max_size=4, timeout=10)
-    await pool.open()
-    store = Store(pool, group_lines=10_000)
-    try:
-        yield store
-    finally:
-        await store.close()
-        await pool.close()
-
-
 async def _until(predicate: Callable[[], bool]) -> None:
     async with asyncio.timeout(20):
         while not predicate():
@@ -220,7 +205,7 @@ def test_group_commit_a_cancelled_caller_leaves_its_group_whole(database_url, wi
     async def run() -> list[Any]:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
-        async with _store(database_url) as store, \
+        async with store_on(database_url) as store, \
                 await _row_lock(database_url, wf) as lock:
             assert store.group is not None
             first = asyncio.create_task(store.ingest(_lines(wf, "first")))
@@ -258,7 +243,7 @@ def test_group_commit_a_batch_the_database_refuses_fails_alone(database_url):
     wf, other = uuid.uuid4(), uuid.uuid4()
 
     async def run() -> list[Any]:
-        async with _store(database_url) as store, \
+        async with store_on(database_url) as store, \
                 await _row_lock(database_url, wf) as lock:
             assert store.group is not None
             first = asyncio.create_task(store.ingest(_lines(wf, "first")))
@@ -287,7 +272,7 @@ def test_group_commit_a_caller_cancelled_while_its_group_is_in_flight_is_stored(
     wf, held = uuid.uuid4(), uuid.uuid4()
 
     async def run() -> Any:
-        async with _store(database_url) as store, await _row_lock(database_url, wf) as lock_wf, \
+        async with store_on(database_url) as store, await _row_lock(database_url, wf) as lock_wf, \
                 await _row_lock(database_url, held) as lock_held:
             assert store.group is not None
             first = asyncio.create_task(store.ingest(_lines(wf, "first")))
@@ -325,7 +310,7 @@ def test_group_commit_close_waits_for_the_pending_groups(database_url):
     wf = uuid.uuid4()
 
     async def run() -> list[Any]:
-        async with _store(database_url) as store, \
+        async with store_on(database_url) as store, \
                 await _row_lock(database_url, wf) as lock:
             assert store.group is not None
             tasks = [asyncio.create_task(store.ingest(_lines(wf, "first")))]

@@ -17,11 +17,11 @@ from typing import Any
 import psycopg
 
 from reana_log_sse.ingest.prepare import prepare
-from reana_log_sse.store import db, partitions
+from reana_log_sse.store import partitions
 from reana_log_sse.store.coalesce import Coalescer
 from reana_log_sse.store.errors import BadInput
 from reana_log_sse.store.store import PreparedLine, Store
-from tests.helpers import event
+from tests.helpers import event, store_on
 
 
 def _lines(wf: uuid.UUID, tag: str, n: int = 10, job: str = "reana-run-job-1",
@@ -37,20 +37,13 @@ def _lines(wf: uuid.UUID, tag: str, n: int = 10, job: str = "reana-run-job-1",
 @contextlib.asynccontextmanager
 async def _writer(database_url: str, window: float = 0.0
                   ) -> AsyncIterator[tuple[Store, Coalescer, list[int]]]:
-    today = dt.datetime.now(dt.UTC).date()
-    await partitions.maintain(database_url, partitions.Window.around(
-        today, retention_days=2, ahead_days=1), wait=True)
-    pool = db.make_pool(database_url, max_size=4, timeout=10)
-    await pool.open()
-    store = Store(pool, group_lines=10_000)
-    stored: list[int] = []
-    writer = Coalescer(store, window=window, max_lines=5000, stored=stored.append)
-    try:
-        yield store, writer, stored
-    finally:
-        await writer.close()
-        await store.close()
-        await pool.close()
+    async with store_on(database_url) as store:
+        stored: list[int] = []
+        writer = Coalescer(store, window=window, max_lines=5000, stored=stored.append)
+        try:
+            yield store, writer, stored
+        finally:
+            await writer.close()
 
 
 def _rows(database_url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:

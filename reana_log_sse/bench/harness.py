@@ -288,6 +288,30 @@ def arrivals(seqs: Sequence[int], starts: Sequence[float], ids: Sequence[int],
     return out, missing
 
 
+
+async def delivery_stats(held: Sequence[Any], sent: Sequence[tuple[float, int]], batch: int,
+                         seconds: float, cpu_seconds: float) -> dict[str, Any]:
+    """A paced run's figures, the same for every server (ours' floor, a peer): once each
+    follower reached the last batch sent (or 30 s passed), each batch's delay to each
+    follower, the batches that never arrived, the rate achieved and the server's CPU
+    per follower per batch."""
+    last = sent[-1][1] if sent else 0
+    for f in held:
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            await asyncio.wait_for(f.reached(last), 30)
+    samples: list[float] = []
+    missing = 0
+    seqs, starts = [seq for _, seq in sent], [t for t, _ in sent]
+    for f in held:
+        got, lost = arrivals(seqs, starts, f.ids, f.times)
+        samples += got
+        missing += lost
+    deliveries = max(1, len(held) * len(sent))
+    return {"batches": len(sent), "undelivered": missing, **summary_ms(samples),
+            "achieved_rate": len(sent) * batch / max(1e-9, seconds),
+            "cpu_us_per_delivery": cpu_seconds / deliveries * 1e6,
+            "cpu_share": 100 * cpu_seconds / max(1e-9, seconds)}
+
 # -- Vector-shaped batches ------------------------------------------------------------------
 
 _TEXT = ("INFO  [fitdata] iteration {i}: chi2/ndf = 1.0{r:03d}, "

@@ -239,25 +239,10 @@ async def _run(server: Nginx, name: str, followers: int, rate: float, duration: 
             cpu0, t0 = server.cpu_seconds(), time.monotonic()
             await h.paced(send, rate, duration, batch)
             cpu1, t1 = server.cpu_seconds(), time.monotonic()
-        last = sent[-1][1] if sent else 0
-        for f in held:
-            with contextlib.suppress(TimeoutError, ConnectionError):
-                await asyncio.wait_for(f.reached(last), 30)
-        samples: list[float] = []
-        missing = 0
-        seqs, starts = [seq for _, seq in sent], [t for t, _ in sent]
-        for f in held:
-            got, lost = h.arrivals(seqs, starts, f.ids, f.times)
-            samples += got
-            missing += lost
-        deliveries = max(1, len(held) * len(sent))
+        stats = await h.delivery_stats(held, sent, batch, t1 - t0, cpu1 - cpu0)
         return {"server": name, "followers": followers, "opened": len(held),
                 "refused": len(refused), "refusals": sorted(set(refused))[:5],
-                "batches": len(sent), "rate": rate,
-                "achieved_rate": len(sent) * batch / max(1e-9, t1 - t0),
-                "undelivered": missing, **h.summary_ms(samples),
-                "cpu_us_per_delivery": (cpu1 - cpu0) / deliveries * 1e6,
-                "cpu_share": 100 * (cpu1 - cpu0) / max(1e-9, t1 - t0),
+                "rate": rate, **stats,
                 "wire_bytes_per_batch": size + len(b"id: 1796628502:0\ndata: \n\n")}
     finally:
         close_all(held)

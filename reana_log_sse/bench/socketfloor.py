@@ -17,7 +17,6 @@ figure a busy machine disturbs least.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import subprocess
 import sys
@@ -94,23 +93,10 @@ async def socket_floor(database_url: str, *, followers: int, rate: float, durati
             cpu0, t0 = floor.cpu_seconds(), time.monotonic()
             await h.paced(send, rate, duration, batch)
             cpu1, t1 = floor.cpu_seconds(), time.monotonic()
-            last = sent[-1][1] if sent else 0
-            for f in held:
-                with contextlib.suppress(TimeoutError, ConnectionError):
-                    await asyncio.wait_for(f.reached(last), 30)
-            stats = await floor.stats(conn)
-        samples, missing = [], 0
-        seqs, starts = [seq for _, seq in sent], [t for t, _ in sent]
-        for f in held:
-            got, lost = h.arrivals(seqs, starts, f.ids, f.times)
-            samples += got
-            missing += lost
-        deliveries = max(1, len(held) * len(sent))
+            stats = await h.delivery_stats(held, sent, batch, t1 - t0, cpu1 - cpu0)
+            stats.update(await floor.stats(conn))
         return {"followers": followers, "opened": len(held), "refused": len(refused),
-                "batches": len(sent), "undelivered": missing, **h.summary_ms(samples),
-                "rate": rate, "achieved_rate": len(sent) * batch / max(1e-9, t1 - t0),
-                "cpu_us_per_delivery": (cpu1 - cpu0) / deliveries * 1e6,
-                "cpu_share": 100 * (cpu1 - cpu0) / max(1e-9, t1 - t0), **stats}
+                "rate": rate, **stats}
     finally:
         close_all(held)
         floor.stop()
