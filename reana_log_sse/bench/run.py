@@ -233,7 +233,7 @@ def rows_and_notes(r: dict[str, Any], s: Any, cores: int) -> tuple[list[Row], li
     notes: list[str] = []
     if "ingest" in r:
         i = r["ingest"]
-        ok = i["rate"] >= 100_000 and i["rate"] >= 0.5 * i["copy_rate"]
+        ok = i["rate"] >= 0.6 * i["copy_rate"]  # issue 22: 0.6x raw COPY, same run
         stored = i.get("stored", i["lines"])
         counted = (f"accepted {i['accepted']:,}, stored {stored:,} of {i['lines']:,} sent"
                    + ("" if i["accepted"] == stored == i["lines"] else ": COUNTS DIFFER"))
@@ -247,7 +247,7 @@ def rows_and_notes(r: dict[str, Any], s: Any, cores: int) -> tuple[list[Row], li
         rows.append(Row("1 ingest", f"POST /ingest/vector, {i['batch']:,}-line gzip batches, "
                         f"{i['senders']} senders", i["rate"], "lines/s",
                         "raw COPY of the same rows", i["copy_rate"],
-                        ">= 100,000 lines/s and >= 0.5x", ok, i["cpu"], counted))
+                        ">= 0.6x", ok, i["cpu"], counted))
         notes.append(f"Ingest: {_limit(i['cpu'], cores)}. Raw COPY: "
                      f"{_limit(i['copy_cpu'], cores)}.")
     floor = r.get("floor")
