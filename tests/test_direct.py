@@ -333,23 +333,29 @@ async def test_direct_follower_switching_replicas_with_last_event_id_gets_every_
     on_b.close()
 
 
+async def _followed_through_batches(server: Any, wf: uuid.UUID, batches: int) -> RawStream:
+    """A stream of `wf` that got its first line, then `batches` batches of 10 lines, each
+    read before the next is POSTed (so that each can be written straight to it)."""
+    _post(server, [event(wf, "first")])
+    stream = RawStream(server.port, _path(wf))
+    await asyncio.to_thread(stream.read_until, lambda s: len(s.ids) == 1)
+    for n in range(batches):
+        await asyncio.to_thread(_post, server, [event(wf, f"b{n}.{i}") for i in range(10)])
+        await asyncio.to_thread(stream.read_until, lambda s, n=n: len(s.ids) == 11 + 10 * n)
+    return stream
+
+
 async def test_direct_writes_then_end_finish_the_chunked_body_cleanly(
         server_factory):
     server = server_factory(ping_seconds=3600)  # no ping between a batch and its count
     wf = uuid.uuid4()
-    _post(server, [event(wf, "first")])
-    ending = RawStream(server.port, _path(wf))
-    await asyncio.to_thread(ending.read_until, lambda s: len(s.ids) == 1)
-    for n in range(5):
-        await asyncio.to_thread(_post, server, [event(wf, f"l{n}.{i}") for i in range(10)])
-        await asyncio.to_thread(ending.read_until, lambda s, n=n: len(s.ids) == 11 + 10 * n)
+    ending = await _followed_through_batches(server, wf, 5)
     assert _sub_of(server, wf, ending).direct.writes == 5
     await asyncio.to_thread(post_status, server.url, server.ingest_token, wf, "finished")
     await asyncio.to_thread(ending.read_until, lambda s: s.eof)
     assert ending.complete, "the last chunk, then close"
     assert ending.ids == list(range(1, 52))
     assert [n for n, _, _ in ending.events][-1] == "end"
-
 
 
 async def test_direct_writes_then_shutdown_finish_the_chunked_body_cleanly(
@@ -361,12 +367,7 @@ async def test_direct_writes_then_shutdown_finish_the_chunked_body_cleanly(
     server = ServeProcess(database_url, tmp_path, REANA_LOG_SSE_PING_SECONDS="3600").start()
     try:
         wf = uuid.uuid4()
-        _post(server, [event(wf, "first")])
-        leaving = RawStream(server.port, _path(wf))
-        await asyncio.to_thread(leaving.read_until, lambda s: len(s.ids) == 1)
-        for n in range(3):
-            await asyncio.to_thread(_post, server, [event(wf, f"m{n}.{i}") for i in range(10)])
-            await asyncio.to_thread(leaving.read_until, lambda s, n=n: len(s.ids) == 11 + 10 * n)
+        leaving = await _followed_through_batches(server, wf, 3)
         assert _metric(server, "reana_log_sse_direct_writes_total") == 3
         server.terminate()
         await asyncio.to_thread(leaving.read_until, lambda s: s.eof)
