@@ -14,7 +14,9 @@ import asyncio
 import dataclasses
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from reana_log_sse.store.db import load_sql
@@ -56,13 +58,22 @@ async def read_many(pool: AsyncConnectionPool, reads: Sequence[LiveRead], *,
         # more round trips); the pool's connections are otherwise in transactions
         await conn.set_autocommit(True)
         try:
-            cur = await conn.execute(_LIVE, {
-                "wfs": [r.workflow_id for r in reads], "afters": [r.after for r in reads],
-                "status_afters": [r.status_after for r in reads],
-                "limits": [r.limit for r in reads], "bytes": max_bytes}, binary=True)
-            rows = await cur.fetchall()
+            rows = await _execute(conn, reads, max_bytes, prepare=None)
         finally:
             await conn.set_autocommit(False)
+    return _snapshots(reads, rows)
+
+
+async def _execute(conn: psycopg.AsyncConnection[Any], reads: Sequence[LiveRead],
+                   max_bytes: int, *, prepare: bool | None) -> list[Any]:
+    cur = await conn.execute(_LIVE, {
+        "wfs": [r.workflow_id for r in reads], "afters": [r.after for r in reads],
+        "status_afters": [r.status_after for r in reads],
+        "limits": [r.limit for r in reads], "bytes": max_bytes}, binary=True, prepare=prepare)
+    return await cur.fetchall()
+
+
+def _snapshots(reads: Sequence[LiveRead], rows: list[Any]) -> list[Snapshot | None]:
     found: list[Snapshot | None] = [None] * len(reads)
     for i, last_seq, status, status_age, horizon, seqs, *columns in rows:
         read = reads[i - 1]
@@ -91,17 +102,56 @@ async def read_live(pool: AsyncConnectionPool, workflow_id: uuid.UUID, *, after:
     return snap
 
 
+# The feeds' statements run on a connection of their own, on which PostgreSQL runs
+# live.sql by its generic plan. With `plan_cache_mode = auto` it plans every execution
+# afresh, even prepared (a custom plan, pruned to the workflow's days, looks cheaper):
+# 1.1-1.3 ms of planning for 0.2-0.3 ms of execution on the bench's database; the
+# generic plan prunes the daily partitions at run time, per workflow (the ts range comes
+# from the workflows row inside the statement), and the read took 0.42 ms instead of
+# 1.6-1.7 ms (docs/performance.md, issue 22). On the pool's connections the setting
+# would reach every statement psycopg prepares, so it stays on this one.
+GENERIC_PLAN = "-c plan_cache_mode=force_generic_plan"
+
+
 class LiveReads:
     """Live reads that ask while none is being sent go out together: the first starts a
     statement at the next turn of the event loop, with every read asked by then (the
     feeds a NOTIFY woke), and reads asked while it runs go in the next one, as soon as
-    it is back: one statement at a time, so one pooled connection for all the feeds."""
+    it is back: one statement at a time, on one connection of its own (GENERIC_PLAN),
+    opened when first needed and again after it failed, within the pool's timeout."""
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
         self._waiting: list[tuple[LiveRead, asyncio.Future[Snapshot | None]]] = []
         self._sender: asyncio.Task[None] | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
         self.statements = 0  # sent (tests count them)
+
+    async def _read_many(self, reads: Sequence[LiveRead], max_bytes: int
+                         ) -> list[Snapshot | None]:
+        if any(r.limit < 1 for r in reads):
+            raise ValueError("a live read asks for at least one line")
+        async with translated():
+            try:
+                conn = self._conn
+                if conn is None or conn.closed:
+                    options = psycopg.conninfo.conninfo_to_dict(self.pool.conninfo).get(
+                        "options", "")
+                    # past connect_timeout psycopg raises OperationalError: unavailable
+                    conn = self._conn = await psycopg.AsyncConnection.connect(
+                        self.pool.conninfo, autocommit=True,
+                        connect_timeout=max(1, round(self.pool.timeout)),
+                        options=f"{options} {GENERIC_PLAN}".strip())
+                rows = await _execute(conn, reads, max_bytes, prepare=True)
+            except BaseException:
+                await self.close()  # the next read connects afresh
+                raise
+        return _snapshots(reads, rows)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
 
     async def read(self, read: LiveRead) -> Snapshot | None:
         future: asyncio.Future[Snapshot | None] = asyncio.get_running_loop().create_future()
@@ -120,8 +170,7 @@ class LiveReads:
                 share = max(MAX_READ_BYTES // len(batch), MIN_SHARE)
                 self.statements += 1
                 try:
-                    snaps = await read_many(self.pool, [r for r, _ in batch],
-                                            max_bytes=share)
+                    snaps = await self._read_many([r for r, _ in batch], share)
                 except Exception as exc:  # each feed logs it and retries (hub.py)
                     for _, future in batch:
                         if not future.done():

@@ -67,6 +67,7 @@ class Store:
         """Finish the pending group commits (before the pool closes)."""
         if self.group is not None:
             await self.group.close()
+        await self.live_reads.close()
 
     # -- writes ------------------------------------------------------------------------
 
