@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
+import pytest
 
 from reana_log_sse.follow.hub import Batch, Hub, StatusItem
 from reana_log_sse.metrics import Metrics
 from reana_log_sse.store import db, partitions
+from reana_log_sse.store.errors import DatabaseUnavailable
 from reana_log_sse.store.live import _LIVE, LiveRead, read_live, read_many
 from reana_log_sse.store.snapshot import read_snapshot
 from reana_log_sse.store.store import PreparedLine, Store
@@ -98,7 +100,8 @@ async def _until(condition: Any) -> None:
 
 
 def test_live_feed_read_is_one_round_trip(database_url):
-    """A NOTIFY's feed read: one statement on the wire (read_snapshot took six)."""
+    """A NOTIFY's feed read: one statement on the wire (read_snapshot took six), once the
+    statement is prepared."""
     async def run() -> None:
         proxy = Proxy(database_url)
         async with proxy.running() as url:
@@ -111,6 +114,12 @@ def test_live_feed_read_is_one_round_trip(database_url):
                 sub = hub.subscribe(wf)
                 feed = hub.feeds[wf]
                 await _until(lambda: feed.last == 3)
+                # the first live read on the live reads' own connection also prepares
+                # their statement (live.LiveReads: a generic plan): two round trips, once
+                live, before = hub.store.live_reads, proxy.round_trips
+                feed.poke(None)
+                await _until(lambda: live.statements == 1 and live._sender is None)
+                assert proxy.round_trips - before == 2
                 for n in (1, 5):  # as a NOTIFY after each commit would, with no LISTEN
                     await hub.store.ingest(_lines(wf, feed.last + 1, n))
                     await hub.store.set_status(wf, status="finished", job_id="j",
@@ -293,15 +302,15 @@ def test_live_reads_share_a_statement_survive_a_failed_one_and_a_cancelled_reade
             for wf in wfs:
                 await hub.store.ingest(_lines(wf, 1, 2))
             reads = live.LiveReads(hub.store.pool)
-            real, sent = live.read_many, []
+            real, sent = live._execute, []
 
-            async def flaky(pool: Any, batch: Any, **kwargs: Any) -> Any:
+            async def flaky(conn: Any, batch: Any, *args: Any, **kwargs: Any) -> Any:
                 sent.append(len(batch))
                 if len(sent) == 1:
                     raise RuntimeError("the database went away")
-                return await real(pool, batch, **kwargs)
+                return await real(conn, batch, *args, **kwargs)
 
-            monkeypatch.setattr(live, "read_many", flaky)
+            monkeypatch.setattr(live, "_execute", flaky)
 
             def ask(wf: uuid.UUID) -> asyncio.Task[Any]:
                 return asyncio.ensure_future(reads.read(live.LiveRead(wf, 0, 0, 10)))
@@ -318,6 +327,7 @@ def test_live_reads_share_a_statement_survive_a_failed_one_and_a_cancelled_reade
                                                                        (str(wf), 2)]
             assert sent == [3, 2] and reads.statements == 2
         finally:
+            await reads.close()
             await hub.stop()
             await hub.store.pool.close()
 
@@ -351,5 +361,39 @@ def test_live_read_never_reads_past_the_workflows_last_seq(database_url):
                 assert snap.horizon == last + 1
             finally:
                 await pool.close()
+
+    asyncio.run(run())
+
+
+def test_live_reads_run_by_a_generic_plan_on_their_own_connection_only(database_url):
+    """PostgreSQL plans a custom plan at every execution unless told: the live reads'
+    connection is told (live.GENERIC_PLAN), the pool's connections are not; a broken
+    connection is replaced at the next read."""
+    async def run() -> None:
+        hub = await _hub(database_url, database_url)
+        try:
+            wf = uuid.uuid4()
+            await hub.store.ingest(_lines(wf, 1, 2))
+            live = hub.store.live_reads
+            snap = await hub.store.live(wf, after=0, status_after=0, limit=10)
+            assert snap is not None and [line.seq for line in snap.lines] == [1, 2]
+            conn = live._conn
+            assert conn is not None
+            cur = await conn.execute("SHOW plan_cache_mode")
+            assert await cur.fetchone() == ("force_generic_plan",)
+            async with hub.store.pool.connection() as pooled:
+                cur = await pooled.execute("SHOW plan_cache_mode")
+                assert await cur.fetchone() == ("auto",)
+            with psycopg.connect(database_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+            with pytest.raises(DatabaseUnavailable):
+                await hub.store.live(wf, after=0, status_after=0, limit=10)
+            snap = await hub.store.live(wf, after=1, status_after=0, limit=10)
+            assert snap is not None and [line.seq for line in snap.lines] == [2]
+            assert live._conn is not None and live._conn is not conn
+        finally:
+            await hub.store.close()
+            await hub.stop()
+            await hub.store.pool.close()
 
     asyncio.run(run())
