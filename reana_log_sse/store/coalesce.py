@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from reana_log_sse.store.errors import DatabaseUnavailable
+from reana_log_sse.store.group import fail, retrieve
 from reana_log_sse.store.rows import IngestResult, PreparedLine
 
 logger = logging.getLogger("reana_log_sse")
@@ -101,7 +102,7 @@ class Coalescer:
             # a follow cancelled (its workflow unfollowed, the pod gone) leaves its chunk
             # in the flush, as group.py leaves a batch in its group; the answer nobody
             # awaits now is retrieved when it comes
-            future.add_done_callback(_retrieve)
+            future.add_done_callback(retrieve)
             raise
 
     async def close(self) -> None:
@@ -131,11 +132,11 @@ class Coalescer:
                                                  of_record=False)
             except DatabaseUnavailable as exc:  # out for every chunk alike: no split
                 for chunk in chunks:
-                    _fail(chunk, exc)
+                    fail(chunk.future, exc)
                 return
             except Exception as exc:  # noqa: BLE001 - any other failure: each chunk alone
                 if len(chunks) == 1:
-                    _fail(chunks[0], exc)
+                    fail(chunks[0].future, exc)
                     return
                 logger.debug("tap flush of %d chunks failed (%s): storing each alone",
                              len(chunks), type(exc).__name__)
@@ -146,14 +147,14 @@ class Coalescer:
                 _answer(chunk)
         except BaseException as exc:  # cancelled (the loop ends): nobody is left waiting
             for chunk in chunks:
-                _fail(chunk, exc)
+                fail(chunk.future, exc)
             raise
 
     async def _alone(self, chunk: _Chunk) -> None:
         try:
             result = await self.store.ingest_alone(chunk.lines, of_record=False)
         except Exception as exc:  # noqa: BLE001 - this chunk's own failure
-            _fail(chunk, exc)
+            fail(chunk.future, exc)
             return
         self._count(result)
         _answer(chunk)
@@ -180,20 +181,6 @@ def merge(batches: Sequence[Sequence[PreparedLine]]) -> list[PreparedLine]:
     return merged
 
 
-def _retrieve(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
 def _answer(chunk: _Chunk) -> None:
     if not chunk.future.done():
         chunk.future.set_result(None)
-
-
-def _fail(chunk: _Chunk, exc: BaseException) -> None:
-    if chunk.future.done():
-        return
-    if isinstance(exc, asyncio.CancelledError):
-        chunk.future.cancel()
-    else:
-        chunk.future.set_exception(exc)

@@ -22,7 +22,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from reana_log_sse.metrics import Metrics
 from reana_log_sse.store.errors import DatabaseUnavailable
@@ -81,7 +81,7 @@ class GroupCommit:
         except asyncio.CancelledError as exc:
             # the answer nobody awaits now is retrieved when it comes (shield() does not:
             # its outer future, cancelled, unhooks it from the inner one)
-            future.add_done_callback(_retrieve)
+            future.add_done_callback(retrieve)
             task = asyncio.current_task()
             if task is None or not any("graceful shutdown" in str(a) for a in exc.args):
                 raise
@@ -107,12 +107,12 @@ class GroupCommit:
                     # not after a pool timeout of their own (each answer comes within
                     # one pool timeout of its arrival, never behind several)
                     for batch in self._waiting:
-                        _fail(batch, down)
+                        fail(batch.future, down)
                     self._waiting = []
                     self._gauge()
         except BaseException as exc:  # cancelled (the loop ends): nobody is left waiting
             for batch in group + self._waiting:
-                _fail(batch, exc)
+                fail(batch.future, exc)
             self._waiting = []
             self._gauge()
             raise
@@ -139,7 +139,7 @@ class GroupCommit:
             except DatabaseUnavailable as exc:  # out for every batch alike: no split
                 self._count("unavailable", len(group))
                 for batch in group:
-                    _fail(batch, exc)
+                    fail(batch.future, exc)
                 return exc
             except Exception as exc:  # noqa: BLE001 - any failure: each batch alone
                 logger.debug("group of %d batches failed (%s): storing each alone",
@@ -164,7 +164,7 @@ class GroupCommit:
             result = await self.store.ingest_alone(batch.lines, batch.rejected,
                                                    of_record=batch.of_record)
         except Exception as exc:  # this batch's own answer (503, 400, ...)
-            _fail(batch, exc)
+            fail(batch.future, exc)
             return exc if isinstance(exc, DatabaseUnavailable) else None
         _answer(batch, result)
         return None
@@ -179,7 +179,9 @@ class GroupCommit:
             self.metrics.ingest_grouped_batches.labels(how).inc(batches)
 
 
-def _retrieve(future: asyncio.Future[IngestResult]) -> None:
+def retrieve(future: asyncio.Future[Any]) -> None:
+    """A done callback: a future nobody awaits any more leaves no "exception never
+    retrieved" (its caller was cancelled; the group it joined still commits or fails)."""
     if not future.cancelled():
         future.exception()
 
@@ -189,10 +191,11 @@ def _answer(batch: _Batch, result: IngestResult) -> None:
         batch.future.set_result(result)
 
 
-def _fail(batch: _Batch, exc: BaseException) -> None:
-    if batch.future.done():
+def fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    """Answer a caller's future with what storing its lines raised (a cancel, cancelled)."""
+    if future.done():
         return
     if isinstance(exc, asyncio.CancelledError):
-        batch.future.cancel()
+        future.cancel()
     else:
-        batch.future.set_exception(exc)
+        future.set_exception(exc)
