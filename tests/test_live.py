@@ -304,11 +304,11 @@ def test_live_reads_share_a_statement_survive_a_failed_one_and_a_cancelled_reade
             reads = live.LiveReads(hub.store.pool)
             real, sent = live._execute, []
 
-            async def flaky(conn: Any, batch: Any, *args: Any, **kwargs: Any) -> Any:
-                sent.append(len(batch))
+            async def flaky(conn: Any, params: Any, **kwargs: Any) -> Any:
+                sent.append(len(params["wfs"]))
                 if len(sent) == 1:
                     raise RuntimeError("the database went away")
-                return await real(conn, batch, *args, **kwargs)
+                return await real(conn, params, **kwargs)
 
             monkeypatch.setattr(live, "_execute", flaky)
 

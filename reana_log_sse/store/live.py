@@ -51,25 +51,30 @@ async def read_many(pool: AsyncConnectionPool, reads: Sequence[LiveRead], *,
     `after` up to the workflow's last_seq, the first `limit` of them and at most about
     `max_bytes` of messages, as Line objects; the statuses with id > status_after that
     come after no line past the horizon. None for an unknown workflow."""
-    if any(r.limit < 1 for r in reads):
-        raise ValueError("a live read asks for at least one line")
+    params = _params(reads, max_bytes)
     async with translated(), pool.connection() as conn:
         # one statement is one snapshot: no transaction (BEGIN and COMMIT would be two
         # more round trips); the pool's connections are otherwise in transactions
         await conn.set_autocommit(True)
         try:
-            rows = await _execute(conn, reads, max_bytes, prepare=None)
+            rows = await _execute(conn, params, prepare=None)
         finally:
             await conn.set_autocommit(False)
     return _snapshots(reads, rows)
 
 
-async def _execute(conn: psycopg.AsyncConnection[Any], reads: Sequence[LiveRead],
-                   max_bytes: int, *, prepare: bool | None) -> list[Any]:
-    cur = await conn.execute(_LIVE, {
-        "wfs": [r.workflow_id for r in reads], "afters": [r.after for r in reads],
-        "status_afters": [r.status_after for r in reads],
-        "limits": [r.limit for r in reads], "bytes": max_bytes}, binary=True, prepare=prepare)
+def _params(reads: Sequence[LiveRead], max_bytes: int) -> dict[str, Any]:
+    """live.sql's parameters for `reads`, checked before any connection is taken."""
+    if any(r.limit < 1 for r in reads):
+        raise ValueError("a live read asks for at least one line")
+    return {"wfs": [r.workflow_id for r in reads], "afters": [r.after for r in reads],
+            "status_afters": [r.status_after for r in reads],
+            "limits": [r.limit for r in reads], "bytes": max_bytes}
+
+
+async def _execute(conn: psycopg.AsyncConnection[Any], params: dict[str, Any], *,
+                   prepare: bool | None) -> list[Any]:
+    cur = await conn.execute(_LIVE, params, binary=True, prepare=prepare)
     return await cur.fetchall()
 
 
@@ -129,8 +134,7 @@ class LiveReads:
 
     async def _read_many(self, reads: Sequence[LiveRead], max_bytes: int
                          ) -> list[Snapshot | None]:
-        if any(r.limit < 1 for r in reads):
-            raise ValueError("a live read asks for at least one line")
+        params = _params(reads, max_bytes)
         async with translated():
             try:
                 conn = self._conn
@@ -142,7 +146,7 @@ class LiveReads:
                         self.pool.conninfo, autocommit=True,
                         connect_timeout=max(1, round(self.pool.timeout)),
                         options=f"{options} {GENERIC_PLAN}".strip())
-                rows = await _execute(conn, reads, max_bytes, prepare=True)
+                rows = await _execute(conn, params, prepare=True)
             except BaseException:
                 await self.close()  # the next read connects afresh
                 raise
