@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 
 from reana_log_sse.bench import harness as h
+from reana_log_sse.bench.rawhttp import Follower, close_all, open_followers
 from reana_log_sse.client import SSEDecoder
 
 ATTEMPT_PERIOD = 5 * 2.048  # seconds between read attempts of an idle file, quiet node
@@ -167,7 +168,8 @@ async def busy(database_url: str, commits: h.CommitLog, *, follows: int, rate: f
             "REANA_LOG_SSE_KUBERNETES_MAX_FOLLOWS": str(follows + 1)}).start()
         stop = threading.Event()
         writer = threading.Thread(target=_write_busy, args=(fake, pods, rate, stop))
-        readers: list[_Arrivals] = []
+        readers: list[Follower] = []
+        quiet: _Arrivals | None = None
         try:
             meter = h.CpuMeter(server)
             for i, wf in enumerate(workflows):
@@ -175,10 +177,14 @@ async def busy(database_url: str, commits: h.CommitLog, *, follows: int, rate: f
                                               state="running"))
             fake.put_pod(fake_mod.job_pod(quiet_wf, quiet_pod[:-6], phase="Running",
                                           state="running"))
-            readers = [_Arrivals(f"{server.url}/api/workflows/{wf}/logs/stream")
-                       for wf in workflows]
+            # the busy follows' followers: raw sockets that only note their highest id
+            # (rawhttp.Follower): with an SSE client each, this process's loop, which
+            # also times the quiet line, was busier than the service (80% of a core)
+            readers, refused = await open_followers(
+                server.url, [f"/api/workflows/{wf}/logs/stream" for wf in workflows])
+            if refused:
+                raise RuntimeError(f"{len(refused)} followers refused: {refused[:3]}")
             quiet = _Arrivals(f"{server.url}/api/workflows/{quiet_wf}/logs/stream")
-            readers.append(quiet)
             deadline = time.monotonic() + 60
             while fake.follows() < follows + 1:  # the tap opened every follow
                 if time.monotonic() > deadline:
@@ -188,7 +194,7 @@ async def busy(database_url: str, commits: h.CommitLog, *, follows: int, rate: f
             writer.start()
             await asyncio.sleep(min(2.0, seconds / 4))  # warm-up: every follow is storing
             lines0 = await server.metric("reana_log_sse_tap_lines_total")
-            received0 = sum(len(r.times) for r in readers)
+            received0 = sum(r.max_id for r in readers)  # each line's id: +1 per workflow
             cpu0, t0 = meter.sample(), time.time()
             quiet_ms: list[float] = []
             to_commit: list[float] = []  # write -> just before the COMMIT that stored it
@@ -206,13 +212,14 @@ async def busy(database_url: str, commits: h.CommitLog, *, follows: int, rate: f
                                               math.nan) - wall0))
             cpu1, t1 = meter.sample(), time.time()
             lines1 = await server.metric("reana_log_sse_tap_lines_total")
-            received1 = sum(len(r.times) for r in readers)
+            received1 = sum(r.max_id for r in readers)
         finally:
             stop.set()
             if writer.is_alive():
                 await asyncio.to_thread(writer.join)
-            for reader in readers:
-                await reader.close()
+            close_all(readers)
+            if quiet is not None:
+                await quiet.close()
             server.stop()
     wall = t1 - t0
     cpu = h.CpuMeter.share(cpu0, cpu1)
