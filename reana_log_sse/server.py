@@ -71,16 +71,18 @@ _TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    header_timeout: float = 10.0
-    max_header_bytes: int = 64 * 1024
+    # Our fields live in slots, not in the instance dict: uvicorn's 27 attributes share
+    # their keys across connections (CPython's key-sharing dicts hold at most 30 keys),
+    # and three more of ours made each connection's dict a 1.5 KiB one of its own
+    # (docs/performance.md, "Memory per stream").
+    __slots__ = ("header_timeout", "max_header_bytes", "_awaiting_headers",
+                 "_header_bytes", "_header_timer")
 
     def __init__(self, *args: Any, header_timeout: float | None = None,
                  max_header_bytes: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if header_timeout is not None:
-            self.header_timeout = header_timeout
-        if max_header_bytes is not None:
-            self.max_header_bytes = max_header_bytes
+        self.header_timeout = 10.0 if header_timeout is None else header_timeout
+        self.max_header_bytes = 64 * 1024 if max_header_bytes is None else max_header_bytes
         self._awaiting_headers = True
         self._header_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None

@@ -10,7 +10,6 @@ overflowed (and was emptied) simply catches up from the database.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import logging
@@ -133,13 +132,21 @@ class ReadSize:
 
 class Subscription:
     """A follower's queue of items from its workflow's Feed, bounded in lines and in
-    bytes of frames (a few long lines weigh as much as many short ones)."""
+    bytes of frames (a few long lines weigh as much as many short ones).
+
+    The queue is a list, not a deque: a caught-up follower's queue is empty nearly
+    always (live batches are written straight to it, direct.py), and an empty deque
+    costs 624 bytes, a list 56 (docs/performance.md, "Memory per stream"); a queue is
+    short, so taking from its head stays cheap."""
+
+    __slots__ = ("feed", "limit", "limit_bytes", "items", "queued_lines", "queued_bytes",
+                 "ending", "closed", "response", "direct", "_waiter")
 
     def __init__(self, feed: Feed, limit: int, limit_bytes: int) -> None:
         self.feed = feed
         self.limit = limit
         self.limit_bytes = limit_bytes
-        self.items: collections.deque[Item] = collections.deque()
+        self.items: list[Item] = []
         self.queued_lines = 0
         self.queued_bytes = 0
         self.ending = False
@@ -187,7 +194,7 @@ class Subscription:
                 await self._waiter
             finally:
                 self._waiter = None
-        item = self.items.popleft()
+        item = self.items.pop(0)
         if isinstance(item, Batch):
             self.queued_lines -= len(item.lines)
             self.queued_bytes -= item.nbytes
@@ -201,7 +208,7 @@ class Subscription:
         if items:
             item = items[0]
             if isinstance(item, Batch) and item.after <= cursor:
-                items.popleft()
+                del items[0]
                 self.queued_lines -= len(item.lines)
                 self.queued_bytes -= item.nbytes
                 return item
@@ -217,7 +224,7 @@ class Subscription:
 
     def leave(self) -> None:
         """Shutdown: the follower's next item tells it to finish its stream now."""
-        self.items.appendleft(Leave())
+        self.items.insert(0, Leave())
         self._wake()
 
     def close(self) -> None:

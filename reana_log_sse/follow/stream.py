@@ -351,7 +351,7 @@ async def stream_logs(request: Request) -> FollowResponse:
         raise
     if snap is not None and follower.cursor < snap.last_seq:
         # the rest of the catch-up runs inside the stream, ahead of anything live
-        sub.items.appendleft(Batch(snap.last_seq, snap.last_seq, [], time.monotonic(), None))
+        sub.items.insert(0, Batch(snap.last_seq, snap.last_seq, [], time.monotonic(), None))
     response = FollowResponse(
         sub, follow(follower, sub, b"".join(first), state.settings.retry_ms),
         ping=0,  # the hub's one timer pings idle streams (Hub._pings)
