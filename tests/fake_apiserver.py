@@ -129,6 +129,9 @@ class FakeApiserver:
         self.bookmarks: list[tuple[str, int]] = []  # (selector, resourceVersion) sent
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
+        # one per container whose log a follow waits on (the loop's thread only): a write
+        # wakes the follows of its container, not every follow (the bench's busy tap)
+        self._log_changed: dict[tuple[str, str], asyncio.Event] = {}
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._started = threading.Event()
@@ -187,6 +190,25 @@ class FakeApiserver:
         assert self._changed is not None
         self._changed.set()
         self._changed = asyncio.Event()
+        self._set_logs_changed(list(self._log_changed))
+
+    def _wake_logs(self, keys: set[tuple[str, str]]) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._set_logs_changed, keys)
+
+    def _set_logs_changed(self, keys: Any) -> None:
+        for key in keys:
+            event = self._log_changed.pop(key, None)
+            if event is not None:
+                event.set()
+
+    async def _wait_log(self, key: tuple[str, str], timeout: float) -> None:
+        """Until the container's log changes (or anything else does: _set_changed)."""
+        event = self._log_changed.get(key)
+        if event is None:
+            event = self._log_changed[key] = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
 
     async def _wait(self, timeout: float) -> None:
         assert self._changed is not None
@@ -255,16 +277,16 @@ class FakeApiserver:
         """A log entry; a partial one has no newline (the line goes on in the next)."""
         with self._lock:
             self.logs.setdefault((pod, container), []).append((ns, message, partial))
-        self._wake()
+        self._wake_logs({(pod, container)})
 
     def write_many(self, entries: list[tuple[str, str, str, int]]) -> None:
         """Log entries (pod, container, message, ns) of many containers, with one wake-up
-        of the follows (the bench's busy tap: a wake-up per line costs every follow a
-        look at its log, for each line)."""
+        of their follows (the bench's busy tap: a wake-up per line costs a follow a look
+        at its log, for each line; a write wakes only the follows of its containers)."""
         with self._lock:
             for pod, container, message, ns in entries:
                 self.logs.setdefault((pod, container), []).append((ns, message, False))
-        self._wake()
+        self._wake_logs({(pod, container) for pod, container, _, _ in entries})
 
     def rotate(self, pod: str, container: str) -> None:
         """The kubelet's follow stops at a log rotation (kubernetes#59902)."""
@@ -476,7 +498,7 @@ class FakeApiserver:
                     return response
                 if request.transport is None or request.transport.is_closing():
                     return response  # the client left (Go's net/http cancels the request)
-                await self._wait(0.2)
+                await self._wait_log(key, 0.2)
         finally:
             with self._lock:
                 self.open_follows[key] -= 1
