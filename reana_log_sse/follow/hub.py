@@ -22,6 +22,7 @@ import orjson
 import psycopg
 
 from reana_log_sse.follow.direct import Direct, deliver
+from reana_log_sse.follow.handoff import Handed, Handoffs
 from reana_log_sse.metrics import Metrics
 from reana_log_sse.store.db import NOTIFY_CHANNEL, conninfo
 from reana_log_sse.store.errors import ServiceError
@@ -257,6 +258,7 @@ class Feed:
         self._end_at: float | None = None
         self._end_status = ""
         self._was_unknown = False
+        self.reading = False  # a refresh is in flight (its read may hold any new line)
         # a read fits half a follower's queue, so a burst reaches live followers as
         # batches they can queue, not as one overflow that sends them all to the database
         self.read_size = ReadSize(hub.read_chunk, hub.queue_bytes // 2, hub.line_bytes)
@@ -284,6 +286,18 @@ class Feed:
             self.committed_at = committed_at
         self.dirty.set()
 
+    def take(self, handed: Handed, committed_at: float | None) -> bool:
+        """A local commit's lines of this workflow (handoff.py), sent without a read if
+        nothing can come before them: no NOTIFY pending, no read in flight, and every
+        line up to the first of them delivered. False: the feed must read instead."""
+        if self.dirty.is_set() or self.reading or self.last != handed.base:
+            return False
+        now = time.monotonic()
+        self._broadcast(Batch(handed.base, handed.upto, handed.lines, now, committed_at))
+        self.last = handed.upto
+        self.hub.handoffs.taken += 1
+        return True
+
     def _broadcast(self, item: Item) -> None:
         subscribers = list(self.subscribers)
         if isinstance(item, Batch):
@@ -305,7 +319,11 @@ class Feed:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.dirty.wait(), timeout)
                 self.dirty.clear()
-                await self.refresh()
+                self.reading = True
+                try:
+                    await self.refresh()
+                finally:
+                    self.reading = False
                 if (
                     self.ended is None and self._end_at is not None
                     and time.monotonic() >= self._end_at and self.last is not None
@@ -399,6 +417,9 @@ class Hub:
         self.listening = False
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        # this process's commits hand their lines to its feeds without a read (handoff.py)
+        self.handoffs = Handoffs(self)
+        store.handoff = self.handoffs
 
     def subscribe(self, workflow_id: uuid.UUID) -> Subscription:
         feed = self.feeds.get(workflow_id)
@@ -464,6 +485,7 @@ class Hub:
                     logger.info("listening for new lines on channel %s", NOTIFY_CHANNEL)
                     delay = 0.1
                     # anything committed while we were not listening is read now
+                    self.handoffs.clear()
                     for feed in list(self.feeds.values()):
                         feed.poke(None)
                     async for notify in conn.notifies():
@@ -496,5 +518,8 @@ class Hub:
                 feed = self.feeds.get(uuid.UUID(key))
                 if feed is not None:  # a status change may come with no new line
                     targets.append(feed)
+        handed = self.handoffs.take(message.get("h"))  # this process's commit's lines
         for feed in targets:
-            feed.poke(committed_at)
+            lines = handed.get(feed.workflow_id) if handed else None
+            if lines is None or not feed.take(lines, committed_at):
+                feed.poke(committed_at)

@@ -8,7 +8,7 @@ import operator
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import psycopg
@@ -48,6 +48,17 @@ _RANK = {"created": 0, "queued": 1, "pending": 2, "running": 3}
 _FINAL = 4
 
 
+class Handoff(Protocol):
+    """Where committed lines go to this process's feeds without a read
+    (follow/handoff.py Handoffs)."""
+
+    def offer(self, parts: Sequence[tuple[Sequence[PreparedLine], dict[uuid.UUID, int]]],
+              steps: dict[tuple[uuid.UUID, str], str], last: dict[uuid.UUID, int],
+              counts: dict[uuid.UUID, int]) -> str | None: ...
+
+    def withdraw(self, token: str) -> None: ...
+
+
 class Store:
     def __init__(self, pool: AsyncConnectionPool, *,
                  create_partitions: Callable[[], Awaitable[Any]] | None = None,
@@ -58,6 +69,8 @@ class Store:
         self.pool = pool
         self.create_partitions = create_partitions
         self.live_reads = LiveReads(pool)  # the feeds' reads, together (live.py)
+        # this process's feeds, offered the lines of each commit (follow/handoff.py)
+        self.handoff: Handoff | None = None
         self.group: GroupCommit | None = None
         if group_lines > 0:
 
@@ -128,25 +141,33 @@ class Store:
                 counts[w] = before + n
             offsets.append(here)
         rejected = [(_text(r), _text(e)) for _, batch in batches for r, e in batch]
-        async with translated(), self.pool.connection() as conn:
-            async with conn.transaction(), conn.cursor() as cur:
-                if counts:
-                    every = [line for lines, _ in batches for line in lines]
-                    last = await allocate_ids(cur, every, counts)
-                    bases = {w: last[w] - counts[w] for w in counts}
-                    # read where ingest.sql's join reads it: after the allocation
-                    steps = await job_steps(cur, every)
-                    parts = [(lines, {w: bases[w] + o for w, o in here.items()})
-                             for (lines, _), here in zip(batches, offsets, strict=True)]
-                    spans: Spans = {}
-                    await copy_lines(cur, parts, steps, spans)
-                    await widen_job_spans(cur, spans)
-                    await _notify(cur, last)
-                if rejected:
-                    await cur.executemany(
-                        "INSERT INTO rejected_events (reason, event) VALUES (%s, %s)",
-                        rejected)
-            return time.time()
+        token: str | None = None  # the lines offered to this process's feeds (handoff)
+        try:
+            async with translated(), self.pool.connection() as conn:
+                async with conn.transaction(), conn.cursor() as cur:
+                    if counts:
+                        every = [line for lines, _ in batches for line in lines]
+                        last = await allocate_ids(cur, every, counts)
+                        bases = {w: last[w] - counts[w] for w in counts}
+                        # read where ingest.sql's join reads it: after the allocation
+                        steps = await job_steps(cur, every)
+                        parts = [(lines, {w: bases[w] + o for w, o in here.items()})
+                                 for (lines, _), here in zip(batches, offsets, strict=True)]
+                        spans: Spans = {}
+                        await copy_lines(cur, parts, steps, spans)
+                        await widen_job_spans(cur, spans)
+                        if self.handoff is not None:
+                            token = self.handoff.offer(parts, steps, last, counts)
+                        token = await _notify(cur, last, token)
+                    if rejected:
+                        await cur.executemany(
+                            "INSERT INTO rejected_events (reason, event) VALUES (%s, %s)",
+                            rejected)
+                return time.time()
+        except BaseException:
+            if token is not None and self.handoff is not None:
+                self.handoff.withdraw(token)  # not committed (or not known to be)
+            raise
 
     async def _ingest_staged(
         self, lines: Sequence[PreparedLine], rejected: Sequence[tuple[str, str]],
@@ -376,9 +397,17 @@ async def _record_status(
     return int(row[0])
 
 
-async def _notify(cur: psycopg.AsyncCursor[Any], last: dict[uuid.UUID, int]) -> None:
-    """One NOTIFY per committed batch: {"w": {workflow: last_seq}, "t": epoch}."""
-    payload = orjson.dumps({"w": {str(k): v for k, v in last.items()}, "t": time.time()})
+async def _notify(cur: psycopg.AsyncCursor[Any], last: dict[uuid.UUID, int],
+                  token: str | None = None) -> str | None:
+    """One NOTIFY per committed batch: {"w": {workflow: last_seq}, "t": epoch}, and "h":
+    the token of the lines offered to this process's feeds (follow/handoff.py). Returns
+    the token if it went out (a payload too long for PostgreSQL goes as {"all": true})."""
+    message: dict[str, Any] = {"w": {str(k): v for k, v in last.items()}, "t": time.time()}
+    if token is not None:
+        message["h"] = token
+    payload = orjson.dumps(message)
     if len(payload) > _NOTIFY_MAX:
-        payload = orjson.dumps({"all": True, "t": time.time()})
+        payload = orjson.dumps({"all": True, "t": message["t"]})
+        token = None
     await cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, payload.decode()))
+    return token
