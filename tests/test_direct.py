@@ -459,7 +459,7 @@ async def test_direct_deliver_writes_only_while_the_task_idles_on_an_empty_queue
     from types import SimpleNamespace
 
     from reana_log_sse.follow.direct import Direct, chunk, deliver
-    from reana_log_sse.follow.hub import Batch, End, StatusItem, Subscription
+    from reana_log_sse.follow.queue import Batch, End, StatusItem, Subscription
     from reana_log_sse.metrics import Metrics
     from reana_log_sse.store.lines import Line
     from reana_log_sse.store.snapshot import StatusRow

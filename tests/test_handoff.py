@@ -15,7 +15,8 @@ import orjson
 import psycopg
 import pytest
 
-from reana_log_sse.follow.hub import Batch, Hub, StatusItem
+from reana_log_sse.follow.hub import Hub
+from reana_log_sse.follow.queue import Batch, StatusItem
 from reana_log_sse.store import db
 from reana_log_sse.store import store as store_module
 from reana_log_sse.store.store import PreparedLine

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from reana_log_sse.follow.hub import Batch
+from reana_log_sse.follow.queue import Batch
 from tests.helpers import event, post_batch
 
 

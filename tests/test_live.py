@@ -15,7 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from reana_log_sse.follow.hub import Batch, Hub, StatusItem
+from reana_log_sse.follow.hub import Hub
+from reana_log_sse.follow.queue import Batch, StatusItem
 from reana_log_sse.metrics import Metrics
 from reana_log_sse.store import db, partitions
 from reana_log_sse.store.errors import DatabaseUnavailable

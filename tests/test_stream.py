@@ -334,7 +334,7 @@ async def test_stream_follower_behind_sends_its_queued_batches_in_one_write():
     import datetime as dt
     from types import SimpleNamespace
 
-    from reana_log_sse.follow.hub import Batch, StatusItem, Subscription
+    from reana_log_sse.follow.queue import Batch, StatusItem, Subscription
     from reana_log_sse.follow.stream import Follower, follow
     from reana_log_sse.metrics import Metrics
     from reana_log_sse.store.lines import Line

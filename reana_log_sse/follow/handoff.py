@@ -25,14 +25,11 @@ import dataclasses
 import datetime as dt
 import itertools
 import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from reana_log_sse.store.lines import Line
 from reana_log_sse.store.rows import PreparedLine
-
-if TYPE_CHECKING:
-    from reana_log_sse.follow.hub import Hub
 
 MAX_HELD = 256  # offers whose NOTIFY has not come yet
 
@@ -47,10 +44,13 @@ class Handed:
 
 
 class Handoffs:
-    """The hub's side of Store.handoff (store/store.py calls offer and withdraw)."""
+    """The hub's side of Store.handoff (store/store.py calls offer and withdraw). feeds:
+    the hub's feeds by workflow (hub.py Feed, each with its read_size); budget: the most
+    bytes a feed's read holds (its ReadSize budget)."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, feeds: Mapping[uuid.UUID, Any], budget: int) -> None:
+        self.feeds = feeds
+        self.budget = budget
         self.taken = 0  # workflows' lines a feed took without a read
         self._prefix = uuid.uuid4().hex[:12]  # this process's tokens
         self._count = itertools.count(1)
@@ -64,7 +64,7 @@ class Handoffs:
         workflow's base id; steps: the steps the COPY filled in), as stored, for the
         workflows followed here; returns the token to send with its NOTIFY, or None when
         no feed here would take any."""
-        feeds = self.hub.feeds
+        feeds = self.feeds
         wanted: dict[uuid.UUID, int] = {}  # workflow -> the most lines its feed takes
         for w, n in counts.items():
             feed = feeds.get(w)
@@ -88,7 +88,7 @@ class Handoffs:
                 out.append(Line(bases[w] + line.ord, names[w], line.kind, line.job_id, step,
                                 line.stream, line.ts.astimezone(utc), line.message,
                                 line.truncated))
-        budget = self.hub.queue_bytes // 2  # what a feed's read holds at most (ReadSize)
+        budget = self.budget
         handed: dict[uuid.UUID, Handed] = {}
         for w, lines in by.items():
             if sum([len(line.message) for line in lines]) + 256 * len(lines) <= budget:

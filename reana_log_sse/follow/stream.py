@@ -16,8 +16,16 @@ from starlette.types import Receive, Scope, Send
 
 from reana_log_sse.auth import authorized_workflow
 from reana_log_sse.follow.direct import Direct
-from reana_log_sse.follow.hub import Batch, End, Leave, Ping, ReadSize, StatusItem, Subscription
 from reana_log_sse.follow.opening import OpeningKey
+from reana_log_sse.follow.queue import (
+    Batch,
+    End,
+    Leave,
+    Ping,
+    ReadSize,
+    StatusItem,
+    Subscription,
+)
 from reana_log_sse.follow.sse import LeanEventSourceResponse
 from reana_log_sse.params import filters_param, int_param, parse_int
 from reana_log_sse.store.errors import ServiceError

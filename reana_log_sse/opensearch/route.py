@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 
-from reana_log_sse.follow.hub import ReadSize
+from reana_log_sse.follow.queue import ReadSize
 from reana_log_sse.opensearch.query import INDICES, BadQuery, Target, parse
 from reana_log_sse.settings import Settings
 from reana_log_sse.store.lines import Line
