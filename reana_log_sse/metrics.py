@@ -39,6 +39,9 @@ class Metrics:
                                         "Workflows with at least one stream", registry=r)
         self.feed_reads = Counter(p + "feed_reads", "Live feeds' reads (feeds reading at "
                                   "once share one statement)", registry=r)
+        self.feed_handoffs = Counter(p + "feed_handoffs", "A commit's lines a live feed got "
+                                     "from this process's ingest, in place of a read "
+                                     "(follow/handoff.py)", registry=r)
         self.opening_reads = Counter(p + "opening_reads", "Database reads by streams "
                                      "opening (one read shared by the streams of a workflow "
                                      "that open together)", registry=r)

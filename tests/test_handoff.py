@@ -243,3 +243,37 @@ def test_handoff_is_not_offered_for_more_lines_than_a_feed_reads_at_once(databas
             await hub.store.pool.close()
 
     asyncio.run(run())
+
+
+def test_handoff_offers_whose_notify_does_not_come_are_bounded_in_bytes(database_url):
+    """Commits whose NOTIFYs the hub has not dispatched (its LISTEN down): the offers held
+    stay within two feed reads' worth of bytes, the oldest dropped; dispatched late, the
+    first (dropped) has the feed read every line, and the rest find it past theirs:
+    every line once and in order, and nothing left held."""
+    async def run() -> None:
+        hub = await _hub(database_url, database_url)
+        try:
+            async with _notifies(database_url) as notifies:
+                wf = uuid.uuid4()
+                await _known(hub, notifies, wf)
+                sub, feed = await _ready(hub, wf)
+                hub.handoffs.budget = 2000  # 3 lines weigh about 800 bytes here
+                payloads = []
+                for i in range(10):
+                    await hub.store.ingest(_lines(wf, 1 + 3 * i, 3))
+                    payloads.append(await notifies.next())
+                    assert hub.handoffs.held_bytes <= 2 * hub.handoffs.budget
+                assert 0 < len(hub.handoffs._held) < 10
+                for payload in payloads:
+                    hub._dispatch(payload)
+                    await _until(lambda: not feed.dirty.is_set() and not feed.reading)
+                await _until(lambda: feed.last == 30)
+                assert hub.handoffs.taken == 0
+                seqs = [line.seq for i in sub.items if isinstance(i, Batch) for line in i.lines]
+                assert seqs == list(range(1, 31))
+                assert hub.handoffs.held_bytes == 0 and not hub.handoffs._held
+        finally:
+            await hub.stop()
+            await hub.store.pool.close()
+
+    asyncio.run(run())

@@ -145,7 +145,10 @@ class Server:
         return total
 
     async def db_reads(self) -> float:
+        """The feeds' reads (or the handoffs of a local commit's lines that take their
+        place, follow/handoff.py) and the followers' catch-up reads."""
         return (await self.metric("reana_log_sse_feed_reads_total")
+                + await self.metric("reana_log_sse_feed_handoffs_total")
                 + await self.metric("reana_log_sse_catchup_reads_total"))
 
 

@@ -319,17 +319,20 @@ def rows_and_notes(r: dict[str, Any], s: Any, cores: int) -> tuple[list[Row], li
         rows.append(Row("5 polling", f"p99 latency, SSE vs {label}",
                         sse["p99"] if sse else math.nan, "ms", "polling p99", p["p99"],
                         cpu=p["cpu"], note=f"polling {_ms(p)}"))
-        rows.append(Row("5 polling", f"DB reads/s, SSE vs {label}",
+        rows.append(Row("5 polling", f"DB reads (SSE: or handoffs)/s, SSE vs {label}",
                         sse["db_reads_per_s"] if sse else math.nan, "reads/s", "polling",
                         p["db_reads_per_s"]))
     if len(sse_by_n) > 1:
         lo, hi = min(sse_by_n), max(sse_by_n)
         a, b = sse_by_n[lo]["db_reads_per_s"], sse_by_n[hi]["db_reads_per_s"]
-        rows.append(Row("5 polling", f"SSE DB reads/s at {_n(hi, 'follower')} vs {lo:,}", b,
+        rows.append(Row("5 polling", f"SSE DB reads (or handoffs)/s at "
+                        f"{_n(hi, 'follower')} vs {lo:,}", b,
                         "reads/s", f"at {lo:,}", a, "independent of followers",
                         b <= 1.5 * a + 1))
-        notes.append("Database reads: one snapshot read per committed batch per followed "
-                     "workflow, whatever the number of its followers; a follower that falls "
+        notes.append("Database reads: one read per committed batch per followed "
+                     "workflow, whatever the number of its followers, or none when the "
+                     "commit was this process's own and its lines were handed to the feed "
+                     "(follow/handoff.py, counted in its place); a follower that falls "
                      "more than its queue behind reads its gap itself (catch-up reads). "
                      "Polling costs one read per client per interval.")
     if "cli" in r:

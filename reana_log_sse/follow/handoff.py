@@ -15,7 +15,7 @@ under the workflow's row lock) has every earlier line and status already. Anythi
 larger than a feed reads at once) wakes the feed to read, as before. Other replicas do
 not know the token and read. A token whose NOTIFY never comes (a rolled-back
 transaction withdraws its own; a LISTEN reconnect reads everything anyway) is dropped
-with the oldest once MAX_HELD are held.
+with the oldest once MAX_HELD offers, or two feed reads' worth of bytes, are held.
 """
 
 from __future__ import annotations
@@ -36,11 +36,13 @@ MAX_HELD = 256  # offers whose NOTIFY has not come yet
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Handed:
-    """One workflow's lines of one commit: ids base+1 .. upto, in order."""
+    """One workflow's lines of one commit: ids base+1 .. upto, in order; nbytes: their
+    size as a feed's read counts it (ReadSize: the text and about 256 bytes a line)."""
 
     base: int
     upto: int
     lines: list[Line]
+    nbytes: int
 
 
 class Handoffs:
@@ -52,6 +54,7 @@ class Handoffs:
         self.feeds = feeds
         self.budget = budget
         self.taken = 0  # workflows' lines a feed took without a read
+        self.held_bytes = 0  # of the offers whose NOTIFY has not come yet
         self._prefix = uuid.uuid4().hex[:12]  # this process's tokens
         self._count = itertools.count(1)
         self._held: collections.OrderedDict[str, dict[uuid.UUID, Handed]] = (
@@ -88,29 +91,39 @@ class Handoffs:
                 out.append(Line(bases[w] + line.ord, names[w], line.kind, line.job_id, step,
                                 line.stream, line.ts.astimezone(utc), line.message,
                                 line.truncated))
-        budget = self.budget
         handed: dict[uuid.UUID, Handed] = {}
         for w, lines in by.items():
-            if sum([len(line.message) for line in lines]) + 256 * len(lines) <= budget:
-                handed[w] = Handed(last[w] - counts[w], last[w], lines)
+            nbytes = sum([len(line.message) for line in lines]) + 256 * len(lines)
+            if nbytes <= self.budget:
+                handed[w] = Handed(last[w] - counts[w], last[w], lines, nbytes)
         if not handed:
             return None
         token = f"{self._prefix}-{next(self._count)}"
         self._held[token] = handed
-        while len(self._held) > MAX_HELD:
-            self._held.popitem(last=False)
+        self.held_bytes += sum(h.nbytes for h in handed.values())
+        # offers whose NOTIFY does not come (LISTEN down) go, oldest first: what waits
+        # here is bounded in bytes, as a feed's read is
+        while len(self._held) > MAX_HELD or self.held_bytes > 2 * self.budget:
+            self._drop(next(iter(self._held)))
         return token
 
     def withdraw(self, token: str) -> None:
         """The transaction did not commit, or its NOTIFY went without the token."""
-        self._held.pop(token, None)
+        self._drop(token)
 
     def take(self, token: object) -> dict[uuid.UUID, Handed] | None:
         """The lines offered under a NOTIFY's token, if this process offered them."""
         if not isinstance(token, str):
             return None
-        return self._held.pop(token, None)
+        return self._drop(token)
 
     def clear(self) -> None:
         """The LISTEN connection was lost: every feed reads what it missed."""
         self._held.clear()
+        self.held_bytes = 0
+
+    def _drop(self, token: str) -> dict[uuid.UUID, Handed] | None:
+        handed = self._held.pop(token, None)
+        if handed is not None:
+            self.held_bytes -= sum(h.nbytes for h in handed.values())
+        return handed

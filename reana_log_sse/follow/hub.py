@@ -96,6 +96,7 @@ class Feed:
         self._broadcast(Batch(handed.base, handed.upto, handed.lines, now, committed_at))
         self.last = handed.upto
         self.hub.handoffs.taken += 1
+        self.hub.metrics.feed_handoffs.inc()
         return True
 
     def _broadcast(self, item: Item) -> None:
