@@ -277,3 +277,35 @@ def test_handoff_offers_whose_notify_does_not_come_are_bounded_in_bytes(database
             await hub.store.pool.close()
 
     asyncio.run(run())
+
+
+def test_handoff_that_fails_leaves_the_feed_to_read_and_the_listener_running(database_url):
+    """A handoff that raises (here: the feed's first broadcast) is logged, not raised into
+    the LISTEN loop; the feed reads the lines instead, each once."""
+    async def run() -> None:
+        hub = await _hub(database_url, database_url)
+        try:
+            async with _notifies(database_url) as notifies:
+                wf = uuid.uuid4()
+                await _known(hub, notifies, wf)
+                sub, feed = await _ready(hub, wf)
+                real, calls = feed._broadcast, []
+
+                def flaky(item: Any) -> None:
+                    calls.append(item)
+                    if len(calls) == 1:
+                        raise RuntimeError("injected")
+                    real(item)
+
+                feed._broadcast = flaky  # type: ignore[method-assign]
+                await hub.store.ingest(_lines(wf, 1, 3))
+                hub._dispatch(await notifies.next())  # does not raise
+                await _until(lambda: feed.last == 3)
+                assert hub.handoffs.taken == 0 and len(calls) == 2
+                seqs = [line.seq for i in sub.items if isinstance(i, Batch) for line in i.lines]
+                assert seqs == [1, 2, 3]
+        finally:
+            await hub.stop()
+            await hub.store.pool.close()
+
+    asyncio.run(run())

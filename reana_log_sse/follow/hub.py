@@ -322,5 +322,10 @@ class Hub:
         handed = self.handoffs.take(message.get("h"))  # this process's commit's lines
         for feed in targets:
             lines = handed.get(feed.workflow_id) if handed else None
-            if lines is None or not feed.take(lines, committed_at):
-                feed.poke(committed_at)
+            if lines is not None:
+                try:
+                    if feed.take(lines, committed_at):
+                        continue
+                except Exception:  # never the LISTEN loop's end: the feed reads instead
+                    logger.exception("feed %s: handoff failed; reading", feed.workflow_id)
+            feed.poke(committed_at)
