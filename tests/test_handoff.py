@@ -67,6 +67,22 @@ async def _ready(hub: Hub, wf: uuid.UUID) -> Any:
     return sub, feed
 
 
+@asynccontextmanager
+async def _followed(url: str) -> AsyncIterator[tuple[Hub, Notifies, uuid.UUID, Any, Any]]:
+    """A hub that does not listen (the test dispatches the NOTIFYs it takes), a known
+    workflow, and its subscription and feed, ready."""
+    hub = await _hub(url, url)
+    try:
+        async with _notifies(url) as notifies:
+            wf = uuid.uuid4()
+            await _known(hub, notifies, wf)
+            sub, feed = await _ready(hub, wf)
+            yield hub, notifies, wf, sub, feed
+    finally:
+        await hub.stop()
+        await hub.store.pool.close()
+
+
 def _reads(hub: Hub) -> float:
     return hub.metrics.feed_reads._value.get()  # type: ignore[attr-defined,no-any-return]
 
@@ -109,36 +125,27 @@ def test_handoff_a_status_whose_notify_came_first_goes_before_the_lines(database
     lines are handed over; the status's NOTIFY leaves the feed to read, so the next
     commit's lines are not handed over but read, after the status."""
     async def run() -> None:
-        hub = await _hub(database_url, database_url)  # not listening: we dispatch
-        try:
-            async with _notifies(database_url) as notifies:
-                wf = uuid.uuid4()
-                await hub.store.ingest(_lines(wf, 1, 1))
-                await notifies.next()
-                sub, feed = await _ready(hub, wf)
-                await hub.store.ingest(_lines(wf, 2, 2))
-                hub._dispatch(await notifies.next())
-                assert hub.handoffs.taken == 1 and feed.last == 3
-                status_id = await hub.store.set_status(wf, status="running", job_id="j",
-                                                       step=None, details={},
-                                                       workflow_level=False)
-                status = await notifies.next()
-                await hub.store.ingest(_lines(wf, 4, 2))
-                lines = await notifies.next()
-                assert "h" in orjson.loads(lines)  # offered, but not taken:
-                hub._dispatch(status)  # the status's NOTIFY, then the lines' at once
-                hub._dispatch(lines)
-                assert hub.handoffs.taken == 1
-                await _until(lambda: feed.last == 5)
-                items = [(type(i).__name__, i.after, getattr(i, "upto", None))
-                         for i in sub.items]
-                assert items == [("Batch", 1, 1), ("Batch", 1, 3), ("StatusItem", 3, None),
-                                 ("Batch", 3, 5)]
-                assert sub.items[2].status.id == status_id
-                assert not hub.handoffs._held
-        finally:
-            await hub.stop()
-            await hub.store.pool.close()
+        async with _followed(database_url) as (hub, notifies, wf, sub, feed):
+            await hub.store.ingest(_lines(wf, 1, 2))
+            hub._dispatch(await notifies.next())
+            assert hub.handoffs.taken == 1 and feed.last == 2
+            status_id = await hub.store.set_status(wf, status="running", job_id="j",
+                                                   step=None, details={},
+                                                   workflow_level=False)
+            status = await notifies.next()
+            await hub.store.ingest(_lines(wf, 3, 2))
+            lines = await notifies.next()
+            assert "h" in orjson.loads(lines)  # offered, but not taken:
+            hub._dispatch(status)  # the status's NOTIFY, then the lines' at once
+            hub._dispatch(lines)
+            assert hub.handoffs.taken == 1
+            await _until(lambda: feed.last == 4)
+            items = [(type(i).__name__, i.after, getattr(i, "upto", None))
+                     for i in sub.items]
+            assert items == [("Batch", 0, 0), ("Batch", 0, 2), ("StatusItem", 2, None),
+                             ("Batch", 2, 4)]
+            assert sub.items[2].status.id == status_id
+            assert not hub.handoffs._held
 
     asyncio.run(run())
 
@@ -147,24 +154,16 @@ def test_handoff_a_feed_behind_the_commit_reads_every_line_once(database_url):
     """A commit whose NOTIFY the feed never saw: the next commit's lines are not handed
     over (the feed is behind their first id); its read brings both, once each."""
     async def run() -> None:
-        hub = await _hub(database_url, database_url)
-        try:
-            async with _notifies(database_url) as notifies:
-                wf = uuid.uuid4()
-                await _known(hub, notifies, wf)
-                sub, feed = await _ready(hub, wf)
-                await hub.store.ingest(_lines(wf, 1, 2))
-                await notifies.next()  # lost
-                await hub.store.ingest(_lines(wf, 3, 2))
-                hub._dispatch(await notifies.next())
-                await _until(lambda: feed.last == 4)
-                assert hub.handoffs.taken == 0
-                seqs = [line.seq for i in sub.items if isinstance(i, Batch) for line in i.lines]
-                assert seqs == [1, 2, 3, 4]
-                assert not any(isinstance(i, StatusItem) for i in sub.items)
-        finally:
-            await hub.stop()
-            await hub.store.pool.close()
+        async with _followed(database_url) as (hub, notifies, wf, sub, feed):
+            await hub.store.ingest(_lines(wf, 1, 2))
+            await notifies.next()  # lost
+            await hub.store.ingest(_lines(wf, 3, 2))
+            hub._dispatch(await notifies.next())
+            await _until(lambda: feed.last == 4)
+            assert hub.handoffs.taken == 0
+            seqs = [line.seq for i in sub.items if isinstance(i, Batch) for line in i.lines]
+            assert seqs == [1, 2, 3, 4]
+            assert not any(isinstance(i, StatusItem) for i in sub.items)
 
     asyncio.run(run())
 
@@ -188,36 +187,28 @@ def test_handoff_is_withdrawn_when_its_transaction_does_not_commit(database_url,
 
     async def run() -> None:
         nonlocal failing
-        hub = await _hub(database_url, database_url)
-        try:
-            async with _notifies(database_url) as notifies:
-                wf = uuid.uuid4()
-                await _known(hub, notifies, wf)
-                sub, feed = await _ready(hub, wf)
-                first = _lines(wf, 1, 2)
-                failing = True
-                with pytest.raises(RuntimeError, match="injected"):
-                    await hub.store.ingest(first)
-                assert not hub.handoffs._held
-                failing = False
-                await hub.store.ingest(first)  # its NOTIFY is the next: none came before
-                hub._dispatch(await notifies.next())
-                assert hub.handoffs.taken == 1
-                again = [*first, *(line._replace(ord=3 + i) for i, line in
-                                   enumerate(_lines(wf, 3, 1)))]
-                result = await hub.store.ingest(again)
-                assert (result.accepted, result.duplicates) == (1, 2)
-                payload = orjson.loads(await notifies.next())
-                assert "h" not in payload and not hub.handoffs._held
-                hub._dispatch(orjson.dumps(payload).decode())
-                await _until(lambda: feed.last is not None and feed.last >= 5)
-                seqs = [line.seq for i in sub.items if isinstance(i, Batch) for line in i.lines]
-                assert [line.message for i in sub.items if isinstance(i, Batch)
-                        for line in i.lines] == ["line 1 ü", "line 2 ü", "line 3 ü"]
-                assert seqs == sorted(seqs)
-        finally:
-            await hub.stop()
-            await hub.store.pool.close()
+        async with _followed(database_url) as (hub, notifies, wf, sub, feed):
+            first = _lines(wf, 1, 2)
+            failing = True
+            with pytest.raises(RuntimeError, match="injected"):
+                await hub.store.ingest(first)
+            assert not hub.handoffs._held
+            failing = False
+            await hub.store.ingest(first)  # its NOTIFY is the next: none came before
+            hub._dispatch(await notifies.next())
+            assert hub.handoffs.taken == 1
+            again = [*first, *(line._replace(ord=3 + i) for i, line in
+                               enumerate(_lines(wf, 3, 1)))]
+            result = await hub.store.ingest(again)
+            assert (result.accepted, result.duplicates) == (1, 2)
+            payload = orjson.loads(await notifies.next())
+            assert "h" not in payload and not hub.handoffs._held
+            hub._dispatch(orjson.dumps(payload).decode())
+            await _until(lambda: feed.last is not None and feed.last >= 5)
+            seqs = [line.seq for i in sub.items if isinstance(i, Batch) for line in i.lines]
+            assert [line.message for i in sub.items if isinstance(i, Batch)
+                    for line in i.lines] == ["line 1 ü", "line 2 ü", "line 3 ü"]
+            assert seqs == sorted(seqs)
 
     asyncio.run(run())
 
@@ -226,21 +217,13 @@ def test_handoff_is_not_offered_for_more_lines_than_a_feed_reads_at_once(databas
     """A commit of more lines than the feed's read size: no token (the feed reads them,
     sized as always); a workflow nobody follows here: no token either."""
     async def run() -> None:
-        hub = await _hub(database_url, database_url)
-        try:
-            async with _notifies(database_url) as notifies:
-                wf = uuid.uuid4()
-                await _known(hub, notifies, wf)
-                sub, feed = await _ready(hub, wf)
-                feed.read_size.lines = 2
-                await hub.store.ingest(_lines(wf, 1, 3))
-                assert "h" not in orjson.loads(await notifies.next())
-                await hub.store.ingest(_lines(uuid.uuid4(), 1, 1))
-                assert "h" not in orjson.loads(await notifies.next())
-                assert not hub.handoffs._held
-        finally:
-            await hub.stop()
-            await hub.store.pool.close()
+        async with _followed(database_url) as (hub, notifies, wf, sub, feed):
+            feed.read_size.lines = 2
+            await hub.store.ingest(_lines(wf, 1, 3))
+            assert "h" not in orjson.loads(await notifies.next())
+            await hub.store.ingest(_lines(uuid.uuid4(), 1, 1))
+            assert "h" not in orjson.loads(await notifies.next())
+            assert not hub.handoffs._held
 
     asyncio.run(run())
 
@@ -251,30 +234,22 @@ def test_handoff_offers_whose_notify_does_not_come_are_bounded_in_bytes(database
     first (dropped) has the feed read every line, and the rest find it past theirs:
     every line once and in order, and nothing left held."""
     async def run() -> None:
-        hub = await _hub(database_url, database_url)
-        try:
-            async with _notifies(database_url) as notifies:
-                wf = uuid.uuid4()
-                await _known(hub, notifies, wf)
-                sub, feed = await _ready(hub, wf)
-                hub.handoffs.budget = 2000  # 3 lines weigh about 800 bytes here
-                payloads = []
-                for i in range(10):
-                    await hub.store.ingest(_lines(wf, 1 + 3 * i, 3))
-                    payloads.append(await notifies.next())
-                    assert hub.handoffs.held_bytes <= 2 * hub.handoffs.budget
-                assert 0 < len(hub.handoffs._held) < 10
-                for payload in payloads:
-                    hub._dispatch(payload)
-                    await _until(lambda: not feed.dirty.is_set() and not feed.reading)
-                await _until(lambda: feed.last == 30)
-                assert hub.handoffs.taken == 0
-                seqs = [line.seq for i in sub.items if isinstance(i, Batch) for line in i.lines]
-                assert seqs == list(range(1, 31))
-                assert hub.handoffs.held_bytes == 0 and not hub.handoffs._held
-        finally:
-            await hub.stop()
-            await hub.store.pool.close()
+        async with _followed(database_url) as (hub, notifies, wf, sub, feed):
+            hub.handoffs.budget = 2000  # 3 lines weigh about 800 bytes here
+            payloads = []
+            for i in range(10):
+                await hub.store.ingest(_lines(wf, 1 + 3 * i, 3))
+                payloads.append(await notifies.next())
+                assert hub.handoffs.held_bytes <= 2 * hub.handoffs.budget
+            assert 0 < len(hub.handoffs._held) < 10
+            for payload in payloads:
+                hub._dispatch(payload)
+                await _until(lambda: not feed.dirty.is_set() and not feed.reading)
+            await _until(lambda: feed.last == 30)
+            assert hub.handoffs.taken == 0
+            seqs = [line.seq for i in sub.items if isinstance(i, Batch) for line in i.lines]
+            assert seqs == list(range(1, 31))
+            assert hub.handoffs.held_bytes == 0 and not hub.handoffs._held
 
     asyncio.run(run())
 
@@ -283,29 +258,21 @@ def test_handoff_that_fails_leaves_the_feed_to_read_and_the_listener_running(dat
     """A handoff that raises (here: the feed's first broadcast) is logged, not raised into
     the LISTEN loop; the feed reads the lines instead, each once."""
     async def run() -> None:
-        hub = await _hub(database_url, database_url)
-        try:
-            async with _notifies(database_url) as notifies:
-                wf = uuid.uuid4()
-                await _known(hub, notifies, wf)
-                sub, feed = await _ready(hub, wf)
-                real, calls = feed._broadcast, []
+        async with _followed(database_url) as (hub, notifies, wf, sub, feed):
+            real, calls = feed._broadcast, []
 
-                def flaky(item: Any) -> None:
-                    calls.append(item)
-                    if len(calls) == 1:
-                        raise RuntimeError("injected")
-                    real(item)
+            def flaky(item: Any) -> None:
+                calls.append(item)
+                if len(calls) == 1:
+                    raise RuntimeError("injected")
+                real(item)
 
-                feed._broadcast = flaky  # type: ignore[method-assign]
-                await hub.store.ingest(_lines(wf, 1, 3))
-                hub._dispatch(await notifies.next())  # does not raise
-                await _until(lambda: feed.last == 3)
-                assert hub.handoffs.taken == 0 and len(calls) == 2
-                seqs = [line.seq for i in sub.items if isinstance(i, Batch) for line in i.lines]
-                assert seqs == [1, 2, 3]
-        finally:
-            await hub.stop()
-            await hub.store.pool.close()
+            feed._broadcast = flaky  # type: ignore[method-assign]
+            await hub.store.ingest(_lines(wf, 1, 3))
+            hub._dispatch(await notifies.next())  # does not raise
+            await _until(lambda: feed.last == 3)
+            assert hub.handoffs.taken == 0 and len(calls) == 2
+            seqs = [line.seq for i in sub.items if isinstance(i, Batch) for line in i.lines]
+            assert seqs == [1, 2, 3]
 
     asyncio.run(run())
