@@ -215,7 +215,8 @@ def test_handoff_is_withdrawn_when_its_transaction_does_not_commit(database_url,
 
 def test_handoff_is_not_offered_for_more_lines_than_a_feed_reads_at_once(database_url):
     """A commit of more lines than the feed's read size: no token (the feed reads them,
-    sized as always); a workflow nobody follows here: no token either."""
+    sized as always); a workflow nobody follows here: no token either; a commit naming
+    so many workflows that its NOTIFY goes as {"all": true}: its offer is withdrawn."""
     async def run() -> None:
         async with _followed(database_url) as (hub, notifies, wf, sub, feed):
             feed.read_size.lines = 2
@@ -224,6 +225,11 @@ def test_handoff_is_not_offered_for_more_lines_than_a_feed_reads_at_once(databas
             await hub.store.ingest(_lines(uuid.uuid4(), 1, 1))
             assert "h" not in orjson.loads(await notifies.next())
             assert not hub.handoffs._held
+            many = [line for w in [wf, *(uuid.uuid4() for _ in range(300))]
+                    for line in _lines(w, 1, 1)]
+            await hub.store.ingest(many)
+            assert orjson.loads(await notifies.next())["all"] is True
+            assert not hub.handoffs._held and hub.handoffs.held_bytes == 0
 
     asyncio.run(run())
 

@@ -156,9 +156,14 @@ class Store:
                         spans: Spans = {}
                         await copy_lines(cur, parts, steps, spans)
                         await widen_job_spans(cur, spans)
-                        if self.handoff is not None:
-                            token = self.handoff.offer(parts, steps, last, counts)
-                        token = await _notify(cur, last, token)
+                        handoff = self.handoff
+                        if handoff is not None:
+                            token = handoff.offer(parts, steps, last, counts)
+                        sent = await _notify(cur, last, token)
+                        if handoff is not None and token is not None and not sent:
+                            # it went as {"all": true}: the feeds read these lines
+                            handoff.withdraw(token)
+                            token = None
                     if rejected:
                         await cur.executemany(
                             "INSERT INTO rejected_events (reason, event) VALUES (%s, %s)",
@@ -398,10 +403,10 @@ async def _record_status(
 
 
 async def _notify(cur: psycopg.AsyncCursor[Any], last: dict[uuid.UUID, int],
-                  token: str | None = None) -> str | None:
+                  token: str | None = None) -> bool:
     """One NOTIFY per committed batch: {"w": {workflow: last_seq}, "t": epoch}, and "h":
     the token of the lines offered to this process's feeds (follow/handoff.py). Returns
-    the token if it went out (a payload too long for PostgreSQL goes as {"all": true})."""
+    whether the token went out (a payload too long for PostgreSQL goes as {"all": true})."""
     message: dict[str, Any] = {"w": {str(k): v for k, v in last.items()}, "t": time.time()}
     if token is not None:
         message["h"] = token
@@ -410,4 +415,4 @@ async def _notify(cur: psycopg.AsyncCursor[Any], last: dict[uuid.UUID, int],
         payload = orjson.dumps({"all": True, "t": message["t"]})
         token = None
     await cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, payload.decode()))
-    return token
+    return token is not None
