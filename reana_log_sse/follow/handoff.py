@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from reana_log_sse.follow.queue import read_bytes
 from reana_log_sse.store.lines import Line
 from reana_log_sse.store.rows import PreparedLine
 
@@ -37,7 +38,7 @@ MAX_HELD = 256  # offers whose NOTIFY has not come yet
 @dataclasses.dataclass(frozen=True, slots=True)
 class Handed:
     """One workflow's lines of one commit: ids base+1 .. upto, in order; nbytes: their
-    size as a feed's read counts it (ReadSize: the text and about 256 bytes a line)."""
+    size as a feed's read counts it (queue.read_bytes)."""
 
     base: int
     upto: int
@@ -53,7 +54,6 @@ class Handoffs:
     def __init__(self, feeds: Mapping[uuid.UUID, Any], budget: int) -> None:
         self.feeds = feeds
         self.budget = budget
-        self.taken = 0  # workflows' lines a feed took without a read
         self.held_bytes = 0  # of the offers whose NOTIFY has not come yet
         self._prefix = uuid.uuid4().hex[:12]  # this process's tokens
         self._count = itertools.count(1)
@@ -68,15 +68,13 @@ class Handoffs:
         workflows followed here; returns the token to send with its NOTIFY, or None when
         no feed here would take any."""
         feeds = self.feeds
-        wanted: dict[uuid.UUID, int] = {}  # workflow -> the most lines its feed takes
-        for w, n in counts.items():
-            feed = feeds.get(w)
-            if feed is not None and n <= feed.read_size.lines:
-                wanted[w] = n
-        if not wanted:
+        # the workflows followed here whose lines one read of their feed would hold
+        by: dict[uuid.UUID, list[Line]] = {
+            w: [] for w, n in counts.items()
+            if (feed := feeds.get(w)) is not None and n <= feed.read_size.lines}
+        if not by:
             return None
-        names = {w: str(w) for w in wanted}
-        by: dict[uuid.UUID, list[Line]] = {w: [] for w in wanted}
+        names = {w: str(w) for w in by}
         utc = dt.UTC
         for lines, bases in parts:
             for line in lines:
@@ -93,7 +91,7 @@ class Handoffs:
                                 line.truncated))
         handed: dict[uuid.UUID, Handed] = {}
         for w, lines in by.items():
-            nbytes = sum([len(line.message) for line in lines]) + 256 * len(lines)
+            nbytes = read_bytes(lines)
             if nbytes <= self.budget:
                 handed[w] = Handed(last[w] - counts[w], last[w], lines, nbytes)
         if not handed:

@@ -95,7 +95,6 @@ class Feed:
         now = time.monotonic()
         self._broadcast(Batch(handed.base, handed.upto, handed.lines, now, committed_at))
         self.last = handed.upto
-        self.hub.handoffs.taken += 1
         self.hub.metrics.feed_handoffs.inc()
         return True
 

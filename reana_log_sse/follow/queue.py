@@ -90,6 +90,12 @@ PING = Ping()
 Item = Batch | StatusItem | End | Ping | Leave
 
 
+def read_bytes(lines: list[Line]) -> int:
+    """What a read of these lines weighs against its budget (ReadSize): their text and
+    about 256 bytes each."""
+    return sum([len(line.message) for line in lines]) + 256 * len(lines)
+
+
 class ReadSize:
     """How many lines the next read of a workflow asks for, so that it holds about
     `budget` bytes rather than `most` lines of any size: it starts with what fits if
@@ -104,9 +110,8 @@ class ReadSize:
         self.lines = max(16, min(most, budget // (line_bytes + 256)))
 
     def observe(self, lines: list[Line]) -> None:
-        """A read of Line objects (the feed's): their text and about 256 bytes each."""
-        size = sum([len(line.message) for line in lines]) + 256 * len(lines)
-        self.observe_size(len(lines), size)
+        """A read of Line objects (the feed's)."""
+        self.observe_size(len(lines), read_bytes(lines))
 
     def observe_frames(self, count: int, frames: list[tuple[int, bytes]]) -> None:
         """A read of `count` lines as frames joined by PostgreSQL (the catch-up's): their
