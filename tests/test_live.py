@@ -20,7 +20,7 @@ from reana_log_sse.follow.queue import Batch, StatusItem
 from reana_log_sse.metrics import Metrics
 from reana_log_sse.store import db, partitions
 from reana_log_sse.store.errors import DatabaseUnavailable
-from reana_log_sse.store.live import _LIVE, LiveRead, read_live, read_many
+from reana_log_sse.store.live import _LIVE, LiveRead, LiveReads
 from reana_log_sse.store.snapshot import read_snapshot
 from reana_log_sse.store.store import PreparedLine, Store
 from tests.test_catchup import _store_workflow
@@ -195,6 +195,13 @@ def test_live_feed_read_puts_lines_before_the_status_between_them(database_url):
     asyncio.run(run())
 
 
+async def _read_live(live: LiveReads, wf: uuid.UUID, *, after: int, status_after: int,
+                     limit: int, **kwargs: Any) -> Any:
+    """One feed's live read, as the feed's statement makes it (LiveReads.read_many)."""
+    [snap] = await live.read_many([LiveRead(wf, after, status_after, limit)], **kwargs)
+    return snap
+
+
 def test_live_read_reads_what_a_snapshot_read_reads(database_url):
     """Across four day partitions, statuses between lines, every start, line limits and
     byte budgets that cut reads mid-way: the same counters, horizon, lines, statuses and
@@ -204,15 +211,16 @@ def test_live_read_reads_what_a_snapshot_read_reads(database_url):
         lines, statuses = await _store_workflow(database_url, wf)
         pool = db.make_pool(database_url, max_size=2, timeout=10)
         await pool.open()
+        live_reads = LiveReads(pool)
         try:
             cases = 0
             for after in [0, 1, 2, lines[20].seq, lines[-2].seq, lines[-1].seq]:
                 for status_after in (0, statuses[3].id, statuses[-1].id):
                     for limit, budget in ((1, 1 << 20), (16, 1 << 20), (1000, 1 << 22),
                                           (1000, 300), (7, 1), (1000, 1)):
-                        live = await read_live(pool, wf, after=after,
-                                               status_after=status_after, limit=limit,
-                                               max_bytes=budget)
+                        live = await _read_live(live_reads, wf, after=after,
+                                                status_after=status_after, limit=limit,
+                                                max_bytes=budget)
                         old = await read_snapshot(pool, wf, after=after,
                                                   status_after=status_after, limit=limit,
                                                   max_bytes=budget)
@@ -224,14 +232,14 @@ def test_live_read_reads_what_a_snapshot_read_reads(database_url):
                         assert [x.frame for x in live.lines] == [x.frame for x in old.lines]
                         cases += bool(live.lines) and bool(live.statuses)
             assert cases  # some reads held both
-            assert await read_live(pool, uuid.uuid4(), after=0, status_after=0,
-                                   limit=10) is None
+            assert await _read_live(live_reads, uuid.uuid4(), after=0, status_after=0,
+                                    limit=10) is None
             # many reads in one statement, an unknown workflow among them: each its own
             reads = [LiveRead(wf, after, status_after, limit)
                      for after in (0, lines[20].seq, lines[-1].seq)
                      for status_after in (0, statuses[3].id) for limit in (1, 16, 1000)]
             reads.insert(5, LiveRead(uuid.uuid4(), 0, 0, 10))
-            many = await read_many(pool, reads, max_bytes=1000)
+            many = await live_reads.read_many(reads, max_bytes=1000)
             for read, snap in zip(reads, many, strict=True):
                 old = await read_snapshot(pool, read.workflow_id, after=read.after,
                                           status_after=read.status_after, limit=read.limit,
@@ -242,6 +250,7 @@ def test_live_read_reads_what_a_snapshot_read_reads(database_url):
                         old.horizon, old.status_cursor, old.statuses)
                     assert [x.frame for x in snap.lines] == [x.frame for x in old.lines]
         finally:
+            await live_reads.close()
             await pool.close()
 
     asyncio.run(run())
@@ -350,17 +359,20 @@ def test_live_read_never_reads_past_the_workflows_last_seq(database_url):
                 (wf, last + 1, lines[-1].ts, uuid.uuid4()))
             pool = db.make_pool(database_url, max_size=2, timeout=10)
             await pool.open()
+            live_reads = LiveReads(pool)
             try:
-                snap = await read_live(pool, wf, after=lines[-3].seq, status_after=0,
-                                       limit=100)
+                snap = await _read_live(live_reads, wf, after=lines[-3].seq,
+                                        status_after=0, limit=100)
                 assert snap is not None and snap.horizon == snap.last_seq == last
                 assert [x.seq for x in snap.lines] == [x.seq for x in lines[-2:]]
                 await conn.execute("UPDATE workflows SET last_seq = %s WHERE workflow_id = %s",
                                    (last + 1, wf))
-                snap = await read_live(pool, wf, after=last, status_after=0, limit=100)
+                snap = await _read_live(live_reads, wf, after=last, status_after=0,
+                                        limit=100)
                 assert snap is not None and [x.seq for x in snap.lines] == [last + 1]
                 assert snap.horizon == last + 1
             finally:
+                await live_reads.close()
                 await pool.close()
 
     asyncio.run(run())

@@ -24,7 +24,7 @@ from reana_log_sse.store.errors import translated
 from reana_log_sse.store.lines import Line
 from reana_log_sse.store.snapshot import MAX_READ_BYTES, Snapshot, StatusRow
 
-__all__ = ["LiveRead", "LiveReads", "read_live", "read_many"]
+__all__ = ["LiveRead", "LiveReads"]
 
 _LIVE = "\n".join(x for x in load_sql("live.sql").splitlines() if not x.startswith("--"))
 
@@ -44,25 +44,6 @@ class LiveRead:
     limit: int
 
 
-async def read_many(pool: AsyncConnectionPool, reads: Sequence[LiveRead], *,
-                    max_bytes: int = MAX_READ_BYTES) -> list[Snapshot | None]:
-    """Each read as read_snapshot(after=, status_after=, limit=, max_bytes=) (no filters,
-    no tail, no upto) would read it, all in one statement (live.sql): the lines after
-    `after` up to the workflow's last_seq, the first `limit` of them and at most about
-    `max_bytes` of messages, as Line objects; the statuses with id > status_after that
-    come after no line past the horizon. None for an unknown workflow."""
-    params = _params(reads, max_bytes)
-    async with translated(), pool.connection() as conn:
-        # one statement is one snapshot: no transaction (BEGIN and COMMIT would be two
-        # more round trips); the pool's connections are otherwise in transactions
-        await conn.set_autocommit(True)
-        try:
-            rows = await _execute(conn, params, prepare=None)
-        finally:
-            await conn.set_autocommit(False)
-    return _snapshots(reads, rows)
-
-
 def _params(reads: Sequence[LiveRead], max_bytes: int) -> dict[str, Any]:
     """live.sql's parameters for `reads`, checked before any connection is taken."""
     if any(r.limit < 1 for r in reads):
@@ -72,9 +53,8 @@ def _params(reads: Sequence[LiveRead], max_bytes: int) -> dict[str, Any]:
             "limits": [r.limit for r in reads], "bytes": max_bytes}
 
 
-async def _execute(conn: psycopg.AsyncConnection[Any], params: dict[str, Any], *,
-                   prepare: bool | None) -> list[Any]:
-    cur = await conn.execute(_LIVE, params, binary=True, prepare=prepare)
+async def _execute(conn: psycopg.AsyncConnection[Any], params: dict[str, Any]) -> list[Any]:
+    cur = await conn.execute(_LIVE, params, binary=True, prepare=True)
     return await cur.fetchall()
 
 
@@ -96,15 +76,6 @@ def _snapshots(reads: Sequence[LiveRead], rows: list[Any]) -> list[Snapshot | No
         found[i - 1] = Snapshot(last_seq, status, status_age, horizon, lines, statuses,
                                 cursor)
     return found
-
-
-async def read_live(pool: AsyncConnectionPool, workflow_id: uuid.UUID, *, after: int,
-                    status_after: int, limit: int,
-                    max_bytes: int = MAX_READ_BYTES) -> Snapshot | None:
-    """One feed's live read (read_many of one)."""
-    [snap] = await read_many(pool, [LiveRead(workflow_id, after, status_after, limit)],
-                             max_bytes=max_bytes)
-    return snap
 
 
 # The feeds' statements run on a connection of their own, on which PostgreSQL runs
@@ -132,8 +103,14 @@ class LiveReads:
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self.statements = 0  # sent (tests count them)
 
-    async def _read_many(self, reads: Sequence[LiveRead], max_bytes: int
-                         ) -> list[Snapshot | None]:
+    async def read_many(self, reads: Sequence[LiveRead], *,
+                        max_bytes: int = MAX_READ_BYTES) -> list[Snapshot | None]:
+        """Each read as read_snapshot(after=, status_after=, limit=, max_bytes=) (no
+        filters, no tail, no upto) would read it, all in one statement (live.sql): the
+        lines after `after` up to the workflow's last_seq, the first `limit` of them and
+        at most about `max_bytes` of messages, as Line objects; the statuses with id >
+        status_after that come after no line past the horizon. None for an unknown
+        workflow. (read() sends the reads asked together through here.)"""
         params = _params(reads, max_bytes)
         async with translated():
             try:
@@ -146,7 +123,7 @@ class LiveReads:
                         self.pool.conninfo, autocommit=True,
                         connect_timeout=max(1, round(self.pool.timeout)),
                         options=f"{options} {GENERIC_PLAN}".strip())
-                rows = await _execute(conn, params, prepare=True)
+                rows = await _execute(conn, params)
             except BaseException:
                 await self.close()  # the next read connects afresh
                 raise
@@ -174,7 +151,7 @@ class LiveReads:
                 share = max(MAX_READ_BYTES // len(batch), MIN_SHARE)
                 self.statements += 1
                 try:
-                    snaps = await self._read_many([r for r, _ in batch], share)
+                    snaps = await self.read_many([r for r, _ in batch], max_bytes=share)
                 except Exception as exc:  # each feed logs it and retries (hub.py)
                     for _, future in batch:
                         if not future.done():

@@ -303,7 +303,7 @@ class Store:
 
     async def live(self, workflow_id: uuid.UUID, *, after: int, status_after: int,
                    limit: int) -> Snapshot | None:
-        """A feed's live read (live.read_many says what): one statement for the feeds
+        """A feed's live read (live.LiveReads.read_many says what): one statement for the feeds
         that read at once."""
         return await self.live_reads.read(LiveRead(workflow_id, after, status_after,
                                                    limit))
