@@ -197,10 +197,13 @@ async def _scenarios(server: h.Server, url: str, s: Any, only: set[str], prof: A
             with step("tap"):
                 r["tap"] = await tap.tap_vs_vector(url, samples=s.tap_samples,
                                                    tree=server.tree)
-            with step(f"tap: {s.tap_follows} busy follows"):
-                r["tap_busy"] = await tap.busy(url, commits, follows=s.tap_follows,
-                                               rate=s.tap_rate, seconds=s.tap_seconds,
-                                               tree=server.tree)
+            name = f"tap: {s.tap_follows} busy follows"
+            echo(f"[{time.strftime('%H:%M:%S')}] {name} ...")
+            # its own service process: the profile (if any) is of that one
+            r["tap_busy"] = await tap.busy(url, commits, follows=s.tap_follows,
+                                           rate=s.tap_rate, seconds=s.tap_seconds,
+                                           tree=server.tree,
+                                           measured=lambda p: py_spy(p, prof, name))
         if "ship" in only:
             with step("ship"):
                 r["ship"] = await shipper.throughput(server, meter, lines=s.ship_lines)

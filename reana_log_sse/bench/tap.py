@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,11 +149,14 @@ async def tap_vs_vector(database_url: str, *, samples: int, seed: int = 7,
 
 
 async def busy(database_url: str, commits: h.CommitLog, *, follows: int, rate: float,
-               seconds: float, tree: Path | None = None, seed: int = 7) -> dict[str, Any]:
+               seconds: float, tree: Path | None = None, seed: int = 7,
+               measured: Callable[[int], contextlib.AbstractContextManager[None]] =
+               lambda pid: contextlib.nullcontext()) -> dict[str, Any]:
     """`follows` running job pods (one workflow each, each followed), each writing `rate`
     lines/s, and one quiet pod: NOTIFYing commits/s (counted by `commits`, the bench's
     LISTEN), the service's CPU, and write -> follower for single lines on the quiet pod,
-    one every 0.1-0.3 s. tree: the service's source tree (--service-tree)."""
+    one every 0.1-0.3 s. tree: the service's source tree (--service-tree); measured: given
+    this scenario's service pid, wraps the measured phase (e.g. a profiler)."""
     fake_mod = _fake_apiserver()
     if fake_mod is None:
         return {"skipped": "needs a source checkout (tests/fake_apiserver.py)"}
@@ -195,22 +199,23 @@ async def busy(database_url: str, commits: h.CommitLog, *, follows: int, rate: f
             await asyncio.sleep(min(2.0, seconds / 4))  # warm-up: every follow is storing
             lines0 = await server.metric("reana_log_sse_tap_lines_total")
             received0 = sum(r.max_id for r in readers)  # each line's id: +1 per workflow
-            cpu0, t0 = meter.sample(), time.time()
-            quiet_ms: list[float] = []
-            to_commit: list[float] = []  # write -> just before the COMMIT that stored it
-            i = 0
-            while time.time() - t0 < seconds:
-                await asyncio.sleep(rng.uniform(0.1, 0.3))
-                message = f"quiet line {i}"
-                i += 1
-                w0, wall0 = time.perf_counter(), time.time()
-                fake.write(quiet_pod, "job", message, time.time_ns())
-                quiet_ms.append(1000 * (await quiet.wait(message) - w0))
-                # its commit: the quiet workflow's NOTIFY after the write (t: before COMMIT)
-                stamps = commits.times.get(str(quiet_wf), [])
-                to_commit.append(1000 * (next((t for t in reversed(stamps) if t >= wall0),
-                                              math.nan) - wall0))
-            cpu1, t1 = meter.sample(), time.time()
+            with measured(server.proc.pid if server.proc else 0):
+                cpu0, t0 = meter.sample(), time.time()
+                quiet_ms: list[float] = []
+                to_commit: list[float] = []  # write -> just before the COMMIT that stored it
+                i = 0
+                while time.time() - t0 < seconds:
+                    await asyncio.sleep(rng.uniform(0.1, 0.3))
+                    message = f"quiet line {i}"
+                    i += 1
+                    w0, wall0 = time.perf_counter(), time.time()
+                    fake.write(quiet_pod, "job", message, time.time_ns())
+                    quiet_ms.append(1000 * (await quiet.wait(message) - w0))
+                    # its commit: the quiet workflow's NOTIFY after the write (t: before COMMIT)
+                    stamps = commits.times.get(str(quiet_wf), [])
+                    to_commit.append(1000 * (next((t for t in reversed(stamps) if t >= wall0),
+                                                  math.nan) - wall0))
+                cpu1, t1 = meter.sample(), time.time()
             lines1 = await server.metric("reana_log_sse_tap_lines_total")
             received1 = sum(r.max_id for r in readers)
         finally:
