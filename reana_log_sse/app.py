@@ -33,7 +33,7 @@ from reana_log_sse.auth import (
 )
 from reana_log_sse.follow.hub import Hub
 from reana_log_sse.follow.opening import OpeningReads
-from reana_log_sse.follow.stream import stream_logs
+from reana_log_sse.follow.stream import StreamLogs
 from reana_log_sse.ingest.route import ingest_vector
 from reana_log_sse.ingest.status import post_status
 from reana_log_sse.metrics import Metrics
@@ -191,7 +191,7 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
     routes = [
         Route("/ingest/vector", ingest_vector, methods=["POST"]),
         Route("/api/workflows/{workflow_id}/status", post_status, methods=["POST"]),
-        Route("/api/workflows/{workflow_id}/logs/stream", stream_logs),
+        Route("/api/workflows/{workflow_id}/logs/stream", StreamLogs(), methods=["GET"]),
         Route("/api/workflows/{workflow_id}/logs", read_logs),
         Route("/healthz", healthz),
         Route("/readyz", readyz),

@@ -368,3 +368,16 @@ async def stream_logs(request: Request) -> FollowResponse:
     )
     sub.response = response
     return response
+
+
+class StreamLogs:
+    """The stream route's ASGI endpoint: stream_logs' response, run without
+    request_response's per-request wrapper (starlette/routing.py: a Request, two closures
+    and a second exception-handling layer around every send, for the stream's lifetime).
+    The app's ExceptionMiddleware still answers what stream_logs raises before the
+    response starts (HTTPException, ServiceError) with the app's handlers."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await stream_logs(Request(scope, receive, send))
+        await response(scope, receive, send)
+
