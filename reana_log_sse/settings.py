@@ -231,6 +231,13 @@ class Settings:
                   "waits at most this long (none after a quiet window); 0: a commit per "
                   "loop pass"},
     )
+    kubernetes_tap_quiet_seconds: float = dataclasses.field(
+        default=0.1,
+        metadata={"help": "a follow of the live tap that sent nothing for this long has its "
+                  "next chunk committed at once, not after the window (a quiet job's line "
+                  "beside busy ones); at most one such commit per this many seconds, so at "
+                  "most 1/window + 1/this commits a second; 0: off"},
+    )
     kubernetes_stale_seconds: float = dataclasses.field(
         default=300.0,
         metadata={"help": "kubernetes_api_up drops to 0 when the pod watch has heard "

@@ -137,3 +137,29 @@ async def test_kubernetes_tap_quiet_line_arrives_while_other_follows_are_busy(
             await f.stop()
     assert server.sql("SELECT count(*) FROM log_lines WHERE workflow_id = %s",
                       (quiet,)) == [(1,)]
+
+
+async def test_kubernetes_tap_a_quiet_follows_line_does_not_wait_for_the_window(
+        apiserver, server_factory):
+    # an hour's window: the first line goes at once (the tap was quiet), and the next
+    # follows' lines only because each follow was quiet (store/coalesce.py): one at once,
+    # the next at the following express flush, 0.2 s on
+    server = server_factory(kubernetes="on", wait_for_unknown=True,
+                            kubernetes_tap_window_seconds=3600,
+                            kubernetes_tap_quiet_seconds=0.2)
+    workflows = _pods(apiserver, 3)
+    followers = [Follower(f"{server.url}/api/workflows/{wf}/logs/stream") for wf in workflows]
+    for follower in followers:
+        await follower.__aenter__()
+    try:
+        await until(lambda: apiserver.follows() == len(workflows))
+        for i, follower in enumerate(followers):
+            apiserver.write(f"{_job(i)}-abcde", "job", f"line of {i}", time.time_ns())
+            await follower.wait_logs(1, timeout=30)
+            assert [line["message"] for line in follower.logs] == [f"line of {i}"]
+    finally:
+        for follower in followers:
+            await follower.stop()
+    (commits,), = server.sql("SELECT count(DISTINCT xmin::text) FROM log_lines"
+                             " WHERE workflow_id = ANY(%s)", (workflows,))
+    assert commits == 3

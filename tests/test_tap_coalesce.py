@@ -1,6 +1,7 @@
 """The live tap's writer (reana_log_sse/store/coalesce.py), driven directly on a real Store:
 chunks merged into one transaction, in order; a chunk stored before skipped within it; a
-chunk the database refuses failing alone; the window bounding flushes, not chunks.
+chunk the database refuses failing alone; the window bounding flushes, not chunks; a quiet
+source's chunk going early, at most once per `quiet`.
 
 Chunks join one flush without timing: tasks started together all submit in one loop
 pass, before the flush the first one scheduled (call_soon) runs."""
@@ -35,11 +36,12 @@ def _lines(wf: uuid.UUID, tag: str, n: int = 10, job: str = "reana-run-job-1",
 
 
 @contextlib.asynccontextmanager
-async def _writer(database_url: str, window: float = 0.0
+async def _writer(database_url: str, window: float = 0.0, quiet: float = 0.0
                   ) -> AsyncIterator[tuple[Store, Coalescer, list[int]]]:
     async with store_on(database_url) as store:
         stored: list[int] = []
-        writer = Coalescer(store, window=window, max_lines=5000, stored=stored.append)
+        writer = Coalescer(store, window=window, max_lines=5000, quiet=quiet,
+                           stored=stored.append)
         try:
             yield store, writer, stored
         finally:
@@ -184,3 +186,63 @@ def test_tap_coalesce_a_follow_cancelled_while_its_chunk_waits_leaves_it_stored(
                  " ORDER BY seq", wf)
     assert [m for (m,) in rows] == [f"first {i}" for i in range(10)] + [
         f"second {i}" for i in range(10)]
+
+
+async def _waiting(writer: Coalescer, n: int) -> None:
+    async with asyncio.timeout(20):
+        while writer.waiting < n:
+            await asyncio.sleep(0.01)
+
+
+def test_tap_coalesce_a_quiet_sources_chunk_goes_before_the_window_at_most_once_per_quiet(
+        database_url):
+    # an hour's window and an hour's quiet: the busy source's second chunk waits for the
+    # window; a source not heard from for `quiet` goes at once, taking it along; the next
+    # quiet source finds the express flush spent and waits
+    busy, quiet, later = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+
+    async def run() -> None:
+        async with _writer(database_url, window=3600, quiet=3600) as (_, writer, stored):
+            await writer.submit(_lines(busy, "first"), source="busy")  # the tap was quiet
+            second = asyncio.create_task(writer.submit(_lines(busy, "second"), source="busy"))
+            await _waiting(writer, 1)
+            assert (writer.flushes, writer.express) == (1, 0)
+            async with asyncio.timeout(20):  # not the hour
+                await writer.submit(_lines(quiet, "quiet"), source="quiet")
+                await second  # it went with the quiet chunk
+            assert (writer.flushes, writer.express) == (2, 1)
+            third = asyncio.create_task(writer.submit(_lines(later, "later"), source="later"))
+            await _waiting(writer, 1)
+            assert (writer.flushes, writer.express) == (2, 1)
+            await writer.close()
+            await third
+            assert stored == [10, 20, 10]
+
+    asyncio.run(run())
+    rows = _rows(database_url, "SELECT split_part(message, ' ', 1), count(DISTINCT xmin::text)"
+                 " FROM log_lines WHERE workflow_id = ANY(%s) GROUP BY 1 ORDER BY 1",
+                 [busy, quiet, later])
+    assert rows == [("first", 1), ("later", 1), ("quiet", 1), ("second", 1)]
+    xmins = _rows(database_url, "SELECT count(DISTINCT xmin::text) FROM log_lines"
+                  " WHERE workflow_id = ANY(%s) AND split_part(message, ' ', 1) IN"
+                  " ('second', 'quiet')", [busy, quiet])
+    assert xmins == [(1,)]
+
+
+def test_tap_coalesce_a_quiet_chunk_that_finds_the_express_spent_waits_for_the_next_one(
+        database_url):
+    # an hour's window, 0.2 s quiet: the second quiet source's chunk goes with the next
+    # express flush, about 0.2 s on, not after the hour
+    wfs = [uuid.uuid4() for _ in range(3)]
+
+    async def run() -> None:
+        async with _writer(database_url, window=3600, quiet=0.2) as (_, writer, stored):
+            await writer.submit(_lines(wfs[0], "a"), source="a")  # the tap was quiet
+            await writer.submit(_lines(wfs[1], "b"), source="b")  # express
+            async with asyncio.timeout(20):
+                await writer.submit(_lines(wfs[2], "c"), source="c")  # the next express
+            assert (writer.flushes, writer.express) == (3, 2)
+            assert stored == [10, 10, 10]
+
+    asyncio.run(run())
+

@@ -36,7 +36,8 @@ class KubernetesLink:
                        window=window,
                        max_line_bytes=settings.max_line_bytes,
                        max_follows=settings.kubernetes_max_follows,
-                       flush_window=settings.kubernetes_tap_window_seconds)
+                       flush_window=settings.kubernetes_tap_window_seconds,
+                       flush_quiet=settings.kubernetes_tap_quiet_seconds)
         self.pods.listeners.extend([self.statuses, self.tap.pod_changed])
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -8,7 +8,9 @@ apiserver sends is stored like a Vector batch with `line_key` (identity.py) as i
 identity, so whichever copy comes second is a duplicate; Vector's copy then corrects the
 fields the tap cannot know (adopt.sql). The chunks of all follows are stored together
 (store/coalesce.py): at most one transaction and one NOTIFY per window
-(REANA_LOG_SSE_KUBERNETES_TAP_WINDOW_SECONDS), however many follows are open.
+(REANA_LOG_SSE_KUBERNETES_TAP_WINDOW_SECONDS), however many follows are open, and the
+chunk of a follow that was quiet goes at once, at most once per
+REANA_LOG_SSE_KUBERNETES_TAP_QUIET_SECONDS.
 
 - stream: the merged log (no `stream=`, which needs the PodLogsQuerySplitStreams gate)
   does not say stdout or stderr; a tapped line is stored as "stdout" until Vector's copy
@@ -92,10 +94,12 @@ class Tap:
         self, kube: Kube, namespace: str, store: Store, metrics: Metrics, pods: PodWatcher, *,
         window: Callable[[], Window],
         max_line_bytes: int, max_follows: int, flush_window: float = 0.0,
-        clock: Callable[[], int] = time.time_ns,
+        flush_quiet: float = 0.0, clock: Callable[[], int] = time.time_ns,
     ) -> None:
         """flush_window: seconds between the commits of the follows' chunks
-        (store/coalesce.py); 0: each loop pass commits what came in it."""
+        (store/coalesce.py); 0: each loop pass commits what came in it. flush_quiet: a
+        follow silent this long has its next chunk committed at once, at most once per
+        this many seconds (0: never before the window)."""
         self.kube = kube
         self.namespace = namespace
         self.store = store
@@ -106,7 +110,7 @@ class Tap:
         self.max_follows = max_follows
         self.clock = clock
         self.writer = Coalescer(store, window=flush_window, max_lines=_FLUSH_LINES,
-                                stored=metrics.tap_lines.inc)
+                                quiet=flush_quiet, stored=metrics.tap_lines.inc)
         self.followed: set[uuid.UUID] = set()
         self.follows: dict[Key, asyncio.Task[None]] = {}
         self.cursors: dict[Key, Cursor] = {}
@@ -236,7 +240,7 @@ class Tap:
                                                             cursor, replay)
                         if events:
                             keys = cursor.keys.copy()  # kept once the lines are stored
-                            await self._store(events, keys)
+                            await self._store(events, keys, (pod.uid, container))
                             cursor.keys = keys
                             got = True
                         cursor.ns, cursor.seen = after
@@ -292,10 +296,11 @@ class Tap:
             })
         return events, replay, (last, seen)
 
-    async def _store(self, events: list[dict[str, Any]], keys: LineKeys) -> None:
+    async def _store(self, events: list[dict[str, Any]], keys: LineKeys, source: Key) -> None:
         lines, _ = prepare(events, max_line_bytes=self.max_line_bytes, window=self.window(),
                            keys=keys)
         # the tap cannot compute Vector's digest: its lines are known by line_key alone
         lines = [line._replace(dedupe=line.line_key) for line in lines if line.line_key]
         if lines:
-            await self.writer.submit(lines)  # counts tap_lines
+            # a follow quiet for a while goes early (coalesce.py)
+            await self.writer.submit(lines, source=source)  # counts tap_lines
