@@ -380,4 +380,3 @@ class StreamLogs:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await stream_logs(Request(scope, receive, send))
         await response(scope, receive, send)
-
