@@ -16,6 +16,12 @@ httptools_impl.py). The event streams use it (sse.LeanEventSourceResponse), so t
 idle stream costs one task, not five. The hook also reaches the request's uvicorn cycle
 (`DisconnectHook.cycle`), through which the follow room writes live batches straight to
 a caught-up follower's transport (follow/direct.py).
+
+Each connection's and each request's idle state is kept small (docs/performance.md, "Memory
+per stream"): uvicorn makes two `asyncio.Event`s per stream (the connection's flow
+control, the request's message event) and a deque for pipelined requests, each holding an
+empty deque of 624 bytes for as long as the stream lives. `LeanEvent` and `_Pipeline` do
+the same with nothing allocated until a task waits or a request is pipelined.
 """
 
 from __future__ import annotations
@@ -66,6 +72,57 @@ class DisconnectHook:
             callback()
 
 
+class LeanEvent:
+    """`asyncio.Event`'s interface as uvicorn uses it (set, clear, is_set, wait), with no
+    list of waiters until one waits. Each waiter's future is made on the running loop, as
+    asyncio.Event does (asyncio/locks.py, Event.wait)."""
+
+    __slots__ = ("_value", "_waiters")
+
+    def __init__(self, value: bool = False) -> None:
+        self._value = value
+        self._waiters: list[asyncio.Future[bool]] | None = None
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        if not self._value:
+            self._value = True
+            waiters, self._waiters = self._waiters, None
+            for fut in waiters or ():
+                if not fut.done():
+                    fut.set_result(True)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> bool:
+        if self._value:
+            return True
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        waiters = self._waiters
+        waiters.append(fut)
+        try:
+            await fut
+            return True
+        finally:
+            if fut in waiters:  # cancelled before set(), which detaches the list it wakes
+                waiters.remove(fut)
+
+
+class _Pipeline(list):  # type: ignore[type-arg]
+    """uvicorn's queue of pipelined requests (a deque it uses by appendleft, pop and
+    truth), as a list: 56 bytes empty, which it nearly always is."""
+
+    __slots__ = ()
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
+
+
 _TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
               b"connection: close\r\n\r\n")
 
@@ -86,9 +143,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._awaiting_headers = True
         self._header_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None
+        self.pipeline = _Pipeline()  # type: ignore[assignment]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # uvicorn/protocols/http/flow_control.py: set while writable, waited in drain()
+        self.flow._is_writable_event = LeanEvent(True)  # type: ignore[assignment]
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -119,6 +179,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle  # the one uvicorn just made for this scope (not on an upgrade)
         if cycle is not None and cycle.scope is scope:
             hook._cycle = weakref.ref(cycle)
+            # its task is made but has not run: nothing waits on uvicorn's Event yet
+            cycle.message_event = LeanEvent()  # type: ignore[assignment]
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -1,0 +1,99 @@
+"""server.py: the connection's and the request's lean idle state on a real uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from typing import Any
+
+from reana_log_sse.server import LeanEvent, _Pipeline
+from tests.helpers import event, post_batch
+
+
+async def _script(make: Any) -> list[Any]:
+    """The same steps on an event of `make`; what each step saw."""
+    seen: list[Any] = []
+    ev = make()
+
+    async def waiter(name: str) -> None:
+        seen.append((name, await ev.wait(), ev.is_set()))
+
+    seen.append(("initially", ev.is_set()))
+    tasks = [asyncio.create_task(waiter(f"w{i}")) for i in range(3)]
+    await asyncio.sleep(0)  # all three wait
+    tasks[1].cancel()
+    await asyncio.sleep(0)
+    seen.append(("cancelled", tasks[1].cancelled()))
+    ev.set()
+    ev.set()  # twice: no second wake-up
+    await asyncio.gather(tasks[0], tasks[2])
+    seen.append(("set, then wait", await ev.wait()))
+    ev.clear()
+    seen.append(("cleared", ev.is_set()))
+    late = asyncio.create_task(waiter("late"))
+    await asyncio.sleep(0)
+    seen.append(("late waits", late.done()))
+    ev.set()
+    ev.clear()  # cleared before the woken task runs: it still returns True
+    await late
+    # woken, then cancelled before it ran: the task ends cancelled, as asyncio's does
+    gone = asyncio.create_task(waiter("gone"))
+    await asyncio.sleep(0)
+    ev.set()
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    seen.append(("woken then cancelled", gone.cancelled()))
+    return seen
+
+
+async def test_server_lean_event_behaves_as_asyncio_event():
+    lean = await _script(LeanEvent)
+    assert lean == await _script(asyncio.Event)
+    assert ("w0", True, True) in lean and ("late", True, False) in lean
+
+
+def _connections(server: Any) -> list[Any]:
+    return list(server._server.server_state.connections)
+
+
+async def test_server_held_stream_allocates_no_waiters_while_idle(server_factory):
+    server = server_factory(ping_seconds=3600)
+    wf = uuid.uuid4()
+    await asyncio.to_thread(post_batch, server.url, server.ingest_token, [event(wf, "first")])
+    sock = socket.create_connection(("127.0.0.1", server.settings.port))
+    try:
+        sock.sendall(f"GET /api/workflows/{wf}/logs/stream HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        seen = b""
+        while b"id: 1\n" not in seen:
+            seen += await asyncio.to_thread(sock.recv, 65536)
+        (protocol,) = [p for p in _connections(server)
+                       if p.cycle is not None and p.cycle.scope["path"].endswith("/stream")]
+        flow_event = protocol.flow._is_writable_event
+        message_event = protocol.cycle.message_event
+        assert isinstance(flow_event, LeanEvent) and flow_event.is_set()
+        assert isinstance(message_event, LeanEvent)
+        # the stream waits for neither: nothing is allocated for their waiters
+        assert flow_event._waiters is None and message_event._waiters is None
+        assert isinstance(protocol.pipeline, _Pipeline) and not protocol.pipeline
+    finally:
+        sock.close()
+
+
+def test_server_pipelined_requests_are_answered_in_order(live_server):
+    # three requests in one write: uvicorn runs the first and queues the other two
+    # (httptools_impl.py on_headers_complete: pipeline.appendleft; on_response_complete: pop)
+    paths = ["/healthz", "/metrics", "/openapi.json"]
+    sock = socket.create_connection(("127.0.0.1", live_server.settings.port), timeout=30)
+    try:
+        sock.sendall(b"".join(f"GET {p} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in paths))
+        got = b""
+        marks = [b'{"status":"ok"}', b"# HELP ", b'"openapi"']
+        while got.count(b"HTTP/1.1 200 OK") < 3 or not all(m in got for m in marks):
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {got[:300]!r}"
+            got += chunk
+    finally:
+        sock.close()
+    positions = [got.index(m) for m in marks]
+    assert positions == sorted(positions), positions
