@@ -188,10 +188,12 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
         return partitions.Window.around(clock(), retention_days=settings.retention_days,
                                         ahead_days=settings.partitions_ahead_days)
 
+    stream_route = Route("/api/workflows/{workflow_id}/logs/stream", StreamLogs(),
+                         methods=["GET"])
     routes = [
         Route("/ingest/vector", ingest_vector, methods=["POST"]),
         Route("/api/workflows/{workflow_id}/status", post_status, methods=["POST"]),
-        Route("/api/workflows/{workflow_id}/logs/stream", StreamLogs(), methods=["GET"]),
+        stream_route,
         Route("/api/workflows/{workflow_id}/logs", read_logs),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -208,7 +210,7 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
             FilesBehindRoutes("/", StaticFiles(directory=_static_dir(), html=True),
                               name="static", routes=routes),
         ],
-        middleware=_middleware(settings),
+        middleware=_middleware(settings, stream_route),
         exception_handlers={HTTPException: http_error, ServiceError: service_error_handler,
                             ClientDisconnect: client_gone},
         lifespan=lifespan,
@@ -252,19 +254,34 @@ async def _maintenance_loop(state: object) -> None:
 
 
 class GZipExceptStreams(GZipMiddleware):
-    """GZip for every answer but the event streams (which GZip would not compress anyway,
-    text/event-stream being excluded, yet would wrap every send of): the stream route
-    sees only pure ASGI middleware that touch its start, not each of its writes."""
+    """GZip for every answer but the event streams, and the stream route called from here.
+
+    GZip would not compress a stream (text/event-stream is excluded), yet would wrap every
+    send of it. The stream route is matched here by its own Route and its endpoint called
+    directly, past ExceptionMiddleware and the router, whose coroutine frames and send
+    closures were held for each stream's lifetime (about 2 KiB a stream in tracemalloc,
+    docs/performance.md); the endpoint answers its own HTTPException and ServiceError
+    (follow/stream.StreamLogs). Another method on its path goes on to the router, which
+    answers 405 with its Allow."""
+
+    def __init__(self, app: Any, *, stream_route: Route, minimum_size: int = 500) -> None:
+        super().__init__(app, minimum_size=minimum_size)
+        self.stream_route = stream_route
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"].endswith("/logs/stream"):
-            await self.app(scope, receive, send)
+            match, child_scope = self.stream_route.matches(scope)
+            if match is Match.FULL:  # as the router would: its endpoint and path params
+                scope.update(child_scope)
+                await self.stream_route.app(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
 
-def _middleware(settings: Settings) -> list[Middleware]:
-    middleware = [Middleware(GZipExceptStreams, minimum_size=4096)]
+def _middleware(settings: Settings, stream_route: Route) -> list[Middleware]:
+    middleware = [Middleware(GZipExceptStreams, minimum_size=4096, stream_route=stream_route)]
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # REANA's web UI on another origin embeds <reana-live-log>
         middleware.insert(0, Middleware(

@@ -7,6 +7,8 @@ import socket
 import uuid
 from typing import Any
 
+import httpx
+
 from reana_log_sse.server import LeanEvent, _Pipeline
 from tests.helpers import event, post_batch
 
@@ -97,3 +99,48 @@ def test_server_pipelined_requests_are_answered_in_order(live_server):
         sock.close()
     positions = [got.index(m) for m in marks]
     assert positions == sorted(positions), positions
+
+
+def _frames(coro: Any) -> list[str]:
+    """The qualified names of a task's awaiting coroutines, outermost first."""
+    names = []
+    while coro is not None and hasattr(coro, "cr_frame"):
+        code = coro.cr_frame.f_code
+        names.append(f"{code.co_filename.rsplit('/', 2)[-2]}/{code.co_qualname}")
+        coro = coro.cr_await
+    return names
+
+
+async def test_server_stream_runs_past_the_router_and_exception_middleware(server_factory):
+    server = server_factory(ping_seconds=3600)
+    wf = uuid.uuid4()
+    await asyncio.to_thread(post_batch, server.url, server.ingest_token, [event(wf, "first")])
+    sock = socket.create_connection(("127.0.0.1", server.settings.port))
+    try:
+        sock.sendall(f"GET /api/workflows/{wf}/logs/stream HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        seen = b""
+        while b"id: 1\n" not in seen:
+            seen += await asyncio.to_thread(sock.recv, 65536)
+        (chain,) = [_frames(t.get_coro()) for t in list(server._server.server_state.tasks)
+                    if "StreamLogs.__call__" in str(_frames(t.get_coro()))]
+    finally:
+        sock.close()
+    assert "reana_log_sse/GZipExceptStreams.__call__" in chain, chain
+    assert not [f for f in chain if "Router" in f or "ExceptionMiddleware" in f
+                or "wrap_app_handling_exceptions" in f], chain
+
+
+def test_server_stream_route_errors_are_answered_by_the_app_handlers(server_factory):
+    server = server_factory(db_timeout_seconds=1)
+    stream = f"/api/workflows/{uuid.uuid4()}/logs/stream"
+    bad = server.get(stream + "?since=abc")
+    assert bad.status_code == 400 and "since" in bad.json()["error"], bad.text
+    unknown = server.get(stream)
+    assert unknown.status_code == 404 and "unknown workflow" in unknown.json()["error"]
+    other = httpx.post(server.url + stream)  # on to the router: the route's own 405
+    assert other.status_code == 405 and set(other.headers["allow"].split(", ")) == {
+        "GET", "HEAD"}
+    with server.database_down():  # ServiceError: the app's handler, as for every route
+        down = server.get(stream)
+    assert down.status_code == 503 and down.headers["retry-after"], down.text
+    assert down.json() == {"error": "database unavailable, retry later"}

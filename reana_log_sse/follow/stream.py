@@ -231,8 +231,11 @@ async def follow(
     writing: list[Batch] = []  # batches being written (settled once written or dropped)
     try:
         yield b"retry: %d\n\n" % retry_ms + first
-        # sent (the headers and this first chunk): from now on, while this task waits
-        # on an empty queue, the feed may write live batches itself (follow/direct.py)
+        # sent (the headers and this first chunk): the headers are not kept for the
+        # stream's life; from now on, while this task waits on an empty queue, the feed
+        # may write live batches itself (follow/direct.py)
+        if sub.response is not None:
+            sub.response.raw_headers = []
         Direct.attach(sub, follower)
         while True:
             item = None
@@ -374,9 +377,26 @@ class StreamLogs:
     """The stream route's ASGI endpoint: stream_logs' response, run without
     request_response's per-request wrapper (starlette/routing.py: a Request, two closures
     and a second exception-handling layer around every send, for the stream's lifetime).
-    The app's ExceptionMiddleware still answers what stream_logs raises before the
-    response starts (HTTPException, ServiceError) with the app's handlers."""
+
+    The app calls it past its router and ExceptionMiddleware (app.GZipExceptStreams), so
+    it answers what stream_logs raises before the response starts (HTTPException,
+    ServiceError) with the app's handlers itself, looked up as ExceptionMiddleware does
+    (starlette/_exception_handler.py: by the exception's class and its bases). What
+    raises after the response started goes to ServerErrorMiddleware, as before."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await stream_logs(Request(scope, receive, send))
-        await response(scope, receive, send)
+        response = await self._response(scope, receive, send)
+        await response(scope, receive, send)  # the Request is not kept for the stream's life
+
+    @staticmethod
+    async def _response(scope: Scope, receive: Receive, send: Send) -> Any:
+        request = Request(scope, receive, send)
+        try:
+            return await stream_logs(request)
+        except Exception as exc:
+            handlers = getattr(scope.get("app"), "exception_handlers", {})
+            # not Exception (ServerErrorMiddleware's handler) nor BaseException, object
+            for cls in type(exc).__mro__[:-3]:
+                if cls in handlers:
+                    return await handlers[cls](request, exc)
+            raise
