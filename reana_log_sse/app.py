@@ -273,7 +273,8 @@ class GZipExceptStreams(GZipMiddleware):
             match, child_scope = self.stream_route.matches(scope)
             if match is Match.FULL:  # as the router would: its endpoint and path params
                 scope.update(child_scope)
-                await self.stream_route.app(scope, receive, send)
+                response = await self.stream_route.endpoint.response(scope, receive, send)
+                await response(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
         else:

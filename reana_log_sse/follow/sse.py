@@ -118,40 +118,48 @@ class LeanEventSourceResponse(EventSourceResponse):
         if self._shutdown_event is not None:
             self._shutdown_event.set()
 
+    def ended(self) -> None:
+        """Called once the response has ended, however it ended (for subclasses): here,
+        not in a subclass's own __call__ around this one, whose frame each held stream
+        would keep (docs/performance.md, "Memory per stream")."""
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        hook = scope.get("extensions", {}).get(DISCONNECT_EXTENSION) \
-            if scope["type"] == "http" else None
-        if not isinstance(hook, DisconnectHook) or scope["method"].upper() == "HEAD" \
-                or self.ping_interval > 0 or self.data_sender_callable is not None:
-            self._send_lock = anyio.Lock()
-            if self.data_sender_callable is None and scope["type"] == "http":
-                # sse-starlette's machinery: its exit listener sets the event, and
-                # on_shutdown follows it
-                if self._shutdown_event is None:
-                    self._shutdown_event = anyio.Event()
-                self.data_sender_callable = self._await_shutdown
-            await super().__call__(scope, receive, send)
-            return
-        self._task = asyncio.current_task()
-        self.lean_hook = hook
-        drain = _drain()
-        hook.on_disconnect(self._client_gone)
-        drain.add(self)
         try:
-            if not self._ending:
-                await self._stream_response(send)
-        except asyncio.CancelledError:
-            # ours (the client is gone, or the shutdown grace is over) is taken back;
-            # anyone else's (the server's own shutdown timeout) goes on
-            if not self._ending or self._uncancel():
-                raise
+            hook = scope.get("extensions", {}).get(DISCONNECT_EXTENSION) \
+                if scope["type"] == "http" else None
+            if not isinstance(hook, DisconnectHook) or scope["method"].upper() == "HEAD" \
+                    or self.ping_interval > 0 or self.data_sender_callable is not None:
+                self._send_lock = anyio.Lock()
+                if self.data_sender_callable is None and scope["type"] == "http":
+                    # sse-starlette's machinery: its exit listener sets the event, and
+                    # on_shutdown follows it
+                    if self._shutdown_event is None:
+                        self._shutdown_event = anyio.Event()
+                    self.data_sender_callable = self._await_shutdown
+                await super().__call__(scope, receive, send)
+                return
+            self._task = asyncio.current_task()
+            self.lean_hook = hook
+            drain = _drain()
+            hook.on_disconnect(self._client_gone)
+            drain.add(self)
+            try:
+                if not self._ending:
+                    await self._stream_response(send)
+            except asyncio.CancelledError:
+                # ours (the client is gone, or the shutdown grace is over) is taken back;
+                # anyone else's (the server's own shutdown timeout) goes on
+                if not self._ending or self._uncancel():
+                    raise
+            finally:
+                self.active = False
+                self.lean_hook = None
+                hook.on_disconnect(None)
+                drain.streams.discard(self)
+            if self.background is not None:
+                await self.background()
         finally:
-            self.active = False
-            self.lean_hook = None
-            hook.on_disconnect(None)
-            drain.streams.discard(self)
-        if self.background is not None:
-            await self.background()
+            self.ended()
 
     async def _await_shutdown(self) -> None:
         assert self._shutdown_event is not None

@@ -304,11 +304,8 @@ class FollowResponse(LeanEventSourceResponse):
         super().on_shutdown()
         self.sub.leave()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.sub.close()
+    def ended(self) -> None:
+        self.sub.close()
 
 
 async def stream_logs(request: Request) -> FollowResponse:
@@ -385,11 +382,13 @@ class StreamLogs:
     raises after the response started goes to ServerErrorMiddleware, as before."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self._response(scope, receive, send)
+        response = await self.response(scope, receive, send)
         await response(scope, receive, send)  # the Request is not kept for the stream's life
 
     @staticmethod
-    async def _response(scope: Scope, receive: Receive, send: Send) -> Any:
+    async def response(scope: Scope, receive: Receive, send: Send) -> Any:
+        """The stream's response, or the app's answer to what stopped it: the app runs it
+        (app.GZipExceptStreams), so that no frame of this endpoint is held."""
         request = Request(scope, receive, send)
         try:
             return await stream_logs(request)
