@@ -114,13 +114,13 @@ def _static_dir() -> str:
     return str(resources.files("reana_log_sse").joinpath("static"))
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> LogsApp:
     """The app of one `serve --workers N` process: its settings from the environment,
     which the parent filled in (uvicorn imports this factory in every worker)."""
     return create_app(Settings.from_env())
 
 
-def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None) -> Starlette:
+def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None) -> LogsApp:
     """Build the app. `settings.database_url` must be set (serve resolves the embedded one)."""
     if not settings.database_url:
         raise ValueError("create_app needs settings.database_url")
@@ -202,7 +202,8 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
         # REANA's OpenSearch seam, when a password is set (opensearch/route.py)
         *opensearch_routes(settings),
     ]
-    app = Starlette(
+    app = LogsApp(
+        stream_route=stream_route,
         routes=[
             *routes,
             # the <reana-live-log> widget (and anything else in static/) for embedding pages
@@ -210,7 +211,7 @@ def create_app(settings: Settings, *, today: Callable[[], dt.date] | None = None
             FilesBehindRoutes("/", StaticFiles(directory=_static_dir(), html=True),
                               name="static", routes=routes),
         ],
-        middleware=_middleware(settings, stream_route),
+        middleware=_middleware(settings),
         exception_handlers={HTTPException: http_error, ServiceError: service_error_handler,
                             ClientDisconnect: client_gone},
         lifespan=lifespan,
@@ -253,36 +254,54 @@ async def _maintenance_loop(state: object) -> None:
             logger.exception("partition maintenance failed")
 
 
-class GZipExceptStreams(GZipMiddleware):
-    """GZip for every answer but the event streams, and the stream route called from here.
+class LogsApp(Starlette):
+    """Starlette, with the event stream's route run before its middleware stack.
 
-    GZip would not compress a stream (text/event-stream is excluded), yet would wrap every
-    send of it. The stream route is matched here by its own Route and its endpoint called
-    directly, past ExceptionMiddleware and the router, whose coroutine frames and send
-    closures were held for each stream's lifetime (about 2 KiB a stream in tracemalloc,
-    docs/performance.md); the endpoint answers its own HTTPException and ServiceError
-    (follow/stream.StreamLogs). Another method on its path goes on to the router, which
-    answers 405 with its Allow."""
+    A held stream keeps every coroutine frame between uvicorn and its response for its
+    whole life: through the stack, Starlette's own call, ServerErrorMiddleware (and a
+    send closure), GZip, ExceptionMiddleware (two more frames and a closure), the router
+    and the route, some 3.5 KiB a stream in tracemalloc (docs/performance.md, "Memory per
+    stream"). Here the stream's route is matched by its own Route (as the router would:
+    its endpoint and path params) and its response run from this frame. What its endpoint
+    raises before the response starts, it answers with the app's handlers
+    (follow/stream.StreamLogs); anything else goes to uvicorn, which answers 500 if
+    nothing was sent and logs it (uvicorn/protocols/http/httptools_impl.py, run_asgi), as
+    ServerErrorMiddleware would. The app's CORS middleware, when origins are set, wraps
+    the stream too. Another method on the stream's path goes through the stack to the
+    router, which answers 405 with its Allow."""
 
-    def __init__(self, app: Any, *, stream_route: Route, minimum_size: int = 500) -> None:
-        super().__init__(app, minimum_size=minimum_size)
+    def __init__(self, *, stream_route: Route, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.stream_route = stream_route
+        # the app's middleware that a stream sees (CORS); GZip would not compress it
+        streams: Any = None
+        for cls, args, options in reversed(self.user_middleware):
+            if cls is CORSMiddleware:
+                streams = cls(streams or self._run_stream, *args, **options)
+        self._streams = streams
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"].endswith("/logs/stream"):
             match, child_scope = self.stream_route.matches(scope)
-            if match is Match.FULL:  # as the router would: its endpoint and path params
+            if match is Match.FULL:
+                scope["app"] = self
                 scope.update(child_scope)
-                response = await self.stream_route.endpoint.response(scope, receive, send)
-                await response(scope, receive, send)
-            else:
-                await self.app(scope, receive, send)
-        else:
-            await super().__call__(scope, receive, send)
+                if self._streams is not None:
+                    await self._streams(scope, receive, send)
+                else:  # the response runs from this frame: no other is held
+                    response = await self.stream_route.endpoint.response(scope, receive, send)
+                    await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    async def _run_stream(self, scope: Any, receive: Any, send: Any) -> None:
+        response = await self.stream_route.endpoint.response(scope, receive, send)
+        await response(scope, receive, send)
 
 
-def _middleware(settings: Settings, stream_route: Route) -> list[Middleware]:
-    middleware = [Middleware(GZipExceptStreams, minimum_size=4096, stream_route=stream_route)]
+def _middleware(settings: Settings) -> list[Middleware]:
+    # GZip for answers of 4 KiB or more; the event streams pass by it (LogsApp)
+    middleware = [Middleware(GZipMiddleware, minimum_size=4096)]
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # REANA's web UI on another origin embeds <reana-live-log>
         middleware.insert(0, Middleware(

@@ -130,6 +130,23 @@ def test_cors_lets_only_the_configured_origin_embed_the_widget(server_factory):
     widget = server.get("/static/reana-live-log.js", headers={"Origin": "https://reana.example.org"})
     assert widget.status_code == 200
     assert widget.headers["access-control-allow-origin"] == "https://reana.example.org"
+    # the event stream, which the app runs before its middleware stack (app.LogsApp)
+    with httpx.stream("GET", server.url + path + "/stream", timeout=30,
+                      headers={"Origin": "https://reana.example.org"}) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["access-control-allow-origin"] == "https://reana.example.org"
+    with httpx.stream("GET", server.url + path + "/stream", timeout=30,
+                      headers={"Origin": "https://evil.example.com"}) as stream:
+        assert stream.status_code == 200 and "access-control-allow-origin" not in stream.headers
+    preflight = httpx.options(server.url + path + "/stream", headers={
+        "Origin": "https://reana.example.org", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization, last-event-id"})
+    assert preflight.status_code == 200, preflight.text
+    assert preflight.headers["access-control-allow-origin"] == "https://reana.example.org"
+    unknown = server.get(f"/api/workflows/{uuid.uuid4()}/logs/stream",
+                         headers={"Origin": "https://reana.example.org"})
+    assert unknown.status_code == 404  # answered by the endpoint, still with CORS headers
+    assert unknown.headers["access-control-allow-origin"] == "https://reana.example.org"
 
 
 def test_read_status_tokens_split_the_rights_ingest_token_refused_on_status(server_factory):

@@ -375,7 +375,7 @@ class StreamLogs:
     request_response's per-request wrapper (starlette/routing.py: a Request, two closures
     and a second exception-handling layer around every send, for the stream's lifetime).
 
-    The app calls it past its router and ExceptionMiddleware (app.GZipExceptStreams), so
+    The app calls it past its middleware stack and router (app.LogsApp), so
     it answers what stream_logs raises before the response starts (HTTPException,
     ServiceError) with the app's handlers itself, looked up as ExceptionMiddleware does
     (starlette/_exception_handler.py: by the exception's class and its bases). What
@@ -388,7 +388,7 @@ class StreamLogs:
     @staticmethod
     async def response(scope: Scope, receive: Receive, send: Send) -> Any:
         """The stream's response, or the app's answer to what stopped it: the app runs it
-        (app.GZipExceptStreams), so that no frame of this endpoint is held."""
+        (app.LogsApp), so that no frame of this endpoint is held."""
         request = Request(scope, receive, send)
         try:
             return await stream_logs(request)
