@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -59,8 +61,9 @@ def _connections(server: Any) -> list[Any]:
     return list(server._server.server_state.connections)
 
 
-async def test_server_held_stream_allocates_no_waiters_while_idle(server_factory):
-    server = server_factory(ping_seconds=3600)
+@contextlib.asynccontextmanager
+async def _held_stream(server: Any) -> AsyncIterator[None]:
+    """One stream open on a raw socket, idle once it has its first line."""
     wf = uuid.uuid4()
     await asyncio.to_thread(post_batch, server.url, server.ingest_token, [event(wf, "first")])
     sock = socket.create_connection(("127.0.0.1", server.settings.port))
@@ -69,6 +72,14 @@ async def test_server_held_stream_allocates_no_waiters_while_idle(server_factory
         seen = b""
         while b"id: 1\n" not in seen:
             seen += await asyncio.to_thread(sock.recv, 65536)
+        yield
+    finally:
+        sock.close()
+
+
+async def test_server_held_stream_allocates_no_waiters_while_idle(server_factory):
+    server = server_factory(ping_seconds=3600)
+    async with _held_stream(server):
         (protocol,) = [p for p in _connections(server)
                        if p.cycle is not None and p.cycle.scope["path"].endswith("/stream")]
         flow_event = protocol.flow._is_writable_event
@@ -78,8 +89,6 @@ async def test_server_held_stream_allocates_no_waiters_while_idle(server_factory
         # the stream waits for neither: nothing is allocated for their waiters
         assert flow_event._waiters is None and message_event._waiters is None
         assert isinstance(protocol.pipeline, _Pipeline) and not protocol.pipeline
-    finally:
-        sock.close()
 
 
 def test_server_pipelined_requests_are_answered_in_order(live_server):
@@ -113,18 +122,9 @@ def _frames(coro: Any) -> list[str]:
 
 async def test_server_stream_runs_past_the_middleware_stack_and_router(server_factory):
     server = server_factory(ping_seconds=3600)
-    wf = uuid.uuid4()
-    await asyncio.to_thread(post_batch, server.url, server.ingest_token, [event(wf, "first")])
-    sock = socket.create_connection(("127.0.0.1", server.settings.port))
-    try:
-        sock.sendall(f"GET /api/workflows/{wf}/logs/stream HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        seen = b""
-        while b"id: 1\n" not in seen:
-            seen += await asyncio.to_thread(sock.recv, 65536)
+    async with _held_stream(server):
         (chain,) = [_frames(t.get_coro()) for t in list(server._server.server_state.tasks)
                     if "follow/LeanEventSourceResponse.__call__" in _frames(t.get_coro())]
-    finally:
-        sock.close()
     # the app runs the response from its own frame: no middleware's, no router's, none of
     # the endpoint's or of a response subclass's
     app = chain.index("reana_log_sse/LogsApp.__call__")
