@@ -10,7 +10,7 @@ batch once, exactly as uvicorn would, and writes those bytes to each follower th
 caught up (`deliver`); every other follower gets the batch queued as before.
 
 A follower is caught up when all of these hold, checked for each batch:
-- its stream task waits in `Subscription.get()` on an empty queue: it has sent all it
+- its stream task waits on its subscription's waiter with an empty queue: it has sent all it
   yielded (an async generator runs only when its consumer asks for the next item, and
   sse-starlette asks once the previous send returned), nothing is queued (a status, a
   ping, `end` or Leave goes first) and it was not woken (a woken task's waiter is done,

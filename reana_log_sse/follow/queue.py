@@ -184,17 +184,30 @@ class Subscription:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def get(self) -> Item:
-        while not self.items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+    def take(self) -> Item | None:
+        """The next item, or None if none is queued."""
+        if not self.items:
+            return None
         item = self.items.pop(0)
         if isinstance(item, Batch):
             self.queued_lines -= len(item.lines)
             self.queued_bytes -= item.nbytes
+        return item
+
+    def waiter(self) -> asyncio.Future[None]:
+        """A future done when an item is queued (or the stream is to end). The stream
+        awaits it itself: an idle stream holds no coroutine of a `get` for its wait
+        (docs/performance.md, "Memory per stream"). Until the next one, a woken waiter
+        stays done, which tells direct.deliver that the task is about to run."""
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        return waiter
+
+    async def get(self) -> Item:
+        while (item := self.take()) is None:
+            try:
+                await self.waiter()
+            finally:
+                self._waiter = None
         return item
 
     def next_batch(self, cursor: int) -> Batch | None:

@@ -235,11 +235,13 @@ async def follow(
         # stream's life; from now on, while this task waits on an empty queue, the feed
         # may write live batches itself (follow/direct.py)
         if sub.response is not None:
-            sub.response.raw_headers = []
+            sub.response.raw_headers = ()
         Direct.attach(sub, follower)
         while True:
-            item = None
-            item = await sub.get()
+            item = sub.take()
+            while item is None:
+                await sub.waiter()  # the future itself (Subscription.waiter)
+                item = sub.take()
             if item.after > follower.cursor:
                 async for data in follower.catch_up(item.after):
                     yield data
