@@ -21,7 +21,9 @@ Each connection's and each request's idle state is kept small (docs/performance.
 per stream"): uvicorn makes two `asyncio.Event`s per stream (the connection's flow
 control, the request's message event) and a deque for pipelined requests, each holding an
 empty deque of 624 bytes for as long as the stream lives. `LeanEvent` and `_Pipeline` do
-the same with nothing allocated until a task waits or a request is pipelined.
+the same with nothing allocated until a task waits or a request is pipelined; and
+uvicorn's forwarded-headers rewrite runs before the app's coroutine (`ForwardedBeforeApp`)
+rather than in a coroutine around it that each stream would hold.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 import uvicorn
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from reana_log_sse.settings import Settings
@@ -205,6 +208,45 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+async def _nothing(scope: Any, receive: Any, send: Any) -> None:
+    return None
+
+
+class ForwardedBeforeApp:
+    """uvicorn's X-Forwarded-Proto and X-Forwarded-For rewrite of the scope (its
+    ProxyHeadersMiddleware, from trusted hosts only), done before the app's coroutine
+    starts, not in a coroutine of its own around it, which every stream would hold for
+    its life (docs/performance.md, "Memory per stream"). uvicorn's own middleware does the
+    rewrite, around an app that returns at once; this returns the app's coroutine for
+    uvicorn to await (uvicorn/protocols/http/httptools_impl.py run_asgi: `await app(...)`)."""
+
+    def __init__(self, app: Any, trusted_hosts: list[str] | str) -> None:
+        self.app = app
+        self._rewrite = ProxyHeadersMiddleware(_nothing, trusted_hosts=trusted_hosts)
+
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        step = self._rewrite(scope, receive, send)
+        try:
+            step.send(None)
+        except StopIteration:  # done: it never waits
+            pass
+        else:
+            step.close()
+            raise RuntimeError("uvicorn's ProxyHeadersMiddleware waited for something")
+        return self.app(scope, receive, send)
+
+
+class _Config(uvicorn.Config):
+    """uvicorn's config, whose loaded app rewrites forwarded headers by ForwardedBeforeApp
+    instead of uvicorn's middleware, with the same trusted hosts (uvicorn/config.py load:
+    ProxyHeadersMiddleware outermost, when `proxy_headers`)."""
+
+    def load(self) -> None:
+        super().load()
+        if isinstance(self.loaded_app, ProxyHeadersMiddleware):
+            self.loaded_app = ForwardedBeforeApp(self.loaded_app.app, self.forwarded_allow_ips)
+
+
 def uvicorn_config(app: Any, settings: Settings, **kwargs: Any) -> uvicorn.Config:
     """uvicorn's config for `app` with the service's connection limits. The protocol is
     a partial of a module-level class, so that the config pickles into `serve --workers`
@@ -214,4 +256,4 @@ def uvicorn_config(app: Any, settings: Settings, **kwargs: Any) -> uvicorn.Confi
                                  header_timeout=settings.header_timeout_seconds,
                                  max_header_bytes=settings.max_header_bytes)
     kwargs.setdefault("timeout_keep_alive", 5)  # idle keep-alive connections (uvicorn's default)
-    return uvicorn.Config(app, http=protocol, **kwargs)  # type: ignore[arg-type]
+    return _Config(app, http=protocol, **kwargs)  # type: ignore[arg-type]

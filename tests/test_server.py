@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from reana_log_sse.server import LeanEvent, _Pipeline
+from reana_log_sse.server import ForwardedBeforeApp, LeanEvent, _Pipeline, uvicorn_config
 from tests.helpers import event, post_batch
 
 
@@ -127,9 +128,10 @@ async def test_server_stream_runs_past_the_middleware_stack_and_router(server_fa
                     if "follow/LeanEventSourceResponse.__call__" in _frames(t.get_coro())]
     # the app runs the response from its own frame: no middleware's, no router's, none of
     # the endpoint's or of a response subclass's
-    app = chain.index("reana_log_sse/LogsApp.__call__")
-    assert chain[app + 1] == "follow/LeanEventSourceResponse.__call__", chain
-    assert not [f for f in chain[:app] if "starlette" in f], chain
+    # and uvicorn's task runs the app first: its forwarded-headers rewrite holds no frame
+    # and the response runs its body from its own frame, straight into the generator's
+    assert chain == ["http/RequestResponseCycle.run_asgi", "reana_log_sse/LogsApp.__call__",
+                     "follow/LeanEventSourceResponse.__call__"], chain
 
 
 def test_server_stream_route_errors_are_answered_by_the_app_handlers(server_factory):
@@ -146,3 +148,41 @@ def test_server_stream_route_errors_are_answered_by_the_app_handlers(server_fact
         down = server.get(stream)
     assert down.status_code == 503 and down.headers["retry-after"], down.text
     assert down.json() == {"error": "database unavailable, retry later"}
+
+
+async def test_server_forwarded_headers_are_rewritten_as_uvicorns_middleware_does():
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(dict(scope))
+
+    def scope(client: Any, *headers: tuple[bytes, bytes], kind: str = "http") -> dict[str, Any]:
+        return {"type": kind, "scheme": "http", "client": client, "headers": list(headers)}
+
+    xff, xfp = b"x-forwarded-for", b"x-forwarded-proto"
+    cases = [
+        scope(("127.0.0.1", 5000), (xff, b"203.0.113.7"), (xfp, b"https")),
+        scope(("127.0.0.1", 5000), (xff, b"203.0.113.7, 10.0.0.2"), (xff, b"198.51.100.1")),
+        scope(("10.1.2.3", 5000), (xff, b"203.0.113.7"), (xfp, b"https")),  # not trusted
+        scope(("127.0.0.1", 5000), (xff, b""), (xfp, b"gopher")),
+        scope(None, (xff, b"203.0.113.7")),
+        {"type": "lifespan"},
+    ]
+    for trusted in ("127.0.0.1", "127.0.0.1,10.0.0.0/8", "*"):
+        for case in cases:
+            await ProxyHeadersMiddleware(app, trusted_hosts=trusted)(dict(case), None, None)
+            await ForwardedBeforeApp(app, trusted)(dict(case), None, None)
+            uvicorns, ours = seen[-2:]
+            assert ours == uvicorns, (trusted, case)
+    assert seen[0]["client"] == ("203.0.113.7", 0) and seen[0]["scheme"] == "https"
+
+
+def test_server_config_loads_the_forwarded_rewrite_in_place_of_uvicorns(live_server):
+    async def app(scope: Any, receive: Any, send: Any) -> None: ...
+
+    config = uvicorn_config(app, live_server.settings)
+    config.load()
+    assert isinstance(config.loaded_app, ForwardedBeforeApp) and config.loaded_app.app is app
+    plain = uvicorn_config(app, live_server.settings, proxy_headers=False)
+    plain.load()
+    assert plain.loaded_app is app

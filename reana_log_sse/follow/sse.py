@@ -8,28 +8,31 @@ for the client's `http.disconnect` (`_listen_for_disconnect`), one for the serve
 `data_sender_callable`; with their cancel scopes, anyio task states and events, those
 were most of what an idle stream cost (docs/performance.md, "Fan-out"). Here, when the
 server tells the response that its client has gone (server.DisconnectHook, from uvicorn's
-`connection_lost`), the stream runs sse-starlette's own `_stream_response` in the request's
-task: the hook cancels it when the client goes, and one waiter per event loop (`_Drain`)
-awaits sse-starlette's own exit signal (`_listen_for_exit_signal`) for every stream, then
-gives each its `on_shutdown` and, after `shutdown_grace_period`, cancels those still
-running (sse-starlette's force-cancel). HEAD, websocket scopes, a ping task
-(`ping > 0`), a `data_sender_callable`, or a server without the hook: sse-starlette's own
-machinery, unchanged.
+`connection_lost`), the stream runs its body as sse-starlette's `_stream_response` does,
+from the response's own frame in the request's task: the hook cancels it when the client
+goes, and one waiter per event loop (`_Drain`) awaits sse-starlette's own exit signal
+(`_listen_for_exit_signal`) for every stream, then gives each its `on_shutdown` and,
+after `shutdown_grace_period`, cancels those still running (sse-starlette's
+force-cancel). HEAD, websocket scopes, a ping task (`ping > 0`), a `data_sender_callable`,
+or a server without the hook: sse-starlette's own machinery, unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from typing import Any
 
 import anyio
 from sse_starlette import EventSourceResponse
-from sse_starlette.sse import SendTimeoutError
+from sse_starlette.sse import SendTimeoutError, ensure_bytes
 from starlette.types import Receive, Scope, Send
 
 from reana_log_sse.server import DISCONNECT_EXTENSION, DisconnectHook
+
+logger = logging.getLogger("reana_log_sse")
 
 
 class _Drain:
@@ -145,7 +148,29 @@ class LeanEventSourceResponse(EventSourceResponse):
             drain.add(self)
             try:
                 if not self._ending:
-                    await self._stream_response(send)
+                    # sse-starlette's _stream_response, run from this frame: its coroutine
+                    # would be held for the stream's life (docs/performance.md, "Memory
+                    # per stream"); the same messages, flags and cleanup
+                    await send({"type": "http.response.start", "status": self.status_code,
+                                "headers": self.raw_headers})
+                    self._response_started = True
+                    async for data in self.body_iterator:
+                        try:
+                            await self._send_with_timeout(send, {
+                                "type": "http.response.body", "more_body": True,
+                                "body": data if type(data) is bytes
+                                else ensure_bytes(data, self.sep)})
+                        except BaseException:
+                            await self._close_body()
+                            raise
+                    try:
+                        await send({"type": "http.response.body", "body": b"",
+                                    "more_body": False})
+                    except BaseException:
+                        self._send_interrupted = True
+                        raise
+                    self._response_complete = True
+                    self.active = False
             except asyncio.CancelledError:
                 # ours (the client is gone, or the shutdown grace is over) is taken back;
                 # anyone else's (the server's own shutdown timeout) goes on
@@ -160,6 +185,22 @@ class LeanEventSourceResponse(EventSourceResponse):
                 await self.background()
         finally:
             self.ended()
+
+    async def _close_body(self) -> None:
+        """The body iterator is suspended at a yield whose bytes could not be sent: close
+        it before the error goes on, so that its cleanup runs first (as sse-starlette's
+        _stream_response does, within its cleanup timeout)."""
+        aclose = getattr(self.body_iterator, "aclose", None)
+        if aclose is None:
+            return
+        with anyio.move_on_after(self._cleanup_timeout, shield=True) as scope:
+            try:
+                await aclose()
+            except Exception:
+                logger.exception("Error closing body iterator after encoding or send failure")
+        if scope.cancel_called:
+            logger.warning("Body iterator cleanup cancelled after %s seconds",
+                           self._cleanup_timeout)
 
     async def _await_shutdown(self) -> None:
         assert self._shutdown_event is not None

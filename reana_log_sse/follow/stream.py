@@ -228,7 +228,9 @@ async def follow(
     metrics = follower.metrics
     metrics.active_streams.inc()
     item: Any = None
-    writing: list[Batch] = []  # batches being written (settled once written or dropped)
+    # batches being written (settled once written or dropped); a list only while there
+    # are some: an idle stream holds no empty one
+    writing: list[Batch] | tuple[()] = ()
     try:
         yield b"retry: %d\n\n" % retry_ms + first
         # sent (the headers and this first chunk): the headers are not kept for the
@@ -250,6 +252,7 @@ async def follow(
                 # go in the same write: one send per wake-up, not one per batch
                 batch, item = item, None
                 parts = []
+                writing = []
                 while batch is not None:
                     writing.append(batch)
                     parts.append(follower.batch_frames(batch))
@@ -260,7 +263,7 @@ async def follow(
                     yield data
                 for batch in writing:
                     batch.settle(metrics)
-                writing.clear()
+                writing = ()
             elif isinstance(item, StatusItem):
                 if item.status.id > follower.status_cursor:
                     follower.status_cursor = item.status.id
