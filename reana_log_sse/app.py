@@ -277,7 +277,7 @@ class LogsApp(Starlette):
         streams: Any = None
         for cls, args, options in reversed(self.user_middleware):
             if cls is CORSMiddleware:
-                streams = cls(streams or self._run_stream, *args, **options)
+                streams = cls(streams or stream_route.app, *args, **options)
         self._streams = streams
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -293,10 +293,6 @@ class LogsApp(Starlette):
                     await response(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
-
-    async def _run_stream(self, scope: Any, receive: Any, send: Any) -> None:
-        response = await self.stream_route.endpoint.response(scope, receive, send)
-        await response(scope, receive, send)
 
 
 def _middleware(settings: Settings) -> list[Middleware]:

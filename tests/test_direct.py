@@ -469,7 +469,6 @@ async def test_direct_deliver_writes_only_while_the_task_idles_on_an_empty_queue
     feed = SimpleNamespace(hub=SimpleNamespace(metrics=metrics), unsubscribe=lambda s: None)
     ts = dt.datetime.now(dt.UTC)
     lines = [Line(i, str(wf), "job", "j", None, "stdout", ts, f"l{i}", False) for i in (11, 12)]
-    tasks: list[asyncio.Task[Any]] = []
 
     async def follower(**change: Any) -> tuple[Subscription, Any]:
         sub = Subscription(feed, 1000, 1 << 20)  # type: ignore[arg-type]
@@ -477,10 +476,8 @@ async def test_direct_deliver_writes_only_while_the_task_idles_on_an_empty_queue
         cycle = SimpleNamespace(transport=transport, flow=SimpleNamespace(write_paused=False),
                                 disconnected=False, response_complete=False)
         sub.direct = Direct(cycle, SimpleNamespace(cursor=10))  # type: ignore[arg-type]
-        if not change.pop("busy", False):  # its task waits in get() on an empty queue
-            tasks.append(asyncio.create_task(sub.get()))
-            while sub._waiter is None:
-                await asyncio.sleep(0)
+        if not change.pop("busy", False):  # it waits on its waiter, as follow() does
+            sub.waiter()
         return sub, (transport, cycle, change)
 
     def alter(sub: Subscription, transport: _Transport, cycle: Any, change: dict[str, Any]) -> None:
@@ -520,5 +517,3 @@ async def test_direct_deliver_writes_only_while_the_task_idles_on_an_empty_queue
     assert idle.direct.follower.cursor == 12 and idle.direct.writes == 1
     assert rest == [sub for name, (sub, _) in subs.items() if name != "idle"]
     assert batch.pending == len(subs) - 1  # settled for the one written
-    for task in tasks:
-        task.cancel()

@@ -85,7 +85,7 @@ def deliver(subscribers: list[Subscription], batch: Batch,
         if direct is None:
             rest.append(sub)
             continue
-        # idle: waiting in get() and not woken (everything that queues an item, `end` and
+        # idle: waiting on its waiter and not woken (everything that queues an item, `end` and
         # Leave included, wakes it: then its queue is not empty either)
         waiter = sub._waiter
         follower = direct.follower

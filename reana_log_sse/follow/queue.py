@@ -196,19 +196,11 @@ class Subscription:
 
     def waiter(self) -> asyncio.Future[None]:
         """A future done when an item is queued (or the stream is to end). The stream
-        awaits it itself: an idle stream holds no coroutine of a `get` for its wait
+        awaits it itself (stream.follow): an idle stream holds no coroutine for its wait
         (docs/performance.md, "Memory per stream"). Until the next one, a woken waiter
         stays done, which tells direct.deliver that the task is about to run."""
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         return waiter
-
-    async def get(self) -> Item:
-        while (item := self.take()) is None:
-            try:
-                await self.waiter()
-            finally:
-                self._waiter = None
-        return item
 
     def next_batch(self, cursor: int) -> Batch | None:
         """The next queued item if it is a batch that follows on from `cursor` (no gap

@@ -158,8 +158,7 @@ class LeanEventSourceResponse(EventSourceResponse):
                         try:
                             await self._send_with_timeout(send, {
                                 "type": "http.response.body", "more_body": True,
-                                "body": data if type(data) is bytes
-                                else ensure_bytes(data, self.sep)})
+                                "body": ensure_bytes(data, self.sep)})
                         except BaseException:
                             await self._close_body()
                             raise

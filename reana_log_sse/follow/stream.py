@@ -380,11 +380,11 @@ class StreamLogs:
     request_response's per-request wrapper (starlette/routing.py: a Request, two closures
     and a second exception-handling layer around every send, for the stream's lifetime).
 
-    The app calls it past its middleware stack and router (app.LogsApp), so
-    it answers what stream_logs raises before the response starts (HTTPException,
-    ServiceError) with the app's handlers itself, looked up as ExceptionMiddleware does
-    (starlette/_exception_handler.py: by the exception's class and its bases). What
-    raises after the response started goes to ServerErrorMiddleware, as before."""
+    The app calls it past its middleware stack and router (app.LogsApp), so it answers
+    what stream_logs raises before the response starts (HTTPException, ServiceError) with
+    the app's handlers itself, looked up as ExceptionMiddleware does
+    (starlette/_exception_handler.py: by the exception's class and its bases). Anything
+    else goes to uvicorn (app.LogsApp says how it answers)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await self.response(scope, receive, send)
